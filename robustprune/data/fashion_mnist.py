@@ -1,0 +1,80 @@
+"""Fashion-MNIST read straight from the IDX gzip files of Debian's package.
+
+Real data is used only to *evaluate* pruned models; robustprune never trains
+or prunes on it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
+ROOT_ENV_VAR = "ROBUSTPRUNE_FASHION_MNIST"
+INSTALL_HINT = "apt-get update && apt-get install -y dataset-fashion-mnist"
+CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Evaluation data is not installed; the message says how to get it."""
+
+
+def resolve_root(root: str | os.PathLike | None = None) -> Path:
+    """The data directory: the argument, else $ROBUSTPRUNE_FASHION_MNIST, else Debian's path."""
+    return Path(root or os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT)
+
+
+def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    dims = raw[3]
+    if dims != expected_dims:
+        raise ValueError(f"{path} has {dims} dimensions, expected {expected_dims}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    offset = 4 + 4 * dims
+    data = np.frombuffer(raw, dtype=np.uint8, offset=offset)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes of data")
+    return data.reshape(shape)
+
+
+def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(images, labels)``: float images (N, 1, 28, 28) in [0, 1] and int64 labels.
+
+    Raises DataNotFoundError naming the Debian package when the files are missing.
+    """
+    if split not in _FILES:
+        raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
+    directory = resolve_root(root)
+    image_name, label_name, count = _FILES[split]
+    missing = [n for n in (image_name, label_name) if not (directory / n).is_file()]
+    if missing:
+        raise DataNotFoundError(
+            f"Fashion-MNIST {split} files not found in {directory} (missing: {', '.join(missing)}). "
+            f"Install them with: {INSTALL_HINT}  (or point ${ROOT_ENV_VAR} at a folder with the IDX .gz files)"
+        )
+    images = _read_idx(directory / image_name, 3)
+    labels = _read_idx(directory / label_name, 1)
+    if len(images) != len(labels) or len(images) != count:
+        raise ValueError(f"Fashion-MNIST {split}: {len(images)} images and {len(labels)} labels, expected {count} of each")
+    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x, y
+
+
+def fashion_mnist_available(root: str | os.PathLike | None = None) -> bool:
+    directory = resolve_root(root)
+    return all((directory / n).is_file() for f in _FILES.values() for n in f[:2])

@@ -1,0 +1,113 @@
+"""Input specification of a model and validation of models against it.
+
+Every model robustprune touches consumes *normalized* inputs; data, attacks and
+synthetic inputs live in pixel space (``value_range``). ``InputSpec`` is the one
+place that knows how to go from one to the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class SpecError(ValueError):
+    """A model or input does not match its InputSpec."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """Shape (C, H, W) of one input, per-channel normalization, pixel range, classes."""
+
+    shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    num_classes: int
+    value_range: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
+        if not self.shape or any(s <= 0 for s in self.shape):
+            raise SpecError(f"InputSpec.shape must be positive integers, got {self.shape}")
+        channels = self.shape[0]
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) not in (1, channels):
+                raise SpecError(
+                    f"InputSpec.{name} has {len(values)} values; expected 1 or {channels} "
+                    f"(one per channel of shape {self.shape})"
+                )
+            if not all(math.isfinite(v) for v in values):
+                raise SpecError(f"InputSpec.{name} must be finite, got {values}")
+        if any(s <= 0 for s in self.std):
+            raise SpecError(f"InputSpec.std must be > 0, got {self.std}")
+        if self.num_classes < 2:
+            raise SpecError(f"InputSpec.num_classes must be >= 2, got {self.num_classes}")
+        low, high = self.value_range
+        if not low < high:
+            raise SpecError(f"InputSpec.value_range must be (low, high) with low < high, got {self.value_range}")
+
+    def _stat(self, values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+        channels = self.shape[0]
+        t = torch.tensor(values, dtype=like.dtype, device=like.device)
+        t = t.expand(channels) if t.numel() == 1 else t
+        return t.view(1, channels, *([1] * (len(self.shape) - 1)))
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixel-space batch -> the normalized batch the model consumes."""
+        return (pixels - self._stat(self.mean, pixels)) / self._stat(self.std, pixels)
+
+    def denormalize(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Normalized batch -> pixel space."""
+        return inputs * self._stat(self.std, inputs) + self._stat(self.mean, inputs)
+
+    def check_batch(self, pixels: torch.Tensor) -> None:
+        """Raise SpecError if ``pixels`` is not an (N, *shape) batch."""
+        if pixels.dim() != len(self.shape) + 1 or tuple(pixels.shape[1:]) != self.shape:
+            raise SpecError(f"expected a batch of shape (N, {', '.join(map(str, self.shape))}), got {tuple(pixels.shape)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def validate_model(model: nn.Module, spec: InputSpec) -> None:
+    """Check that ``model`` has finite weights and maps (N, *shape) to (N, num_classes).
+
+    Raises SpecError with a message that names what is wrong, so that a bad
+    model fails at the door rather than deep inside a search.
+    """
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise SpecError(f"model tensor '{name}' contains NaN or infinite values")
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    probe = torch.zeros(2, *spec.shape, device=device)
+    try:
+        with torch.no_grad():
+            out = model(probe)
+    except Exception as exc:  # the model's own error, re-raised with context
+        raise SpecError(f"model failed on an input of shape (2, {', '.join(map(str, spec.shape))}): {exc}") from exc
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise SpecError(f"model output must have shape (N, {spec.num_classes}) for N=2 inputs, got {got}")
