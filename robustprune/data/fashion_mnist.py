@@ -69,7 +69,9 @@ def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = Non
     images = _read_idx(directory / image_name, 3)
     labels = _read_idx(directory / label_name, 1)
     if len(images) != len(labels) or len(images) != count:
-        raise ValueError(f"Fashion-MNIST {split}: {len(images)} images and {len(labels)} labels, expected {count} of each")
+        raise ValueError(
+            f"Fashion-MNIST {split}: {len(images)} images and {len(labels)} labels, expected {count} of each"
+        )
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
