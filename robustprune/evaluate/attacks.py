@@ -1,0 +1,164 @@
+"""White-box L-inf robustness (FGSM, PGD) in pixel space, via torchattacks.
+
+Attacks live in pixel space ([0, 1], where ``eps`` means something to a human);
+models consume normalized inputs. torchattacks bridges the two with
+``Attack.set_normalization_used``: after it, the attack *expects normalized
+inputs and returns normalized outputs*, un-normalizing internally so that its
+eps-ball and [0, 1] clamp are in pixel space. This module hides that round trip
+behind a pixel-in, pixel-out API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torchattacks
+from torch import nn
+
+from robustprune.evaluate.metrics import _eval_mode, _model_device, accuracy, predict_logits
+from robustprune.spec import InputSpec
+
+__all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy"]
+
+ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+
+
+def _validate(
+    spec: InputSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str,
+    eps: float,
+    steps: int,
+    alpha: float | None,
+    batch_size: int,
+) -> float:
+    """Check arguments up front (clear errors instead of torchattacks failing mid-run); return the PGD step size."""
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; valid attacks are {', '.join(ATTACKS)}")
+    try:
+        eps_ok = math.isfinite(eps) and 0.0 <= eps <= 1.0
+    except TypeError:
+        eps_ok = False
+    if not eps_ok:
+        raise ValueError(f"eps must be a number in [0, 1] (pixel space), got {eps!r}")
+    if attack == "pgd" and steps < 1:
+        raise ValueError(f"PGD needs steps >= 1, got {steps}")
+    if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if spec.value_range != (0.0, 1.0):
+        # torchattacks hard-codes a clamp to [0, 1]; any other range would be silently clipped.
+        raise ValueError(f"attacks need InputSpec.value_range == (0.0, 1.0), got {spec.value_range}")
+    if len(spec.shape) != 3:
+        # set_normalization_used reshapes mean/std to (1, C, 1, 1), which only broadcasts over (N, C, H, W).
+        raise ValueError(f"attacks need image inputs of shape (C, H, W), got spec.shape {spec.shape}")
+    spec.check_batch(pixels)
+    if labels.dim() != 1 or labels.shape[0] != pixels.shape[0]:
+        raise ValueError(f"labels must have shape ({pixels.shape[0]},), got {tuple(labels.shape)}")
+    if pixels.numel() and (pixels.min() < 0.0 or pixels.max() > 1.0):
+        raise ValueError("pixels must lie in [0, 1]; pass pixel-space images, not normalized ones")
+    # Madry et al.'s convention: the steps together can travel 2.5 * eps, enough to reach the boundary of the
+    # ball from any random start whatever the step count. With the default steps=10 this is eps / 4.
+    return 2.5 * eps / steps if alpha is None else float(alpha)
+
+
+def _build_attack(
+    model: nn.Module, spec: InputSpec, attack: str, eps: float, steps: int, alpha: float
+) -> torchattacks.attack.Attack:
+    if attack == "fgsm":
+        atk = torchattacks.FGSM(model, eps=eps)
+    else:
+        atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    channels = spec.shape[0]
+    mean = list(spec.mean) * channels if len(spec.mean) == 1 else list(spec.mean)
+    std = list(spec.std) * channels if len(spec.std) == 1 else list(spec.std)
+    atk.set_normalization_used(mean=mean, std=std)
+    return atk
+
+
+def _fork_all_rngs() -> contextlib.AbstractContextManager:
+    """Fork the CPU RNG and that of every accelerator device, since ``torch.manual_seed`` reseeds all of them."""
+    acc = torch.accelerator.current_accelerator()
+    if acc is None:
+        return torch.random.fork_rng(devices=[])
+    return torch.random.fork_rng(devices=range(torch.accelerator.device_count()), device_type=acc.type)
+
+
+def adversarial_examples(
+    model: nn.Module,
+    spec: InputSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str = "fgsm",
+    eps: float = 0.1,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Untargeted L-inf adversarial versions of ``pixels`` (CPU float, pixel space).
+
+    ``attack`` is ``"fgsm"`` (one signed-gradient step of size ``eps``) or
+    ``"pgd"`` (``steps`` steps of size ``alpha`` from a uniform random start
+    in the eps-ball; ``alpha`` defaults to ``2.5 * eps / steps``). Both maximize
+    cross-entropy against ``labels`` and keep ``|x_adv - x| <= eps`` and
+    ``x_adv`` in [0, 1].
+
+    Reproducible and side-effect free: the global RNG is seeded with ``seed``
+    inside ``torch.random.fork_rng`` (so PGD's random start is the same on every
+    call and the caller's RNG stream is untouched), the model is attacked in eval
+    mode and every submodule's train/eval flag is restored afterwards.
+    ``device`` defaults to the model's device; the model is not moved.
+    """
+    labels = torch.as_tensor(labels)
+    alpha = _validate(spec, pixels, labels, attack, eps, steps, alpha, batch_size)
+    run_on = _model_device(model, device)
+    atk = _build_attack(model, spec, attack, eps, steps, alpha)
+    atk.set_device(run_on)
+    chunks = []
+    # enable_grad: the attacks differentiate w.r.t. the input, which fails if the caller is inside no_grad.
+    with _eval_mode(model), _fork_all_rngs(), torch.enable_grad():
+        torch.manual_seed(seed)
+        for start in range(0, pixels.shape[0], batch_size):
+            x = pixels[start : start + batch_size].to(run_on, dtype=torch.float32)
+            y = labels[start : start + batch_size].to(run_on, dtype=torch.long)
+            # With normalization set, torchattacks takes and returns *normalized* tensors.
+            x_adv = spec.denormalize(atk(spec.normalize(x), y).detach())
+            # The normalize/denormalize round trip costs ~1e-7 of float error; project it away so the
+            # eps-ball and [0, 1] hold exactly (this is a no-op beyond rounding: the attack already projects).
+            x_adv = torch.clamp(torch.clamp(x_adv, x - eps, x + eps), 0.0, 1.0)
+            chunks.append(x_adv.cpu())
+    if not chunks:
+        return torch.empty(0, *spec.shape)
+    return torch.cat(chunks)
+
+
+def robust_accuracy(
+    model: nn.Module,
+    spec: InputSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str = "fgsm",
+    eps: float = 0.1,
+    steps: int = 10,
+    alpha: float | None = None,
+    batch_size: int = 250,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> float:
+    """Accuracy of ``model`` on :func:`adversarial_examples` of ``pixels`` (same arguments).
+
+    This is plain accuracy on the attacked inputs (the torchattacks / RobustBench
+    convention); an example the model already got wrong counts as robust only if
+    the attack happens to make it right, which FGSM occasionally does.
+    """
+    x_adv = adversarial_examples(
+        model, spec, pixels, labels, attack, eps, steps, alpha=alpha, batch_size=batch_size, seed=seed, device=device
+    )
+    logits = predict_logits(model, spec, x_adv, batch_size=batch_size, device=device)
+    return accuracy(logits, labels)

@@ -1,0 +1,164 @@
+"""Real-data evaluation of any classifier: accuracy, robustness, corruptions, OOD, calibration, cost.
+
+This is the ruler every pruned model is measured with. It only *reads* real data;
+nothing here feeds back into pruning decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustprune._provenance import provenance
+from robustprune.data.corruptions import corruption_suite
+from robustprune.data.fashion_mnist import load_fashion_mnist
+from robustprune.data.ood import ood_sets
+from robustprune.evaluate.attacks import robust_accuracy
+from robustprune.evaluate.cost import count_macs_params, latency_ms
+from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.spec import InputSpec, SpecError
+
+SUPPORTED_DATA = ("fashion-mnist",)
+REPORT_KEYS = (
+    "clean_accuracy", "robust_accuracy", "corruption_accuracy", "corruption_accuracy_per",
+    "ood_auroc", "ece", "macs", "params", "latency_ms", "provenance",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What the evaluation measures on; the defaults are the ones every published number uses.
+
+    ``n_attack`` and ``n_corruption`` images are a fixed seeded subset of the test set
+    (the same subset for every model given the same seed), so models are compared on
+    identical inputs.
+    """
+
+    eps: float = 0.1  # L-inf radius in [0, 1] pixel space
+    pgd_steps: int = 10
+    n_attack: int = 1000
+    n_corruption: int = 1000
+    n_ood: int = 2000
+    seed: int = 0
+    latency: bool = True
+    latency_repeats: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eps <= 1.0:
+            raise ValueError(f"eps is in [0, 1] pixel space, got {self.eps}")
+        for name in ("pgd_steps", "n_attack", "n_corruption", "n_ood", "latency_repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _log(message: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"[eval] {message}", file=sys.stderr, flush=True)
+
+
+def evaluate(
+    model: nn.Module,
+    spec: InputSpec,
+    data: str = "fashion-mnist",
+    root: str | Path | None = None,
+    settings: EvalSettings | None = None,
+    device: str | torch.device | None = None,
+    model_ref: str | None = None,
+    quiet: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure ``model`` on real test data and return a dict with the keys of ``REPORT_KEYS``.
+
+    The model is not modified (its train/eval mode is restored). Raises
+    DataNotFoundError, with the install command, when the data is missing.
+    """
+    settings = settings or EvalSettings()
+    if data not in SUPPORTED_DATA:
+        raise ValueError(f"unsupported evaluation data {data!r}; supported: {', '.join(SUPPORTED_DATA)}")
+    if tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10:
+        raise SpecError(f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
+                        f"shape {spec.shape} and {spec.num_classes} classes")  # fmt: skip
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    say = progress or (lambda m: _log(m, quiet))
+    start = time.time()
+    x_test, y_test = load_fashion_mnist("test", root)
+    subset = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(settings.seed))
+
+    say("clean accuracy and calibration on 10,000 test images")
+    logits = predict_logits(model, spec, x_test, device=device)
+    report: dict = {"clean_accuracy": accuracy(logits, y_test), "ece": expected_calibration_error(logits, y_test)}
+
+    attack_idx = subset[: settings.n_attack]
+    x_att, y_att = x_test[attack_idx], y_test[attack_idx]
+    report["robust_accuracy"] = {}
+    for attack in ("fgsm", "pgd"):
+        say(f"{attack.upper()} robust accuracy, eps {settings.eps}, on {len(x_att)} images")
+        report["robust_accuracy"][attack] = robust_accuracy(
+            model, spec, x_att, y_att, attack=attack, eps=settings.eps, steps=settings.pgd_steps,
+            seed=settings.seed, device=device,
+        )  # fmt: skip
+
+    corr_idx = subset[: settings.n_corruption]
+    x_corr, y_corr = x_test[corr_idx], y_test[corr_idx]
+    say(f"corruption accuracy on {len(x_corr)} images x 8 corruptions x 5 severities")
+    per: dict[str, list[float]] = {}
+    for name, _severity, corrupted in corruption_suite(x_corr, seed=settings.seed):
+        per.setdefault(name, []).append(accuracy(predict_logits(model, spec, corrupted, device=device), y_corr))
+    report["corruption_accuracy_per"] = {name: sum(v) / len(v) for name, v in per.items()}
+    report["corruption_accuracy"] = sum(report["corruption_accuracy_per"].values()) / len(per)
+
+    say("OOD detection AUROC (max softmax) against digits, flipped images, uniform noise")
+    report["ood_auroc"] = {
+        name: ood_auroc(logits, predict_logits(model, spec, x_ood, device=device))
+        for name, x_ood in ood_sets(x_test[subset], n=settings.n_ood, seed=settings.seed).items()
+    }
+
+    macs, params = count_macs_params(model, spec)
+    report["macs"], report["params"] = macs, params
+    if settings.latency:
+        say("CPU latency, batch 1 and batch 256" if torch.device(device).type == "cpu" else "latency")
+        report["latency_ms"] = {
+            "batch1": latency_ms(model, spec, 1, repeats=settings.latency_repeats, device=device),
+            "batch256": latency_ms(model, spec, 256, repeats=max(3, settings.latency_repeats // 4), device=device),
+        }
+    else:
+        report["latency_ms"] = {"batch1": None, "batch256": None}
+    report["provenance"] = provenance(
+        model=model_ref, data=data, seed=settings.seed, device=str(device), settings=dataclasses.asdict(settings)
+    )
+    say(f"done in {time.time() - start:.0f}s")
+    return {key: report[key] for key in REPORT_KEYS}
+
+
+def format_report(report: dict, title: str | None = None) -> str:
+    """A human-readable table of an evaluation report."""
+    pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
+    rows = [
+        ("clean accuracy", pct(report["clean_accuracy"])),
+        ("FGSM robust accuracy", pct(report["robust_accuracy"]["fgsm"])),
+        ("PGD robust accuracy", pct(report["robust_accuracy"]["pgd"])),
+        ("mean corruption accuracy", pct(report["corruption_accuracy"])),
+    ]
+    rows += [(f"  {name}", pct(v)) for name, v in report.get("corruption_accuracy_per", {}).items()]
+    rows += [(f"OOD AUROC ({name})", f"{v:7.4f}") for name, v in report["ood_auroc"].items()]
+    rows += [
+        ("ECE (15 bins)", f"{report['ece']:7.4f}"),
+        ("MACs", f"{report['macs'] / 1e6:.2f} M"),
+        ("params", f"{report['params'] / 1e3:.1f} k"),
+    ]
+    lat = report.get("latency_ms") or {}
+    if lat.get("batch1") is not None:
+        threads = report.get("provenance", {}).get("threads")
+        rows.append((f"latency batch 1 ({threads} threads)", f"{lat['batch1']:.2f} ms"))
+        rows.append((f"latency batch 256 ({threads} threads)", f"{lat['batch256']:.2f} ms"))
+    width = max(len(r[0]) for r in rows)
+    lines = [title] if title else []
+    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robustprune import zoo
+from robustprune.cli import main
+from robustprune.data.fashion_mnist import fashion_mnist_available
+from robustprune.evaluate.harness import REPORT_KEYS, EvalSettings, evaluate
+
+needs_data = pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robustprune", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_version_and_help_list_subcommands():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip().startswith("robustprune ")
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for sub in ("eval", "zoo"):
+        assert sub in out.stdout
+
+
+@pytest.mark.parametrize("sub", ["eval", "zoo"])
+def test_subcommand_help_has_examples(sub, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([sub, "--help"])
+    assert exc.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_bad_model_reference_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["eval", "--model", "zoo:nope", "--json", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown zoo model" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_dir_exit_2(tmp_path, capsys):
+    assert main(["eval", "--model", "zoo:mlp", "--json", str(tmp_path / "missing" / "r.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_eps_exit_2(capsys):
+    assert main(["eval", "--model", "zoo:mlp", "--eps", "2"]) == 2
+    assert "eps" in capsys.readouterr().err
+
+
+def test_missing_data_names_the_package(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTPRUNE_FASHION_MNIST", str(tmp_path / "nowhere"))
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", "zoo:mlp", "--json", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install -y dataset-fashion-mnist" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@needs_data
+def test_eval_json_has_all_keys_and_matches_manifest(tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", "zoo:mlp", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert tuple(report) == REPORT_KEYS
+    assert set(report["robust_accuracy"]) == {"fgsm", "pgd"}
+    assert set(report["ood_auroc"]) == {"digits", "flipped", "noise"}
+    assert set(report["latency_ms"]) == {"batch1", "batch256"}
+    assert report["clean_accuracy"] == pytest.approx(zoo.manifest()["mlp"]["test_accuracy"], abs=1e-12)
+    assert 0 <= report["robust_accuracy"]["pgd"] <= report["robust_accuracy"]["fgsm"] + 0.05
+    assert report["robust_accuracy"]["fgsm"] < report["clean_accuracy"]
+    assert report["params"] == sum(p.numel() for p in zoo.load("mlp")[0].parameters())
+    assert report["provenance"]["model"] == "zoo:mlp" and report["provenance"]["seed"] == 0
+
+
+@needs_data
+def test_evaluation_is_deterministic_for_a_seed():
+    model, spec = zoo.load("cnn")
+    settings = EvalSettings(n_attack=200, n_corruption=100, n_ood=200, latency=False)
+    a = evaluate(model, spec, settings=settings, quiet=True)
+    b = evaluate(model, spec, settings=settings, quiet=True)
+    for key in ("clean_accuracy", "robust_accuracy", "corruption_accuracy_per", "ood_auroc", "ece", "macs"):
+        assert a[key] == b[key]
+
+
+@needs_data
+def test_evaluate_leaves_model_untouched():
+    model, spec = zoo.load("mlp")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    evaluate(model, spec, settings=EvalSettings(n_attack=50, n_corruption=50, n_ood=50, latency=False), quiet=True)
+    assert model.training
+    assert all((before[k] == v).all() for k, v in model.state_dict().items())

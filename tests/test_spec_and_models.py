@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from robustprune import InputSpec, SpecError, validate_model, zoo
+from robustprune.models import ModelRefError, load_model
+from robustprune.zoo.architectures import ARCHITECTURES
+
+SPEC = InputSpec(shape=(1, 28, 28), mean=(0.5,), std=(0.25,), num_classes=10)
+
+
+def test_spec_normalize_roundtrip_and_values():
+    x = torch.rand(4, 1, 28, 28)
+    z = SPEC.normalize(x)
+    assert torch.allclose(z, (x - 0.5) / 0.25)
+    assert torch.allclose(SPEC.denormalize(z), x, atol=1e-6)
+
+
+def test_spec_per_channel_stats_broadcast():
+    spec = InputSpec(shape=(3, 4, 4), mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 4.0), num_classes=5)
+    z = spec.normalize(torch.ones(2, 3, 4, 4))
+    assert torch.allclose(z[0, :, 0, 0], torch.tensor([0.9, 0.4, 0.175]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"shape": (1, 0, 28)}, "shape"),
+        ({"mean": (0.1, 0.2)}, "mean"),
+        ({"std": (0.0,)}, "std"),
+        ({"std": (math.nan,)}, "finite"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"value_range": (1.0, 0.0)}, "value_range"),
+    ],
+)
+def test_spec_rejects_bad_values(kwargs, message):
+    base = dict(shape=(1, 28, 28), mean=(0.5,), std=(0.25,), num_classes=10)
+    base.update(kwargs)
+    with pytest.raises(SpecError, match=message):
+        InputSpec(**base)
+
+
+def test_spec_json_roundtrip():
+    assert InputSpec.from_dict(SPEC.to_dict()) == SPEC
+
+
+def test_check_batch_shape():
+    SPEC.check_batch(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(SpecError, match="expected a batch"):
+        SPEC.check_batch(torch.zeros(2, 28, 28))
+
+
+def test_validate_model_errors():
+    validate_model(ARCHITECTURES["mlp"](), SPEC)
+    with pytest.raises(SpecError, match=r"output must have shape \(N, 10\)"):
+        validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 7)), SPEC)
+    with pytest.raises(SpecError, match="failed on an input of shape"):
+        validate_model(nn.Sequential(nn.Flatten(), nn.Linear(100, 10)), SPEC)
+    broken = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        broken[1].weight[0, 0] = float("nan")
+    with pytest.raises(SpecError, match="NaN"):
+        validate_model(broken, SPEC)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_architectures_map_inputs_to_logits(name):
+    model = ARCHITECTURES[name]().eval()
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_checkpoints_load_small_and_documented(name):
+    model, spec = zoo.load(name)
+    assert not model.training
+    assert spec == zoo.FASHION_MNIST_SPEC
+    assert zoo.checkpoint_path(name).stat().st_size < 5 * 1024 * 1024
+    entry = zoo.manifest()[name]
+    assert {"test_accuracy", "command", "provenance", "seed"} <= set(entry)
+    # trained weights differ from a fresh initialisation
+    fresh = zoo.build(name).state_dict()
+    assert any(not torch.equal(t, fresh[k]) for k, t in model.state_dict().items() if t.is_floating_point())
+
+
+def test_zoo_unknown_name():
+    with pytest.raises(KeyError, match="unknown zoo model"):
+        zoo.build("alexnet")
+
+
+def test_load_model_references(tmp_path):
+    model, spec = load_model("zoo:mlp")
+    x = torch.rand(2, 1, 28, 28)
+
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    other, _ = load_model("robustprune.zoo.architectures:mlp", weights=weights)
+    assert torch.equal(other(x), model(x))
+
+    scripted = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(model), scripted)
+    ts, ts_spec = load_model(str(scripted))
+    assert torch.allclose(ts(x), model(x))
+    assert ts_spec == spec
+
+
+def test_load_model_reference_errors(tmp_path):
+    with pytest.raises(ModelRefError, match="unknown zoo model"):
+        load_model("zoo:nope")
+    with pytest.raises(ModelRefError, match="needs --weights"):
+        load_model("robustprune.zoo.architectures:mlp")
+    with pytest.raises(ModelRefError, match="cannot import"):
+        load_model("no_such_pkg.mod:factory", weights=tmp_path / "x.pt")
+    with pytest.raises(ModelRefError, match="weights file not found"):
+        load_model("robustprune.zoo.architectures:mlp", weights=tmp_path / "missing.pt")
+    wrong = tmp_path / "cnn.pt"
+    torch.save(ARCHITECTURES["cnn"]().state_dict(), wrong)
+    with pytest.raises(ModelRefError, match="do not fit the model"):
+        load_model("robustprune.zoo.architectures:mlp", weights=wrong)
+    pickled = tmp_path / "pickle.pt"
+    torch.save({"state_dict": ARCHITECTURES["mlp"]().state_dict(), "extra": object.__new__(ModelRefError)}, pickled)
+    with pytest.raises(ModelRefError, match="weights_only=True"):
+        load_model("robustprune.zoo.architectures:mlp", weights=pickled)
+    with pytest.raises(ModelRefError, match="neither zoo:NAME"):
+        load_model("not-a-file")
