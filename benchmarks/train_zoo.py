@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +85,10 @@ def train(name: str, seed: int, log=print) -> dict:
             sched.step()
             total += loss.item()
         val = accuracy(model, x_val, y_val)
-        log(f"[{name}] epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f}, val acc {val:.4f}, {time.time() - start:.0f}s")
+        log(
+            f"[{name}] epoch {epoch + 1}/{epochs}: loss {total / steps_per_epoch:.4f}, "
+            f"val acc {val:.4f}, {time.time() - start:.0f}s"
+        )
     model.eval()
     test_acc = accuracy(model, x_test, y_test)
     CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)

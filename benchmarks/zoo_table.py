@@ -1,6 +1,6 @@
 """Evaluate every zoo model with the real-data harness and write results/zoo.md and results/zoo.json.
 
-    python benchmarks/zoo_table.py [--threads 2] [--seed 0]
+python benchmarks/zoo_table.py [--threads 2] [--seed 0]
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ def markdown(rows: dict[str, dict], prov: dict, command: str) -> str:
         cells = [name, f"{100 * r['clean_accuracy']:.2f}%", f"{100 * r['robust_accuracy']['fgsm']:.2f}%",
                  f"{100 * r['robust_accuracy']['pgd']:.2f}%", f"{100 * r['corruption_accuracy']:.2f}%",
                  *[f"{r['ood_auroc'][n]:.4f}" for n in ood_names], f"{r['ece']:.4f}", f"{r['macs'] / 1e6:.2f}",
-                 f"{r['params'] / 1e3:.1f}", f"{r['latency_ms']['batch1']:.2f}", f"{r['latency_ms']['batch256']:.1f}"]  # fmt: skip
+                 f"{r['params'] / 1e3:.1f}", f"{r['latency_ms']['batch1']:.2f}",
+                 f"{r['latency_ms']['batch256']:.1f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Corruption accuracy per corruption (mean over severities 1-5):", ""]
     corr_names = list(next(iter(rows.values()))["corruption_accuracy_per"])
     lines += ["| model | " + " | ".join(corr_names) + " |", "|" + "---|" * (len(corr_names) + 1)]
     for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r['corruption_accuracy_per'][c]:.2f}%" for c in corr_names) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{100 * r['corruption_accuracy_per'][c]:.2f}%" for c in corr_names) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -49,7 +49,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = _check_output_path(args.json) if args.json else None
     try:
         settings = EvalSettings(eps=args.eps, pgd_steps=args.pgd_steps, n_attack=args.n_attack,
-                                n_corruption=args.n_corruption, seed=args.seed, latency=not args.no_latency)  # fmt: skip
+                                n_corruption=args.n_corruption, seed=args.seed,
+                                latency=not args.no_latency)  # fmt: skip
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)

@@ -72,7 +72,9 @@ class InputSpec:
     def check_batch(self, pixels: torch.Tensor) -> None:
         """Raise SpecError if ``pixels`` is not an (N, *shape) batch."""
         if pixels.dim() != len(self.shape) + 1 or tuple(pixels.shape[1:]) != self.shape:
-            raise SpecError(f"expected a batch of shape (N, {', '.join(map(str, self.shape))}), got {tuple(pixels.shape)}")
+            raise SpecError(
+                f"expected a batch of shape (N, {', '.join(map(str, self.shape))}), got {tuple(pixels.shape)}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
