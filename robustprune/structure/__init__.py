@@ -1,0 +1,11 @@
+"""Prune space, reversible masks, physical surgery and persistence."""
+
+from robustprune.structure.masks import batched_masks, masked
+from robustprune.structure.persist import apply_spec, load_pruned, pruning_spec, save_pruned
+from robustprune.structure.space import Candidate, ChannelGroup, PruneSpace, UnsupportedModelError
+from robustprune.structure.surgery import export
+
+__all__ = [
+    "Candidate", "ChannelGroup", "PruneSpace", "UnsupportedModelError",
+    "apply_spec", "batched_masks", "export", "load_pruned", "masked", "pruning_spec", "save_pruned",
+]  # fmt: skip

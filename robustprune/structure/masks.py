@@ -1,0 +1,115 @@
+"""Reversible channel masks: evaluate a candidate on the unpruned model without copying it.
+
+Masking zeroes, at the output of every module that carries a group's channels
+(conv, linear, batch norm), the channels a candidate removes. Because every
+producer of a removed channel outputs zero and the activations in between map
+zero to zero (ReLU, ReLU6, SiLU, GELU, ...), every consumer reads exactly what
+the physically pruned model computes. Leaving the context removes the hooks, so
+the model's outputs are bit-for-bit what they were.
+
+``batched_masks`` applies K candidates at once to a batch made of K equal blocks
+(block k is scored under candidate k): one forward pass instead of K.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+from robustprune.structure.space import Candidate, PruneSpace
+
+
+def group_mask(space: PruneSpace, candidate: Candidate, device=None) -> dict[str, torch.Tensor]:
+    """Per group named in ``candidate`` (and changed by it), a float 0/1 keep-vector of the group's size."""
+    masks = {}
+    space.kept_counts(candidate)  # validates
+    for name, keep in candidate.items():
+        group = space.group(name)
+        if len(keep) == group.size:
+            continue
+        m = torch.zeros(group.size, device=device or space.device)
+        m[list(keep)] = 1.0
+        masks[name] = m
+    return masks
+
+
+def _module_masks(space: PruneSpace, per_group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Group keep-vectors -> keep-vectors over each member module's channel axis (last dim of the mask)."""
+    modules = dict(space.model.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for name, mask in per_group.items():
+        group = space.group(name)
+        for member, cmap in zip(group.members, group.channel_maps, strict=True):
+            module = modules[member]
+            channels = (
+                getattr(module, "out_channels", None) or getattr(module, "out_features", None) or module.num_features
+            )
+            if list(cmap) == list(range(channels)):
+                out[member] = mask
+            else:
+                full = torch.ones(*mask.shape[:-1], channels, device=mask.device)
+                full[..., list(cmap)] = mask
+                out[member] = full
+    return out
+
+
+def _hook(mask: torch.Tensor):
+    def apply(_module, _inputs, output):
+        if mask.dim() == 1:  # one candidate for the whole batch
+            shape = [1, -1] + [1] * (output.dim() - 2)
+            if output.dim() == 2 or output.dim() > 2 and output.shape[1] == mask.numel():
+                return output * mask.view(shape)
+            return output * mask  # (N, *, C) linear output
+        per_sample = mask.repeat_interleave(output.shape[0] // mask.shape[0], dim=0)
+        return output * per_sample.view(*per_sample.shape, *([1] * (output.dim() - 2)))
+
+    return apply
+
+
+@contextmanager
+def _hooked(space: PruneSpace, module_masks: dict[str, torch.Tensor]) -> Iterator[None]:
+    modules = dict(space.model.named_modules())
+    handles = [modules[name].register_forward_hook(_hook(mask)) for name, mask in module_masks.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def masked(space: PruneSpace, candidate: Candidate) -> Iterator[None]:
+    """Within the context, ``space.model`` computes what the model pruned to ``candidate`` computes."""
+    with _hooked(space, _module_masks(space, group_mask(space, candidate))):
+        yield
+
+
+@contextmanager
+def batched_masks(space: PruneSpace, candidates: Sequence[Candidate]) -> Iterator[int]:
+    """Score K candidates in one pass: feed a batch of K equal blocks; block k sees candidate k.
+
+    Yields K. The batch size must be a multiple of K (checked on every forward).
+    """
+    k = len(candidates)
+    if k == 0:
+        raise ValueError("batched_masks needs at least one candidate")
+    per_candidate = [group_mask(space, c) for c in candidates]
+    names = sorted({n for masks in per_candidate for n in masks})
+    stacked = {}
+    for name in names:
+        ones = torch.ones(space.group(name).size, device=space.device)
+        stacked[name] = torch.stack([masks.get(name, ones) for masks in per_candidate])  # (K, C)
+    module_masks = _module_masks(space, stacked)
+
+    def check(_module, inputs):
+        if inputs[0].shape[0] % k:
+            raise ValueError(f"batch of {inputs[0].shape[0]} is not a multiple of the {k} candidates")
+
+    handle = space.model.register_forward_pre_hook(check)
+    try:
+        with _hooked(space, module_masks):
+            yield k
+    finally:
+        handle.remove()

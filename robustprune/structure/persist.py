@@ -1,0 +1,115 @@
+"""Save and load pruned models as a JSON pruning spec plus a state dict.
+
+The spec names, per channel group, the kept channel indices of the *original*
+architecture. Loading builds a fresh instance of that architecture, re-applies
+the spec with the same physical surgery, and loads the state dict with
+``weights_only=True``: no pickled code is ever executed unless the caller opts in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from robustprune import __version__
+from robustprune._io import atomic_write_json
+from robustprune.spec import InputSpec
+from robustprune.structure.space import Candidate, PruneSpace
+from robustprune.structure.surgery import export
+
+FORMAT_VERSION = 1
+
+
+def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
+    """The JSON-serialisable description of ``candidate`` on ``space``."""
+    space.kept_counts(candidate)
+    macs, params = space.cost(candidate)
+    return {
+        "format_version": FORMAT_VERSION,
+        "robustprune": __version__,
+        "torch": torch.__version__,
+        "torch_pruning": tp.__version__,
+        "model": model_ref,
+        "input_spec": space.spec.to_dict(),
+        "exclude": sorted(space.excluded),
+        "groups": {
+            g.name: {"size": g.size, "keep": sorted(int(i) for i in candidate.get(g.name, range(g.size)))}
+            for g in space.groups
+        },  # fmt: skip
+        "macs": macs,
+        "params": params,
+        "original_macs": space.full_macs,
+        "original_params": space.full_params,
+    }
+
+
+def save_pruned(directory: str | Path, space: PruneSpace, candidate: Candidate, pruned: nn.Module,
+                model_ref: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+    """Write ``spec.json`` and ``pruned.pt`` (state dict) into ``directory``; returns both paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path, weights_path = directory / "spec.json", directory / "pruned.pt"
+    tmp = weights_path.with_name(".pruned.pt.tmp")
+    torch.save(pruned.state_dict(), tmp)
+    tmp.replace(weights_path)
+    atomic_write_json(spec_path, pruning_spec(space, candidate, model_ref))
+    return spec_path, weights_path
+
+
+def apply_spec(model: nn.Module, spec_data: dict) -> nn.Module:
+    """Physically prune a fresh ``model`` of the original architecture as ``spec_data`` says."""
+    if spec_data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"unsupported pruning spec format {spec_data.get('format_version')!r}; expected {FORMAT_VERSION}"
+        )
+    space = PruneSpace(model, InputSpec.from_dict(spec_data["input_spec"]), exclude=spec_data.get("exclude", ()))
+    groups = spec_data["groups"]
+    missing = set(groups) - set(space.group_names())
+    if missing:
+        raise ValueError(f"the pruning spec names groups this architecture does not have: {', '.join(sorted(missing))}")
+    for name, entry in groups.items():
+        if space.group(name).size != entry["size"]:
+            raise ValueError(f"group {name!r} has {space.group(name).size} channels here, {entry['size']} in the spec")
+    return export(space, {name: entry["keep"] for name, entry in groups.items()})
+
+
+def load_pruned(
+    directory: str | Path,
+    build: Callable[[], nn.Module] | None = None,
+    allow_pickle: bool = False,
+) -> tuple[nn.Module, InputSpec, dict]:
+    """Load ``spec.json`` + ``pruned.pt`` from ``directory``: (pruned model, InputSpec, spec dict).
+
+    ``build`` returns a fresh instance of the original architecture; by default it
+    is resolved from the spec's model reference (``zoo:NAME`` or ``package.module:factory``).
+    """
+    directory = Path(directory)
+    spec_path, weights_path = directory / "spec.json", directory / "pruned.pt"
+    for path in (spec_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found; a pruned-model folder holds spec.json and pruned.pt")
+    spec_data = json.loads(spec_path.read_text())
+    if build is None:
+        build = _builder(spec_data.get("model"))
+    model = apply_spec(build().eval(), spec_data)
+    state = torch.load(weights_path, map_location="cpu", weights_only=not allow_pickle)
+    model.load_state_dict(state)
+    return model.eval(), InputSpec.from_dict(spec_data["input_spec"]), spec_data
+
+
+def _builder(ref: str | None) -> Callable[[], nn.Module]:
+    import importlib
+
+    from robustprune import zoo
+
+    if ref and ref.startswith("zoo:"):
+        return lambda: zoo.build(ref[4:])
+    if ref and ":" in ref:
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    raise ValueError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")

@@ -1,0 +1,301 @@
+"""The prune space: coupled channel groups of a model and an exact cost model over them.
+
+Channels that must be removed together (a conv's filters, its BN, the next layer's
+input slices, every tensor joined by a residual add) form one ``ChannelGroup``,
+found with torch-pruning's DependencyGraph. A candidate keeps a subset of each
+group's channels; ``PruneSpace.cost`` returns its MACs and parameters without
+building the pruned model, which is what makes scoring thousands of candidates cheap.
+
+MACs here are the multiply-accumulates of conv and linear layers (bias adds
+included), exactly as torch-pruning's counter counts those layers; element-wise
+ops (BN, activations, pooling) are left out of the search's cost because they
+are a few percent of the total and not multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from robustprune.spec import InputSpec, validate_model
+
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_MASKABLE_TYPES = _LAYER_TYPES + _NORM_TYPES
+
+
+class UnsupportedModelError(ValueError):
+    """The model contains something the prune space cannot handle; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Channels removed together. ``size`` channels; ``members`` are the modules whose outputs carry them.
+
+    ``channel_maps[i]`` maps the group's channel j to channel ``channel_maps[i][j]`` of ``members[i]``.
+    """
+
+    name: str
+    size: int
+    members: tuple[str, ...]
+    channel_maps: tuple[tuple[int, ...], ...]
+    consumers: tuple[str, ...]  # modules whose *inputs* carry the group's channels
+    macs_per_channel: int = 0  # marginal cost of one channel at full width
+    params_per_channel: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layer:
+    """Cost terms of one conv/linear/BN module, as a function of kept channel counts."""
+
+    name: str
+    kind: str  # "conv", "linear", "norm"
+    in_group: int | None
+    out_group: int | None
+    in_full: int  # channels in, at full width (group channels, before multiplicity)
+    out_full: int
+    in_mult: int  # input features per group channel (flatten before a linear)
+    positions: int  # output spatial positions (1 for linear)
+    kernel: int  # kernel elements (1 for linear)
+    depthwise: bool
+    bias: bool
+
+
+Candidate = Mapping[str, Sequence[int]]
+"""Kept channel indices per group name; groups not named keep all channels."""
+
+
+class PruneSpace:
+    """The prunable channel groups of ``model`` for inputs described by ``spec``.
+
+    Holds a reference to ``model`` (no copy); nothing here changes it.
+    """
+
+    def __init__(self, model: nn.Module, spec: InputSpec, exclude: Iterable[str] = (), device=None) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
+        validate_model(model, spec)
+        names = {m: n for n, m in model.named_modules()}
+        exclude = set(exclude)
+        self.excluded = frozenset(exclude)
+        unknown = exclude - set(names.values())
+        if unknown:
+            raise ValueError(f"excluded modules not found in the model: {', '.join(sorted(unknown))}")
+        example = torch.zeros(1, *spec.shape, device=self.device)
+        was_training = model.training
+        model.eval()
+        try:
+            output_layers = _output_layers(model, example)
+            try:
+                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            except Exception as exc:
+                raise UnsupportedModelError(
+                    f"torch-pruning could not trace the model: {exc.__class__.__name__}: {exc}"
+                ) from exc
+            raw_groups = list(self.graph.get_all_groups(ignored_layers=output_layers, root_module_types=_LAYER_TYPES))
+            shapes = _output_shapes(model, example)
+        finally:
+            model.train(was_training)
+
+        groups: list[ChannelGroup] = []
+        self._roots: list[tuple[nn.Module, object]] = []
+        for raw in raw_groups:
+            root = raw[0].dep
+            size = len(raw[0].idxs)
+            full = self.graph.get_pruning_group(root.target.module, root.handler, list(range(size)))
+            members, maps, consumers = [], [], []
+            for dep, idxs in full:
+                module = dep.target.module
+                if not isinstance(module, nn.Module) or module not in names:
+                    continue  # element-wise ops and reshapes: no parameters, nothing to mask
+                name = names[module]
+                is_out = "out_channels" in dep.handler.__name__
+                if is_out:
+                    if not isinstance(module, _MASKABLE_TYPES):
+                        raise UnsupportedModelError(
+                            f"module '{name}' ({type(module).__name__}) carries prunable channels but is not a "
+                            "conv, linear or batch-norm layer; exclude it or its producers"
+                        )
+                    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and 1 < module.groups < module.in_channels:
+                        raise UnsupportedModelError(
+                            f"module '{name}' is a grouped (non-depthwise) conv, which is not supported"
+                        )
+                    if name not in members:
+                        members.append(name)
+                        maps.append(tuple(int(i) for i in idxs))
+                elif name not in consumers:
+                    consumers.append(name)
+            if any(m in exclude for m in members):
+                continue
+            if not members:
+                continue
+            groups.append(ChannelGroup(name=members[0], size=size, members=tuple(members),
+                                       channel_maps=tuple(maps), consumers=tuple(consumers)))  # fmt: skip
+            self._roots.append((root.target.module, root.handler))
+        if not groups:
+            raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
+        self._layers = _layers(model, names, groups, shapes)
+        self.groups: tuple[ChannelGroup, ...] = tuple(self._with_marginal_costs(groups))
+        self._index = {g.name: i for i, g in enumerate(self.groups)}
+        self.full_macs, self.full_params = self.cost({})
+
+    # -- lookup -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def group(self, name: str) -> ChannelGroup:
+        try:
+            return self.groups[self._index[name]]
+        except KeyError:
+            raise KeyError(f"no channel group named {name!r}") from None
+
+    def group_names(self) -> list[str]:
+        return [g.name for g in self.groups]
+
+    # -- cost model ---------------------------------------------------------------------------------
+    def kept_counts(self, candidate: Candidate) -> list[int]:
+        """Channels kept per group (in group order), validating the candidate."""
+        counts = [g.size for g in self.groups]
+        for name, keep in candidate.items():
+            g = self.group(name)
+            keep = list(keep)
+            if not keep:
+                raise ValueError(f"group {name!r} would lose all its channels; keep at least one")
+            if len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= g.size:
+                raise ValueError(f"kept indices of group {name!r} must be distinct and in [0, {g.size})")
+            counts[self._index[name]] = len(keep)
+        return counts
+
+    def cost(self, candidate: Candidate) -> tuple[int, int]:
+        """(MACs, params) of the model pruned to ``candidate``; exact, no model is built."""
+        return self.cost_of_counts(self.kept_counts(candidate))
+
+    def cost_of_counts(self, counts: Sequence[int]) -> tuple[int, int]:
+        macs = 0
+        params = self._fixed_params
+        for layer in self._layers:
+            n_in = counts[layer.in_group] if layer.in_group is not None else layer.in_full
+            n_out = counts[layer.out_group] if layer.out_group is not None else layer.out_full
+            if layer.kind == "norm":
+                params += 2 * n_out if layer.bias else 0
+                continue
+            fan_in = layer.kernel * (1 if layer.depthwise else n_in * layer.in_mult)
+            macs += layer.positions * (fan_in * n_out + (n_out if layer.bias else 0))
+            params += fan_in * n_out + (n_out if layer.bias else 0)
+        return macs, params
+
+    def _with_marginal_costs(self, groups: list[ChannelGroup]) -> list[ChannelGroup]:
+        self.groups = tuple(groups)
+        own = {n for layer in self._layers for n in [layer.name]}
+        self._fixed_params = sum(
+            p.numel() for n, m in self.model.named_modules() if n not in own for p in m.parameters(recurse=False)
+        )
+        full = [g.size for g in groups]
+        base_macs, base_params = self.cost_of_counts(full)
+        out = []
+        for i, g in enumerate(groups):
+            counts = list(full)
+            counts[i] -= 1
+            macs, params = self.cost_of_counts(counts)
+            out.append(
+                dataclasses.replace(g, macs_per_channel=base_macs - macs, params_per_channel=base_params - params)
+            )
+        return out
+
+    # -- candidates ---------------------------------------------------------------------------------
+    def full_candidate(self) -> dict[str, tuple[int, ...]]:
+        return {g.name: tuple(range(g.size)) for g in self.groups}
+
+    def describe(self) -> str:
+        rows = [
+            f"{len(self.groups)} channel groups, {self.full_macs / 1e6:.2f} M MACs, "
+            f"{self.full_params / 1e3:.1f} k params"
+        ]
+        for g in self.groups:
+            rows.append(
+                f"  {g.name:<32} {g.size:>5} ch  {g.macs_per_channel:>9} MACs/ch  members: {', '.join(g.members)}"
+            )
+        return "\n".join(rows)
+
+
+def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Layers whose output is the model's output: their channels are the classes and are never pruned."""
+    produced: dict[int, nn.Module] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+        for m in model.modules()
+        if isinstance(m, _LAYER_TYPES)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    last = [m for m in model.modules() if isinstance(m, _LAYER_TYPES)]
+    if id(out) in produced:
+        return [produced[id(out)]]
+    return last[-1:]  # a reshape/pool follows the last layer: protect the last layer in call order
+
+
+def _output_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[int, ...]]:
+    shapes: dict[nn.Module, tuple[int, ...]] = {}
+
+    def hook(mod, inputs, out):
+        if mod in shapes:
+            raise UnsupportedModelError(f"layer {type(mod).__name__} is called more than once per forward pass")
+        shapes[mod] = (tuple(inputs[0].shape), tuple(out.shape))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MASKABLE_TYPES)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: dict) -> list[_Layer]:
+    out_group = {m: i for i, g in enumerate(groups) for m in g.members}
+    in_group = {m: i for i, g in enumerate(groups) for m in g.consumers}
+    layers = []
+    for module, (_in_shape, out_shape) in shapes.items():
+        name = names[module]
+        if isinstance(module, _NORM_TYPES):
+            layers.append(_Layer(name, "norm", None, out_group.get(name), module.num_features, module.num_features,
+                                 1, 1, 1, False, module.affine))  # fmt: skip
+            continue
+        if isinstance(module, nn.Linear):
+            c_in, c_out, kernel, positions, depthwise = module.in_features, module.out_features, 1, 1, False
+            for d in out_shape[1:-1]:
+                positions *= d
+        else:
+            c_in, c_out = module.in_channels, module.out_channels
+            kernel = 1
+            for k in module.kernel_size:
+                kernel *= k
+            positions = 1
+            for d in out_shape[2:]:
+                positions *= d
+            depthwise = module.groups > 1
+        gi = in_group.get(name)
+        if depthwise:
+            gi = None  # a depthwise conv's input channels are its output channels
+        mult = 1
+        in_full = c_in
+        if gi is not None:
+            size = groups[gi].size
+            if c_in % size:
+                raise UnsupportedModelError(
+                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels"
+                )
+            mult, in_full = c_in // size, size
+        layers.append(_Layer(name, "linear" if isinstance(module, nn.Linear) else "conv", gi, out_group.get(name),
+                             in_full, c_out, mult, positions, kernel, depthwise, module.bias is not None))  # fmt: skip
+    return layers

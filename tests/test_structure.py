@@ -1,0 +1,194 @@
+"""Prune space, masks, physical export and persistence: equivalence on every zoo model and torchvision checks."""
+
+import pytest
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from robustprune import zoo
+from robustprune.spec import InputSpec
+from robustprune.structure import (
+    PruneSpace,
+    UnsupportedModelError,
+    batched_masks,
+    export,
+    load_pruned,
+    masked,
+    save_pruned,
+)
+from robustprune.zoo.architectures import ARCHITECTURES
+
+RATIOS = (0.0, 0.3, 0.7)
+TV_SPEC = InputSpec(shape=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=10)
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BN layers non-trivial statistics so that a masking error cannot hide behind zeros."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def random_candidate(space: PruneSpace, ratio: float, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        grp.name: sorted(torch.randperm(grp.size, generator=g)[: max(1, round(grp.size * (1 - ratio)))].tolist())
+        for grp in space.groups
+    }
+
+
+def zoo_cases():
+    for name in ARCHITECTURES:
+        yield pytest.param(name, id=name)
+
+
+def torchvision_model(name: str) -> nn.Module:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return randomize_norms(getattr(torchvision.models, name)(num_classes=10))
+
+
+def conv_linear_macs(model: nn.Module, spec: InputSpec) -> int:
+    _, _, flops, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *spec.shape), layer_wise=True)
+    return int(sum(v for m, v in flops.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and v))
+
+
+def check_equivalence(model: nn.Module, spec: InputSpec, x: torch.Tensor) -> None:
+    space = PruneSpace(model, spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        reference = model(x)
+    for i, ratio in enumerate(RATIOS):
+        candidate = random_candidate(space, ratio, seed=i)
+        pruned = export(space, candidate)
+        with torch.no_grad(), masked(space, candidate):
+            y_masked = model(x)
+        with torch.no_grad():
+            y_pruned = pruned(x)
+        scale = max(1.0, reference.abs().max().item())
+        assert (y_masked - y_pruned).abs().max().item() <= 1e-4 * scale, f"ratio {ratio}"
+        macs, params = space.cost(candidate)
+        assert params == sum(p.numel() for p in pruned.parameters())
+        assert macs == conv_linear_macs(pruned, spec)
+        if ratio > 0:
+            assert params < space.full_params
+    with torch.no_grad():
+        assert torch.equal(model(x), reference), "leaving the mask context must restore the exact outputs"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "export must not touch the model"
+
+
+@pytest.mark.parametrize("name", list(zoo_cases()))
+def test_masked_equals_physical_on_zoo(name):
+    model, spec = zoo.load(name)
+    check_equivalence(model, spec, torch.rand(6, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg11_bn"])
+def test_masked_equals_physical_on_torchvision(name):
+    check_equivalence(torchvision_model(name), TV_SPEC, torch.rand(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_batched_masks_equal_separate_passes(name):
+    model = randomize_norms(ARCHITECTURES[name]())
+    space = PruneSpace(model, zoo.FASHION_MNIST_SPEC)
+    candidates = [random_candidate(space, r, seed=i) for i, r in enumerate((0.1, 0.5, 0.0, 0.8))]
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        separate = []
+        for c in candidates:
+            with masked(space, c):
+                separate.append(model(x))
+        with batched_masks(space, candidates) as k:
+            batched = model(x.repeat(k, 1, 1, 1))
+    assert torch.allclose(batched, torch.cat(separate), atol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple"), batched_masks(space, candidates):
+        model(torch.rand(6, 1, 28, 28))
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_save_load_roundtrip_is_exact(name, tmp_path):
+    model, spec = zoo.load(name)
+    space = PruneSpace(model, spec)
+    candidate = random_candidate(space, 0.4)
+    pruned = export(space, candidate)
+    save_pruned(tmp_path, space, candidate, pruned, model_ref=f"zoo:{name}")
+    loaded, loaded_spec, data = load_pruned(tmp_path)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), pruned(x))
+    assert loaded_spec == spec
+    assert data["params"] == sum(p.numel() for p in loaded.parameters())
+
+
+def test_group_names_are_stable_and_output_layer_is_protected():
+    model, spec = zoo.load("resnet20")
+    a, b = PruneSpace(model, spec), PruneSpace(zoo.build("resnet20").eval(), spec)
+    assert a.group_names() == b.group_names()
+    assert all("fc" not in g.members for g in a.groups)
+    # the residual stream of each stage is one group holding every conv that writes into it
+    stage3 = [g for g in a.groups if "layer3.0.shortcut.0" in g.members][0]
+    assert {"layer3.0.conv2", "layer3.1.conv2", "layer3.2.conv2"} <= set(stage3.members)
+    assert "fc" in stage3.consumers
+
+
+def test_cost_per_channel_is_marginal_cost():
+    model, spec = zoo.load("mlp")
+    space = PruneSpace(model, spec)
+    first = space.group("1")  # the 784 -> 128 layer: one channel costs 784 + 1 (bias) + 128 (next layer)
+    assert first.size == 128
+    assert first.macs_per_channel == 784 + 1 + 128
+    assert space.full_macs == space.full_params == sum(p.numel() for p in model.parameters())
+
+
+def test_invalid_candidates_and_exclusions():
+    model, spec = zoo.load("cnn")
+    space = PruneSpace(model, spec)
+    name = space.groups[0].name
+    with pytest.raises(ValueError, match="at least one"):
+        space.cost({name: []})
+    with pytest.raises(ValueError, match="distinct"):
+        space.cost({name: [0, 0]})
+    with pytest.raises(KeyError, match="no channel group"):
+        space.cost({"nope": [0]})
+    excluded = PruneSpace(model, spec, exclude=[name])
+    assert name not in excluded.group_names() and len(excluded) == len(space) - 1
+    with pytest.raises(ValueError, match="nothing left to prune"):
+        PruneSpace(model, spec, exclude=[g.name for g in space.groups])
+    with pytest.raises(ValueError, match="not found"):
+        PruneSpace(model, spec, exclude=["no.such.module"])
+
+
+def test_untraceable_and_unsupported_models_name_the_problem():
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if y.sum() > 1e9:  # python control flow on values is fine for tracing, a layer norm on channels is not
+                y = y * 2
+            return self.fc(y.mean((2, 3)))
+
+    PruneSpace(DataDependent().eval(), zoo.FASHION_MNIST_SPEC)  # supported
+
+    class WithGroupNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+            self.norm = nn.GroupNorm(2, 8)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.fc(self.norm(self.conv(x)).mean((2, 3)))
+
+    with pytest.raises(UnsupportedModelError, match="'norm'.*GroupNorm"):
+        PruneSpace(WithGroupNorm().eval(), zoo.FASHION_MNIST_SPEC)
