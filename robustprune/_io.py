@@ -23,3 +23,37 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+class staged_directory:
+    """Write a run's files into a hidden staging folder, then move them into place together.
+
+    On an exception (Ctrl-C included) the staging folder is removed, so ``directory``
+    never holds a half-written result::
+
+        with staged_directory(out) as tmp:
+            write(tmp / "report.json")
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def __enter__(self) -> Path:
+        import shutil  # noqa: F401  (used in __exit__)
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.directory))
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import shutil
+
+        try:
+            if exc_type is None:
+                for item in sorted(self.staging.iterdir()):
+                    target = self.directory / item.name
+                    if target.is_dir() and item.is_dir():
+                        shutil.rmtree(target)
+                    os.replace(item, target)
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)

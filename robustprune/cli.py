@@ -21,6 +21,10 @@ EXAMPLES = {
   robustprune eval --model zoo:cnn --json cnn.json --quiet
   robustprune eval --model mypkg.nets:build --weights net.pt --json out.json
   robustprune eval --model traced.ts --eps 0.05 --n-attack 2000""",
+    "baseline": """examples:
+  robustprune baseline --model zoo:resnet20 --method l1_uniform --target-macs 0.5 --out runs/r20-l1
+  robustprune baseline --model zoo:mlp --method paoding --target-params 0.5 --out runs/mlp-paoding
+  robustprune baseline --model zoo:cnn --method global_magnitude --target-macs 0.7 --no-eval --out runs/cnn-gm""",
     "zoo": """examples:
   robustprune zoo
   robustprune zoo --json""",
@@ -38,6 +42,19 @@ def _check_output_path(path: str) -> Path:
         raise UsageError(f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"output folder {parent} is not writable")
+    return out
+
+
+def _check_run_dir(path: str) -> Path:
+    """A run folder: an existing writable folder, or a new one in an existing writable folder."""
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"{out} exists and is not a folder")
+        if not os.access(out, os.W_OK):
+            raise UsageError(f"output folder {out} is not writable")
+        return out
+    _check_output_path(str(out))
     return out
 
 
@@ -65,6 +82,61 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1) of the original to keep, got {value}")
+    return value
+
+
+def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> dict:
+    """Real-data metrics when Fashion-MNIST is installed; otherwise cost only, saying how to get the data."""
+    from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
+    from robustprune.evaluate.harness import EvalSettings, cost_only_report, evaluate
+
+    if getattr(args, "no_eval", False) or not fashion_mnist_available(args.data_root):
+        reason = (
+            "skipped (--no-eval)" if getattr(args, "no_eval", False) else f"Fashion-MNIST not installed: {INSTALL_HINT}"
+        )
+        if not args.quiet:
+            print(f"real-data evaluation {reason}", file=sys.stderr)
+        return cost_only_report(model, spec, reason, model_ref=model_ref)
+    return evaluate(model, spec, root=args.data_root, settings=EvalSettings(seed=args.seed), model_ref=model_ref,
+                    quiet=args.quiet)  # fmt: skip
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune.baselines import baseline
+    from robustprune.evaluate.harness import format_table
+    from robustprune.models import load_model
+
+    if args.target_macs is None and args.target_params is None:
+        raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
+    out = _check_run_dir(args.out)
+    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
+    result = baseline(model, spec, args.method, target_macs=args.target_macs, target_params=args.target_params,
+                      seed=args.seed)  # fmt: skip
+    reached = result.kept_fraction
+    if not args.quiet:
+        print(f"{args.method}: kept {100 * reached['macs']:.1f}% of MACs, {100 * reached['params']:.1f}% of params",
+              file=sys.stderr)  # fmt: skip
+    report = _report_for_run(result.model, spec, f"{args.model} ({args.method})", args)
+    report["provenance"].update(method=args.method, target={"macs": args.target_macs, "params": args.target_params})
+    with staged_directory(out) as staging:
+        result.save(staging, model_ref=args.model)
+        atomic_write_json(staging / "report.json", report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_table({args.method: report}))
+        print(f"wrote {out}/pruned.pt, spec.json, report.json")
+    return 0
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from robustprune import zoo
 
@@ -79,13 +151,20 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robustprune",
         description="Data-free, robustness-preserving structured pruning of pretrained PyTorch models.",
     )
     parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
@@ -108,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress or table output")
     p.set_defaults(func=_cmd_eval)
 
+    p = add("baseline", "Prune a model one-shot with a data-free baseline method, then evaluate it.")
+    p.add_argument("--model", required=True, help="zoo:NAME or package.module:factory (with --weights)")
+    p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
+    p.add_argument("--method", required=True, choices=["l1_uniform", "random_uniform", "global_magnitude", "paoding"])
+    p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
+    p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder: gets pruned.pt, spec.json, report.json")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_baseline)
+
     p = add("zoo", "List the reference models shipped with robustprune.")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_zoo)
@@ -126,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UsageError, ModelRefError, SpecError, DataNotFoundError, FileNotFoundError) as exc:
+    except (UsageError, ModelRefError, SpecError, DataNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"robustprune {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -137,28 +137,66 @@ def evaluate(
     return {key: report[key] for key in REPORT_KEYS}
 
 
+def cost_only_report(model: nn.Module, spec: InputSpec, reason: str, model_ref: str | None = None,
+                     latency: bool = True) -> dict:  # fmt: skip
+    """The report's keys with MACs, params and latency filled in and the data metrics set to None.
+
+    Used when the evaluation data is not installed: ``reason`` (how to install it) goes into the provenance.
+    """
+    macs, params = count_macs_params(model, spec)
+    report = {key: None for key in REPORT_KEYS}
+    report.update(macs=macs, params=params, latency_ms={"batch1": None, "batch256": None})
+    if latency:
+        report["latency_ms"] = {
+            "batch1": latency_ms(model, spec, 1),
+            "batch256": latency_ms(model, spec, 256, repeats=5),
+        }
+    report["provenance"] = provenance(model=model_ref, data=None, data_missing=reason)
+    return report
+
+
 def format_report(report: dict, title: str | None = None) -> str:
-    """A human-readable table of an evaluation report."""
-    pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
+    """A human-readable table of an evaluation report (missing metrics show as n/a)."""
+    return format_table({title or "model": report})
+
+
+def _report_rows(report: dict) -> list[tuple[str, str]]:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}%"
+
+    def num(v, fmt="{:.4f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    robust = report.get("robust_accuracy") or {}
     rows = [
-        ("clean accuracy", pct(report["clean_accuracy"])),
-        ("FGSM robust accuracy", pct(report["robust_accuracy"]["fgsm"])),
-        ("PGD robust accuracy", pct(report["robust_accuracy"]["pgd"])),
-        ("mean corruption accuracy", pct(report["corruption_accuracy"])),
+        ("clean accuracy", pct(report.get("clean_accuracy"))),
+        ("FGSM robust accuracy", pct(robust.get("fgsm"))),
+        ("PGD robust accuracy", pct(robust.get("pgd"))),
+        ("mean corruption accuracy", pct(report.get("corruption_accuracy"))),
     ]
-    rows += [(f"  {name}", pct(v)) for name, v in report.get("corruption_accuracy_per", {}).items()]
-    rows += [(f"OOD AUROC ({name})", f"{v:7.4f}") for name, v in report["ood_auroc"].items()]
-    rows += [
-        ("ECE (15 bins)", f"{report['ece']:7.4f}"),
-        ("MACs", f"{report['macs'] / 1e6:.2f} M"),
-        ("params", f"{report['params'] / 1e3:.1f} k"),
-    ]
+    rows += [(f"  {name}", pct(v)) for name, v in (report.get("corruption_accuracy_per") or {}).items()]
+    rows += [(f"OOD AUROC ({name})", num(v)) for name, v in (report.get("ood_auroc") or {}).items()]
+    threads = (report.get("provenance") or {}).get("threads")
     lat = report.get("latency_ms") or {}
-    if lat.get("batch1") is not None:
-        threads = report.get("provenance", {}).get("threads")
-        rows.append((f"latency batch 1 ({threads} threads)", f"{lat['batch1']:.2f} ms"))
-        rows.append((f"latency batch 256 ({threads} threads)", f"{lat['batch256']:.2f} ms"))
-    width = max(len(r[0]) for r in rows)
-    lines = [title] if title else []
-    lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+    rows += [
+        ("ECE (15 bins)", num(report.get("ece"))),
+        ("MACs", num(report.get("macs"), "{:,.0f}")),
+        ("params", num(report.get("params"), "{:,.0f}")),
+        (f"latency batch 1 ({threads} threads)", num(lat.get("batch1"), "{:.3f} ms")),
+        (f"latency batch 256 ({threads} threads)", num(lat.get("batch256"), "{:.2f} ms")),
+    ]
+    return rows
+
+
+def format_table(reports: dict[str, dict]) -> str:
+    """Several reports side by side, one column each (e.g. before / after pruning)."""
+    columns = {name: dict(_report_rows(r)) for name, r in reports.items()}
+    labels = [label for label, _ in _report_rows(next(iter(reports.values())))]
+    width = max(len(label) for label in labels)
+    widths = {name: max(len(name), *(len(v) for v in col.values())) for name, col in columns.items()}
+    lines = [" " * width + "  " + "  ".join(name.rjust(widths[name]) for name in columns)]
+    for label in labels:
+        lines.append(
+            label.ljust(width) + "  " + "  ".join(col.get(label, "").rjust(widths[n]) for n, col in columns.items())
+        )
     return "\n".join(lines)
