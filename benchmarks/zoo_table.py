@@ -21,23 +21,48 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 def markdown(rows: dict[str, dict], prov: dict, command: str) -> str:
     ood_names = list(next(iter(rows.values()))["ood_auroc"])
-    header = ["model", "clean acc", "FGSM acc", "PGD acc", "corruption acc", *[f"AUROC {n}" for n in ood_names],
-              "ECE", "MACs (M)", "params (k)", "latency b1 (ms)", "latency b256 (ms)"]  # fmt: skip
-    lines = ["# Reference zoo on Fashion-MNIST", "",
-             f"Produced by `{command}` at commit `{prov['commit']}`, seed {prov['seed']}, on {prov['machine']} "
-             f"(torch {prov['torch']}).", "",
-             "Clean accuracy and ECE on all 10,000 test images; FGSM and PGD (L-inf, eps 0.1 in [0,1] pixel space, "
-             "PGD 10 steps, random start) on a fixed seeded subset of 1,000 test images; corruption accuracy is the "
-             "mean over 8 corruptions x 5 severities on a fixed subset of 1,000 images; OOD AUROC uses the max-softmax "
-             "score against sklearn digits (far-OOD), vertically flipped test images (near-OOD) and uniform noise. "
-             "Latency is the median of repeated CPU forward passes.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    header = [
+        "model",
+        "clean acc",
+        "FGSM acc",
+        "PGD acc",
+        "corruption acc",
+        *[f"AUROC {n}" for n in ood_names],
+        "ECE",
+        "MACs (M)",
+        "params (k)",
+        "latency b1 (ms)",
+        "latency b256 (ms)",
+    ]
+    lines = [
+        "# Reference zoo on Fashion-MNIST",
+        "",
+        f"Produced by `{command}` at commit `{prov['commit']}`, seed {prov['seed']}, on {prov['machine']} "
+        f"(torch {prov['torch']}).",
+        "",
+        "Clean accuracy and ECE on all 10,000 test images; FGSM and PGD (L-inf, eps 0.1 in [0,1] pixel space, "
+        "PGD 10 steps, random start) on a fixed seeded subset of 1,000 test images; corruption accuracy is the "
+        "mean over 8 corruptions x 5 severities on a fixed subset of 1,000 images; OOD AUROC uses the max-softmax "
+        "score against sklearn digits (far-OOD), vertically flipped test images (near-OOD) and uniform noise. "
+        "Latency is the median of repeated CPU forward passes.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for name, r in rows.items():
-        cells = [name, f"{100 * r['clean_accuracy']:.2f}%", f"{100 * r['robust_accuracy']['fgsm']:.2f}%",
-                 f"{100 * r['robust_accuracy']['pgd']:.2f}%", f"{100 * r['corruption_accuracy']:.2f}%",
-                 *[f"{r['ood_auroc'][n]:.4f}" for n in ood_names], f"{r['ece']:.4f}", f"{r['macs'] / 1e6:.2f}",
-                 f"{r['params'] / 1e3:.1f}", f"{r['latency_ms']['batch1']:.2f}",
-                 f"{r['latency_ms']['batch256']:.1f}"]  # fmt: skip
+        cells = [
+            name,
+            f"{100 * r['clean_accuracy']:.2f}%",
+            f"{100 * r['robust_accuracy']['fgsm']:.2f}%",
+            f"{100 * r['robust_accuracy']['pgd']:.2f}%",
+            f"{100 * r['corruption_accuracy']:.2f}%",
+            *[f"{r['ood_auroc'][n]:.4f}" for n in ood_names],
+            f"{r['ece']:.4f}",
+            f"{r['macs'] / 1e6:.2f}",
+            f"{r['params'] / 1e3:.1f}",
+            f"{r['latency_ms']['batch1']:.2f}",
+            f"{r['latency_ms']['batch256']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Corruption accuracy per corruption (mean over severities 1-5):", ""]
     corr_names = list(next(iter(rows.values()))["corruption_accuracy_per"])
