@@ -113,8 +113,10 @@ def _paoding(space: PruneSpace, target: Target, seed: int) -> tuple[nn.Module, d
         else:
             pruned, kept, _ = paoding_prune_to_params(space.model, space.spec, target.params, seed=seed)
     except ValueError as exc:
-        raise ValueError(f"{exc} (Paoding merges dense neurons; the paper prunes conv layers with "
-                         "plain L1 filter norms, which is the l1_uniform baseline)") from exc  # fmt: skip
+        raise ValueError(
+            f"{exc} (Paoding merges dense neurons; the paper prunes conv layers with "
+            "plain L1 filter norms, which is the l1_uniform baseline)"
+        ) from exc
     if set(kept) != set(space.group_names()):
         raise ValueError(f"paoding pruned layers {sorted(kept)} but the prune space has groups {space.group_names()}")
     return pruned.eval(), {name: tuple(sorted(idx)) for name, idx in kept.items()}

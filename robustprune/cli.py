@@ -65,14 +65,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     out = _check_output_path(args.json) if args.json else None
     try:
-        settings = EvalSettings(eps=args.eps, pgd_steps=args.pgd_steps, n_attack=args.n_attack,
-                                n_corruption=args.n_corruption, seed=args.seed,
-                                latency=not args.no_latency)  # fmt: skip
+        settings = EvalSettings(
+            eps=args.eps,
+            pgd_steps=args.pgd_steps,
+            n_attack=args.n_attack,
+            n_corruption=args.n_corruption,
+            seed=args.seed,
+            latency=not args.no_latency,
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
-    report = evaluate(model, spec, root=args.data_root, settings=settings, device=args.device,
-                      model_ref=args.model, quiet=args.quiet)  # fmt: skip
+    report = evaluate(
+        model, spec, root=args.data_root, settings=settings, device=args.device, model_ref=args.model, quiet=args.quiet
+    )
     if out:
         atomic_write_json(out, report)
     if not args.quiet:
@@ -104,8 +110,9 @@ def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> di
         if not args.quiet:
             print(f"real-data evaluation {reason}", file=sys.stderr)
         return cost_only_report(model, spec, reason, model_ref=model_ref)
-    return evaluate(model, spec, root=args.data_root, settings=EvalSettings(seed=args.seed), model_ref=model_ref,
-                    quiet=args.quiet)  # fmt: skip
+    return evaluate(
+        model, spec, root=args.data_root, settings=EvalSettings(seed=args.seed), model_ref=model_ref, quiet=args.quiet
+    )
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
@@ -118,12 +125,15 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
     out = _check_run_dir(args.out)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
-    result = baseline(model, spec, args.method, target_macs=args.target_macs, target_params=args.target_params,
-                      seed=args.seed)  # fmt: skip
+    result = baseline(
+        model, spec, args.method, target_macs=args.target_macs, target_params=args.target_params, seed=args.seed
+    )
     reached = result.kept_fraction
     if not args.quiet:
-        print(f"{args.method}: kept {100 * reached['macs']:.1f}% of MACs, {100 * reached['params']:.1f}% of params",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.method}: kept {100 * reached['macs']:.1f}% of MACs, {100 * reached['params']:.1f}% of params",
+            file=sys.stderr,
+        )
     report = _report_for_run(result.model, spec, f"{args.model} ({args.method})", args)
     report["provenance"].update(method=args.method, target={"macs": args.target_macs, "params": args.target_params})
     with staged_directory(out) as staging:
@@ -167,11 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES.get(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
-    p = add("eval", "Evaluate a model on real Fashion-MNIST: accuracy, FGSM/PGD robustness, corruptions, "
-                    "OOD AUROC, calibration, MACs, params, latency.")  # fmt: skip
+    p = add(
+        "eval",
+        "Evaluate a model on real Fashion-MNIST: accuracy, FGSM/PGD robustness, corruptions, "
+        "OOD AUROC, calibration, MACs, params, latency.",
+    )
     p.add_argument("--model", required=True, help="zoo:NAME, a TorchScript file, or package.module:factory")
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")

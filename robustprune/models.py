@@ -69,8 +69,10 @@ def load_model(
         try:
             model = torch.jit.load(ref, map_location="cpu")
         except Exception as exc:
-            raise ModelRefError(f"{ref} is not a TorchScript file ({exc.__class__.__name__}); "
-                                "give a TorchScript file, zoo:NAME, or package.module:factory") from exc  # fmt: skip
+            raise ModelRefError(
+                f"{ref} is not a TorchScript file ({exc.__class__.__name__}); "
+                "give a TorchScript file, zoo:NAME, or package.module:factory"
+            ) from exc
         spec = spec or zoo.FASHION_MNIST_SPEC
     elif ":" in ref:
         module_name, _, attr = ref.partition(":")
@@ -86,8 +88,9 @@ def load_model(
         _load_state_dict(model, weights, allow_pickle)
         spec = spec or zoo.FASHION_MNIST_SPEC
     else:
-        raise ModelRefError(f"model reference {ref!r} is neither zoo:NAME, an existing TorchScript file, "
-                            "nor package.module:factory")  # fmt: skip
+        raise ModelRefError(
+            f"model reference {ref!r} is neither zoo:NAME, an existing TorchScript file, nor package.module:factory"
+        )
     model = model.to(device).eval()
     validate_model(model, spec)
     return model, spec

@@ -72,8 +72,21 @@ def test_bad_targets_and_methods():
 
 def test_cli_baseline_writes_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["baseline", "--model", "zoo:mlp", "--method", "paoding", "--target-params", "0.5", "--out", str(out),
-                 "--quiet", "--no-eval"])  # fmt: skip
+    code = main(
+        [
+            "baseline",
+            "--model",
+            "zoo:mlp",
+            "--method",
+            "paoding",
+            "--target-params",
+            "0.5",
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-eval",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["pruned.pt", "report.json", "spec.json"]
     report = json.loads((out / "report.json").read_text())

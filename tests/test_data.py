@@ -171,9 +171,15 @@ def test_real_test_split():
 # ----------------------------------------------------------------------------------------------------- corruptions
 def test_corruption_names_and_table():
     expected = {
-        "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur",
-        "contrast", "brightness", "pixelate", "affine",
-    }  # fmt: skip
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "gaussian_blur",
+        "contrast",
+        "brightness",
+        "pixelate",
+        "affine",
+    }
     assert expected <= set(CORRUPTIONS)
     assert set(SEVERITY_PARAMS) == set(CORRUPTIONS)
     assert all(len(params) == 5 for params in SEVERITY_PARAMS.values())

@@ -26,9 +26,17 @@ from robustprune.spec import InputSpec, SpecError
 
 SUPPORTED_DATA = ("fashion-mnist",)
 REPORT_KEYS = (
-    "clean_accuracy", "robust_accuracy", "corruption_accuracy", "corruption_accuracy_per",
-    "ood_auroc", "ece", "macs", "params", "latency_ms", "provenance",
-)  # fmt: skip
+    "clean_accuracy",
+    "robust_accuracy",
+    "corruption_accuracy",
+    "corruption_accuracy_per",
+    "ood_auroc",
+    "ece",
+    "macs",
+    "params",
+    "latency_ms",
+    "provenance",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +90,10 @@ def evaluate(
     if data not in SUPPORTED_DATA:
         raise ValueError(f"unsupported evaluation data {data!r}; supported: {', '.join(SUPPORTED_DATA)}")
     if tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10:
-        raise SpecError(f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
-                        f"shape {spec.shape} and {spec.num_classes} classes")  # fmt: skip
+        raise SpecError(
+            f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
+            f"shape {spec.shape} and {spec.num_classes} classes"
+        )
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     say = progress or (lambda m: _log(m, quiet))
@@ -101,9 +111,16 @@ def evaluate(
     for attack in ("fgsm", "pgd"):
         say(f"{attack.upper()} robust accuracy, eps {settings.eps}, on {len(x_att)} images")
         report["robust_accuracy"][attack] = robust_accuracy(
-            model, spec, x_att, y_att, attack=attack, eps=settings.eps, steps=settings.pgd_steps,
-            seed=settings.seed, device=device,
-        )  # fmt: skip
+            model,
+            spec,
+            x_att,
+            y_att,
+            attack=attack,
+            eps=settings.eps,
+            steps=settings.pgd_steps,
+            seed=settings.seed,
+            device=device,
+        )
 
     corr_idx = subset[: settings.n_corruption]
     x_corr, y_corr = x_test[corr_idx], y_test[corr_idx]
@@ -137,8 +154,9 @@ def evaluate(
     return {key: report[key] for key in REPORT_KEYS}
 
 
-def cost_only_report(model: nn.Module, spec: InputSpec, reason: str, model_ref: str | None = None,
-                     latency: bool = True) -> dict:  # fmt: skip
+def cost_only_report(
+    model: nn.Module, spec: InputSpec, reason: str, model_ref: str | None = None, latency: bool = True
+) -> dict:
     """The report's keys with MACs, params and latency filled in and the data metrics set to None.
 
     Used when the evaluation data is not installed: ``reason`` (how to install it) goes into the provenance.

@@ -6,6 +6,15 @@ from robustprune.structure.space import Candidate, ChannelGroup, PruneSpace, Uns
 from robustprune.structure.surgery import export
 
 __all__ = [
-    "Candidate", "ChannelGroup", "PruneSpace", "UnsupportedModelError",
-    "apply_spec", "batched_masks", "export", "load_pruned", "masked", "pruning_spec", "save_pruned",
-]  # fmt: skip
+    "Candidate",
+    "ChannelGroup",
+    "PruneSpace",
+    "UnsupportedModelError",
+    "apply_spec",
+    "batched_masks",
+    "export",
+    "load_pruned",
+    "masked",
+    "pruning_spec",
+    "save_pruned",
+]

@@ -40,7 +40,7 @@ def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None 
         "groups": {
             g.name: {"size": g.size, "keep": sorted(int(i) for i in candidate.get(g.name, range(g.size)))}
             for g in space.groups
-        },  # fmt: skip
+        },
         "macs": macs,
         "params": params,
         "original_macs": space.full_macs,
@@ -48,8 +48,9 @@ def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None 
     }
 
 
-def save_pruned(directory: str | Path, space: PruneSpace, candidate: Candidate, pruned: nn.Module,
-                model_ref: str | None = None) -> tuple[Path, Path]:  # fmt: skip
+def save_pruned(
+    directory: str | Path, space: PruneSpace, candidate: Candidate, pruned: nn.Module, model_ref: str | None = None
+) -> tuple[Path, Path]:
     """Write ``spec.json`` and ``pruned.pt`` (state dict) into ``directory``; returns both paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,7 @@ class PruneSpace:
         model.eval()
         try:
             output_layers = _output_layers(model, example)
+            self.output_layer = names[output_layers[0]]
             try:
                 self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             except Exception as exc:
@@ -134,8 +135,15 @@ class PruneSpace:
                 continue
             if not members:
                 continue
-            groups.append(ChannelGroup(name=members[0], size=size, members=tuple(members),
-                                       channel_maps=tuple(maps), consumers=tuple(consumers)))  # fmt: skip
+            groups.append(
+                ChannelGroup(
+                    name=members[0],
+                    size=size,
+                    members=tuple(members),
+                    channel_maps=tuple(maps),
+                    consumers=tuple(consumers),
+                )
+            )
             self._roots.append((root.target.module, root.handler))
         if not groups:
             raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
@@ -268,8 +276,21 @@ def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: d
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
         if isinstance(module, _NORM_TYPES):
-            layers.append(_Layer(name, "norm", None, out_group.get(name), module.num_features, module.num_features,
-                                 1, 1, 1, False, module.affine))  # fmt: skip
+            layers.append(
+                _Layer(
+                    name,
+                    "norm",
+                    None,
+                    out_group.get(name),
+                    module.num_features,
+                    module.num_features,
+                    1,
+                    1,
+                    1,
+                    False,
+                    module.affine,
+                )
+            )
             continue
         if isinstance(module, nn.Linear):
             c_in, c_out, kernel, positions, depthwise = module.in_features, module.out_features, 1, 1, False
@@ -296,6 +317,19 @@ def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: d
                     f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels"
                 )
             mult, in_full = c_in // size, size
-        layers.append(_Layer(name, "linear" if isinstance(module, nn.Linear) else "conv", gi, out_group.get(name),
-                             in_full, c_out, mult, positions, kernel, depthwise, module.bias is not None))  # fmt: skip
+        layers.append(
+            _Layer(
+                name,
+                "linear" if isinstance(module, nn.Linear) else "conv",
+                gi,
+                out_group.get(name),
+                in_full,
+                c_out,
+                mult,
+                positions,
+                kernel,
+                depthwise,
+                module.bias is not None,
+            )
+        )
     return layers

@@ -14,11 +14,14 @@ def mlp(num_classes: int = 10) -> nn.Module:
     """784-128-128-64-10 ReLU network (the Paoding paper's MNIST MLP)."""
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(784, 128), nn.ReLU(),
-        nn.Linear(128, 128), nn.ReLU(),
-        nn.Linear(128, 64), nn.ReLU(),
+        nn.Linear(784, 128),
+        nn.ReLU(),
+        nn.Linear(128, 128),
+        nn.ReLU(),
+        nn.Linear(128, 64),
+        nn.ReLU(),
         nn.Linear(64, num_classes),
-    )  # fmt: skip
+    )
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> list[nn.Module]:
@@ -31,13 +34,20 @@ def _conv_bn(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: in
 def cnn(num_classes: int = 10) -> nn.Module:
     """Three conv+BN+ReLU+pool stages (32/64/64) and two dense layers."""
     return nn.Sequential(
-        *_conv_bn(1, 32), nn.ReLU(), nn.MaxPool2d(2),   # 14x14
-        *_conv_bn(32, 64), nn.ReLU(), nn.MaxPool2d(2),  # 7x7
-        *_conv_bn(64, 64), nn.ReLU(), nn.MaxPool2d(2),  # 3x3
+        *_conv_bn(1, 32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 14x14
+        *_conv_bn(32, 64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 7x7
+        *_conv_bn(64, 64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 3x3
         nn.Flatten(),
-        nn.Linear(64 * 3 * 3, 128), nn.ReLU(),
+        nn.Linear(64 * 3 * 3, 128),
+        nn.ReLU(),
         nn.Linear(128, num_classes),
-    )  # fmt: skip
+    )
 
 
 class BasicBlock(nn.Module):

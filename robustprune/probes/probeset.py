@@ -1,0 +1,126 @@
+"""The inputs every candidate is scored on, generated once, with the original model's answers.
+
+A ``ProbeSet`` holds three kinds of pixel-space inputs and the original model's
+logits (and penultimate features) on them:
+
+- ``synthetic``: inverted from the model (``robustprune.probes.synthetic``);
+- ``adversarial``: PGD/FGSM on the synthetic inputs against the original model;
+- ``undesired``: noise and destroyed images the model should not be confident on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from robustprune.probes.adversarial import adversarial_probes
+from robustprune.probes.cache import cached_generate
+from robustprune.probes.synthetic import SyntheticConfig
+from robustprune.probes.undesired import undesired_probes
+from robustprune.spec import InputSpec
+
+KIND_ORDER = ("synthetic", "adversarial", "undesired")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """What to probe with. The defaults balance proxy quality against search time on 2 CPU cores."""
+
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+    attack: str = "pgd"
+    eps: float = 0.1
+    attack_steps: int = 10
+    n_undesired: int = 256
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["synthetic"] = self.synthetic.to_dict()
+        return data
+
+
+@dataclasses.dataclass
+class ProbeSet:
+    spec: InputSpec
+    pixels: dict[str, torch.Tensor]  # kind -> (n_kind, *shape) pixel-space inputs
+    logits: dict[str, torch.Tensor]  # kind -> original model's logits
+    features: torch.Tensor  # original model's penultimate features on the synthetic inputs
+    config: ProbeConfig
+    seconds: dict[str, float]
+    _inputs: torch.Tensor | None = dataclasses.field(default=None, repr=False)
+
+    def slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for kind in KIND_ORDER:
+            n = len(self.pixels[kind])
+            out[kind] = slice(start, start + n)
+            start += n
+        return out
+
+    def inputs(self) -> torch.Tensor:
+        """All probes, normalized for the model, in KIND_ORDER (computed once)."""
+        if self._inputs is None:
+            self._inputs = self.spec.normalize(torch.cat([self.pixels[k] for k in KIND_ORDER]))
+        return self._inputs
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.pixels.values())
+
+
+def penultimate_features(
+    model: nn.Module,
+    output_layer: str,
+    inputs: torch.Tensor,
+    call: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, the input of the output layer flattened per sample) for ``inputs`` (normalized)."""
+    captured = {}
+    layer = dict(model.named_modules())[output_layer]
+    handle = layer.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+    try:
+        logits = (call or model)(inputs)
+    finally:
+        handle.remove()
+    return logits, captured["x"].flatten(1)
+
+
+def build_probes(
+    model: nn.Module,
+    spec: InputSpec,
+    output_layer: str,
+    config: ProbeConfig | None = None,
+    cache_dir=None,
+    progress: Callable[[str], None] | None = None,
+) -> ProbeSet:
+    """Generate (or load from the cache) the synthetic inputs, attack them, add undesired inputs,
+    and record the original model's logits and penultimate features. ``model`` is not changed."""
+    config = config or ProbeConfig()
+    say = progress or (lambda _m: None)
+    seconds = {}
+    start = time.time()
+    say(f"synthetic inputs: {config.synthetic.n} x {config.synthetic.kind}")
+    synthetic = cached_generate(model, spec, config.synthetic, cache_dir=cache_dir, progress=progress).pixels
+    seconds["synthetic"] = time.time() - start
+    start = time.time()
+    say(f"adversarial inputs: {config.attack.upper()} eps {config.eps} on the synthetic inputs")
+    adversarial = adversarial_probes(
+        model, spec, synthetic, attack=config.attack, eps=config.eps, steps=config.attack_steps, seed=config.seed
+    )
+    seconds["adversarial"] = time.time() - start
+    undesired = undesired_probes(spec, config.n_undesired, synthetic=synthetic, seed=config.seed)
+    pixels = {"synthetic": synthetic, "adversarial": adversarial, "undesired": undesired}
+    probes = ProbeSet(spec, pixels, {}, torch.empty(0), config, seconds)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits, features = penultimate_features(model, output_layer, probes.inputs())
+    finally:
+        model.train(was_training)
+    probes.logits = {kind: logits[sl] for kind, sl in probes.slices().items()}
+    probes.features = features[probes.slices()["synthetic"]]
+    return probes

@@ -1,0 +1,282 @@
+"""The progressive, stochastic, robustness-scored search.
+
+Step k asks for a little more compression than step k-1. Each step is one Optuna
+study: a trial proposes the shape of the step (how much more each channel group
+loses, bounded per step), the scale is solved so the candidate lands just under
+the step's MAC/param target (reported to Optuna as a constraint), the candidate is
+built with the importance criterion and compensated (BN re-estimation on synthetic
+inputs, optional neuron merging), and scored by proxies on a cached ProbeSet. The
+best feasible candidate is committed and the next step starts from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Mapping
+
+import optuna
+from torch import nn
+
+from robustprune.compensate import apply_overrides
+from robustprune.importance import all_scores
+from robustprune.probes.probeset import ProbeConfig, build_probes
+from robustprune.search.objective import (
+    DEFAULT_WEIGHTS,
+    Evaluator,
+    check_weights,
+    fit_amounts,
+    meets_floors,
+    weighted_score,
+)
+from robustprune.search.result import SearchResult, StepRecord, pareto_front
+from robustprune.search.samplers import make_sampler
+from robustprune.search.schedule import default_steps, step_targets
+from robustprune.spec import InputSpec
+from robustprune.structure import PruneSpace, export
+from robustprune.targets import Target, removed_count
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything that decides what the search commits (and so goes into its provenance)."""
+
+    target_macs: float | None = None
+    target_params: float | None = None
+    steps: int | None = None  # default: one step per 10% of the original cost
+    trials: int = 24  # per step
+    max_increment: float = 0.15  # most a group's removal fraction may grow in one step
+    max_amount: float = 0.9  # no group loses more than this fraction of its channels
+    sampler: str = "tpe"
+    multi_objective: bool = False
+    importance: str = "l1"
+    compensation: tuple[str, ...] = ("bn",)
+    weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    probes: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        Target(macs=self.target_macs, params=self.target_params)  # validates
+        if self.trials < 1:
+            raise ValueError(f"trials per step must be >= 1, got {self.trials}")
+        if not 0 < self.max_increment <= 1:
+            raise ValueError(f"max_increment must be in (0, 1], got {self.max_increment}")
+        if not 0 < self.max_amount < 1:
+            raise ValueError(f"max_amount must be in (0, 1), got {self.max_amount}")
+        check_weights(self.weights)
+        check_weights({**self.floors, "fidelity": 1.0})
+        object.__setattr__(self, "compensation", tuple(self.compensation))
+
+    @property
+    def target(self) -> Target:
+        return Target(macs=self.target_macs, params=self.target_params)
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["probes"] = self.probes.to_dict()
+        data["weights"], data["floors"] = dict(self.weights), dict(self.floors)
+        return data
+
+
+def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
+    """How far past the target (as a fraction of the original): <= 0 is feasible."""
+    parts = []
+    if target.macs is not None:
+        parts.append(macs / space.full_macs - target.macs)
+    if target.params is not None:
+        parts.append(params / space.full_params - target.params)
+    return max(parts)
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    """Trials left RUNNING by a killed process are marked failed so they are neither counted nor reused."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def search(
+    model: nn.Module,
+    spec: InputSpec,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    *,
+    config: SearchConfig | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str = "robustprune",
+    exclude: tuple[str, ...] = (),
+    cache_dir=None,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
+    """Prune ``model`` to the target by progressive, Optuna-driven, proxy-scored steps.
+
+    The user's model is never modified (the search works on one private copy).
+    ``storage`` (an Optuna storage URL such as ``sqlite:///search.db``, or a storage
+    object) makes the search resumable: rerun the same call and it continues after the
+    last committed step and the last completed trial.
+    """
+    if config is None:
+        config = SearchConfig(target_macs=target_macs, target_params=target_params)
+    overrides_given = {
+        k: v
+        for k, v in (
+            ("target_macs", target_macs),
+            ("target_params", target_params),
+            ("sampler", sampler),
+            ("seed", seed),
+        )
+        if v is not None
+    }
+    if overrides_given:
+        config = dataclasses.replace(config, **overrides_given)
+    say = log or ((lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    start = time.time()
+    work = copy.deepcopy(model).eval()
+    space = PruneSpace(work, spec, exclude=exclude)
+    say(
+        f"prune space: {len(space)} channel groups, {space.full_macs / 1e6:.2f} M MACs, "
+        f"{space.full_params / 1e3:.1f} k params; target {config.target.describe()}"
+    )
+    probes = build_probes(work, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
+    scores = all_scores(
+        space, config.importance, inputs=probes.inputs()[: len(probes.pixels["synthetic"])], seed=config.seed
+    )
+    attack = "fgsm" if config.weights.get("attack_robustness") else None
+    evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)
+    n_steps = config.steps or default_steps(config.target)
+    targets = step_targets(config.target, n_steps)
+    directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
+
+    amounts = {g.name: 0.0 for g in space.groups}
+    history: list[StepRecord] = []
+    all_points: list[dict] = []
+    stop_reason = "target reached"
+    for k, step_target in enumerate(targets, start=1):
+        step_start = time.time()
+        study = optuna.create_study(
+            study_name=f"{study_name}-step{k}",
+            storage=storage,
+            directions=directions,
+            load_if_exists=True,
+            sampler=make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective),
+        )
+        _fail_stale_trials(study)
+        previous = dict(amounts)
+        done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+        say(
+            f"step {k}/{n_steps}: {step_target.describe()}"
+            + (f" (resuming after {done} completed trials)" if done and "committed" not in study.user_attrs else "")
+        )
+
+        def objective(trial: optuna.Trial, previous=previous, step_target=step_target, k=k):
+            direction = {g.name: trial.suggest_float(f"g{i}", 0.0, 1.0) for i, g in enumerate(space.groups)}
+            proposal, feasible = fit_amounts(
+                space, previous, direction, config.max_increment, step_target, config.max_amount
+            )
+            counts = [g.size - removed_count(g.size, proposal[g.name]) for g in space.groups]
+            macs, params = space.cost_of_counts(counts)
+            trial.set_constraint("target", _excess(space, step_target, macs, params))
+            trial.set_user_attr("amounts", proposal)
+            trial.set_user_attr("macs", macs)
+            trial.set_user_attr("params", params)
+            if not feasible:
+                say(f"  trial {trial.number}: cannot reach the step target within the per-step bound")
+                return (0.0, 0.0) if config.multi_objective else -1e9
+            _, _, proxies = evaluator.evaluate(proposal)
+            value = weighted_score(proxies, config.weights)
+            trial.set_user_attr("proxies", proxies)
+            trial.set_user_attr("score", value)
+            say(
+                f"  trial {trial.number}: MACs {100 * macs / space.full_macs:.1f}%, fidelity {proxies['fidelity']:.3f},"
+                f" robust {proxies['robust_fidelity']:.3f}, score {value:.4f}"
+            )
+            return (proxies["fidelity"], proxies["robust_fidelity"]) if config.multi_objective else value
+
+        if "committed" not in study.user_attrs:
+            remaining = config.trials - done
+            if remaining > 0:
+                study.optimize(objective, n_trials=remaining, gc_after_trial=False)
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        feasible_trials = [
+            t for t in trials if t.user_attrs.get("proxies") is not None and all(v <= 0 for v in t.constraints.values())
+        ]
+        for t in feasible_trials:
+            all_points.append(
+                {
+                    "step": k,
+                    "trial": t.number,
+                    "macs": t.user_attrs["macs"],
+                    "params": t.user_attrs["params"],
+                    "proxies": t.user_attrs["proxies"],
+                    "score": t.user_attrs["score"],
+                    "amounts": t.user_attrs["amounts"],
+                }
+            )
+        if not feasible_trials:
+            stop_reason = f"step {k}: no feasible candidate within the per-step bound ({config.max_increment})"
+            say(stop_reason)
+            break
+        best = max(feasible_trials, key=lambda t: (t.user_attrs["score"], -t.number))
+        crossed = meets_floors(best.user_attrs["proxies"], config.floors)
+        if crossed:
+            stop_reason = f"step {k} would cross a proxy floor: {'; '.join(crossed)}"
+            say(f"stopping: {stop_reason}")
+            break
+        amounts = dict(best.user_attrs["amounts"])
+        if "committed" not in study.user_attrs:
+            study.set_user_attr("committed", {"trial": best.number, "seconds": time.time() - step_start})
+        seconds = study.user_attrs["committed"]["seconds"]
+        record = StepRecord(
+            step=k,
+            target=dataclasses.asdict(step_target),
+            amounts=amounts,
+            proxies=best.user_attrs["proxies"],
+            score=best.user_attrs["score"],
+            macs=best.user_attrs["macs"],
+            params=best.user_attrs["params"],
+            kept_macs=best.user_attrs["macs"] / space.full_macs,
+            kept_params=best.user_attrs["params"] / space.full_params,
+            trials=len(trials),
+            feasible_trials=len(feasible_trials),
+            trial=best.number,
+            seconds=seconds,
+        )
+        history.append(record)
+        say(
+            f"step {k} committed trial {best.number}: MACs {100 * record.kept_macs:.1f}%, params "
+            f"{100 * record.kept_params:.1f}%, fidelity {record.proxies['fidelity']:.3f}, "
+            f"robust {record.proxies['robust_fidelity']:.3f} ({len(feasible_trials)}/{len(trials)} feasible, "
+            f"{seconds:.0f}s)"
+        )
+
+    candidate = evaluator.candidate(amounts)
+    overrides = evaluator.overrides(candidate)
+    pruned = export(space, candidate, model=apply_overrides(work, overrides) if overrides else work)
+    macs, params = space.cost(candidate)
+    reached = not history or history[-1].step == n_steps
+    if not history:
+        stop_reason = stop_reason if stop_reason != "target reached" else "no step committed"
+    say(
+        f"done in {time.time() - start:.0f}s: {stop_reason}; MACs {100 * macs / space.full_macs:.1f}%, "
+        f"params {100 * params / space.full_params:.1f}% of the original"
+    )
+    return SearchResult(
+        model=pruned.eval(),
+        space=space,
+        candidate=candidate,
+        amounts=amounts,
+        history=history,
+        front=pareto_front(all_points, space),
+        config=config,
+        stop_reason=stop_reason,
+        target_reached=reached and stop_reason == "target reached",
+        seconds=time.time() - start,
+        probe_seconds=probes.seconds,
+    )

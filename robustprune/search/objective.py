@@ -1,0 +1,132 @@
+"""Build and score one candidate: amounts -> kept channels -> compensation -> proxies -> objective."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+
+from robustprune.compensate import bn_reestimate_overrides, merge_overrides
+from robustprune.importance import select_keep
+from robustprune.probes.probeset import ProbeSet
+from robustprune.proxies import PROXIES, score
+from robustprune.structure.space import PruneSpace
+from robustprune.targets import Target, removed_count
+
+#: Default objective: agreement on synthetic inputs, agreement on adversarial inputs, and a
+#: penalty for becoming more confident on undesired inputs.
+DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "open_world": 0.25}
+COMPENSATIONS = ("bn", "merge")
+
+
+def weighted_score(proxies: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """Sum of weighted proxies, each signed so that higher is better; open-world only penalises a rise."""
+    total = 0.0
+    for name, weight in weights.items():
+        if not weight:
+            continue
+        value = proxies[name]
+        if name == "open_world":
+            value = max(0.0, value)
+        total += weight * (value if PROXIES[name][1] == "max" else -value)
+    return total
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    unknown = set(weights) - set(PROXIES)
+    if unknown:
+        raise ValueError(f"unknown proxies in weights: {', '.join(sorted(unknown))}; known: {', '.join(PROXIES)}")
+    if not any(weights.values()):
+        raise ValueError("at least one objective weight must be non-zero")
+
+
+def meets_floors(proxies: Mapping[str, float], floors: Mapping[str, float]) -> list[str]:
+    """The floors ``proxies`` would cross (a floor is a minimum for 'higher is better' proxies, else a maximum)."""
+    crossed = []
+    for name, floor in floors.items():
+        better = PROXIES[name][1]
+        if (better == "max" and proxies[name] < floor) or (better == "min" and proxies[name] > floor):
+            crossed.append(f"{name} {proxies[name]:.4f} vs floor {floor}")
+    return crossed
+
+
+def fit_amounts(
+    space: PruneSpace,
+    previous: Mapping[str, float],
+    direction: Mapping[str, float],
+    max_increment: float,
+    target: Target,
+    max_amount: float = 0.9,
+) -> tuple[dict[str, float], bool]:
+    """Removal fractions ``previous + max_increment * min(1, lam * direction)`` per group, with the
+    smallest ``lam >= 0`` that meets ``target``; ``(amounts at the bound, False)`` if none does.
+
+    The sampler chooses the *shape* of the step (``direction`` in [0, 1] per group: which groups
+    lose more); the scale is solved for, so a trial lands just under the step's target, and no
+    group's amount grows by more than ``max_increment`` in one step (groups saturate at the
+    bound one by one as ``lam`` grows). Infeasible only when even every group with a non-zero
+    direction taking the full increment falls short.
+    """
+
+    def amounts(lam: float) -> dict[str, float]:
+        out = {}
+        for g in space.groups:
+            before = previous.get(g.name, 0.0)
+            out[g.name] = max(before, min(max_amount, before + max_increment * min(1.0, lam * direction[g.name])))
+        return out
+
+    def feasible(lam: float) -> bool:
+        a = amounts(lam)
+        return target.met(space, [g.size - removed_count(g.size, a[g.name]) for g in space.groups])
+
+    positive = [d for d in direction.values() if d > 0]
+    if not positive:
+        return amounts(0.0), feasible(0.0)
+    hi = 1.0 / min(positive)  # every group with a positive direction at its bound
+    if not feasible(hi):
+        return amounts(hi), False
+    lo = 0.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid
+    return amounts(hi), True
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """Everything needed to score a candidate, prepared once per search (no model copies per trial)."""
+
+    space: PruneSpace
+    probes: ProbeSet
+    scores: dict[str, torch.Tensor]  # channel importance per group, computed once on the original model
+    compensation: tuple[str, ...] = ("bn",)
+    attack: str | None = None  # fresh attack on each candidate (attack_robustness) when weighted
+
+    def __post_init__(self) -> None:
+        unknown = set(self.compensation) - set(COMPENSATIONS)
+        if unknown:
+            raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
+        self.bn_inputs = self.probes.spec.normalize(self.probes.pixels["synthetic"])
+
+    def candidate(self, amounts: Mapping[str, float]) -> dict[str, tuple[int, ...]]:
+        return select_keep(self.space, dict(amounts), scores=self.scores)
+
+    def overrides(self, candidate) -> dict[str, torch.Tensor]:
+        overrides: dict[str, torch.Tensor] = {}
+        if "merge" in self.compensation:
+            overrides = merge_overrides(self.space, candidate)
+        if "bn" in self.compensation:
+            bn = bn_reestimate_overrides(
+                self.space, candidate, self.bn_inputs, batch_size=len(self.bn_inputs), base=overrides or None
+            )
+            overrides = {**overrides, **bn}
+        return overrides
+
+    def evaluate(self, amounts: Mapping[str, float]) -> tuple[dict, dict, dict[str, float]]:
+        cand = self.candidate(amounts)
+        overrides = self.overrides(cand)
+        return cand, overrides, score(self.space, self.probes, cand, overrides, attack=self.attack)

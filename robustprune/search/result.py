@@ -1,0 +1,117 @@
+"""What a search returns and how it is saved: the pruned model, its spec, the step history and the front."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from torch import nn
+
+from robustprune._io import atomic_write_json
+from robustprune.structure import PruneSpace, load_pruned, save_pruned
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """One committed step."""
+
+    step: int
+    target: dict
+    amounts: dict[str, float]
+    proxies: dict[str, float]
+    score: float
+    macs: int
+    params: int
+    kept_macs: float
+    kept_params: float
+    trials: int
+    feasible_trials: int
+    trial: int
+    seconds: float
+
+
+def pareto_front(points: list[dict], space: PruneSpace | None) -> list[dict]:
+    """Non-dominated points over (compression, fidelity, robust fidelity), all maximised."""
+
+    def key(p: dict) -> tuple[float, float, float]:
+        return (
+            1.0 - p["macs"] / space.full_macs if space else -p["macs"],
+            p["proxies"]["fidelity"],
+            p["proxies"]["robust_fidelity"],
+        )
+
+    front = []
+    for p in points:
+        kp = key(p)
+        dominated = any(
+            all(a >= b for a, b in zip(key(q), kp, strict=True)) and key(q) != kp for q in points if q is not p
+        )
+        if not dominated:
+            front.append({**p, "compression": kp[0]})
+    return sorted(front, key=lambda p: p["compression"])
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """A finished (or stopped) search."""
+
+    model: nn.Module  # physically pruned, compensation applied: a new object
+    space: PruneSpace | None
+    candidate: dict[str, tuple[int, ...]]
+    amounts: dict[str, float]
+    history: list[StepRecord]
+    front: list[dict]
+    config: object
+    stop_reason: str
+    target_reached: bool
+    seconds: float
+    probe_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    spec_data: dict | None = None
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return self.history
+
+    def summary(self) -> dict:
+        return {
+            "stop_reason": self.stop_reason,
+            "target_reached": self.target_reached,
+            "seconds": self.seconds,
+            "probe_seconds": self.probe_seconds,
+            "config": self.config.to_dict() if hasattr(self.config, "to_dict") else self.config,
+        }
+
+    def save(self, directory: str | Path, model_ref: str | None = None) -> None:
+        """Write pruned.pt, spec.json, history.json and front.json into ``directory``."""
+        directory = Path(directory)
+        if self.space is None:
+            raise ValueError("this result was loaded from disk; it is already saved")
+        save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref)
+        atomic_write_json(
+            directory / "history.json", {**self.summary(), "steps": [dataclasses.asdict(s) for s in self.history]}
+        )
+        atomic_write_json(directory / "front.json", self.front)
+
+    @classmethod
+    def load(cls, directory: str | Path, build=None) -> SearchResult:
+        directory = Path(directory)
+        model, _spec, spec_data = load_pruned(directory, build=build)
+        history = json.loads((directory / "history.json").read_text())
+        front = json.loads((directory / "front.json").read_text())
+        candidate = {name: tuple(g["keep"]) for name, g in spec_data["groups"].items()}
+        steps = [StepRecord(**s) for s in history["steps"]]
+        return cls(
+            model=model,
+            space=None,
+            candidate=candidate,
+            amounts=steps[-1].amounts if steps else {},
+            history=steps,
+            front=front,
+            config=history["config"],
+            stop_reason=history["stop_reason"],
+            target_reached=history["target_reached"],
+            seconds=history["seconds"],
+            probe_seconds=history.get("probe_seconds", {}),
+            spec_data=spec_data,
+        )

@@ -1,0 +1,176 @@
+import dataclasses
+
+import optuna
+import pytest
+import torch
+
+from robustprune import zoo
+from robustprune.probes.probeset import ProbeConfig
+from robustprune.probes.synthetic import SyntheticConfig
+from robustprune.search import SearchConfig, SearchResult, search
+from robustprune.search.objective import fit_amounts
+from robustprune.search.samplers import SAMPLERS
+from robustprune.search.schedule import step_targets
+from robustprune.structure import PruneSpace
+from robustprune.targets import Target
+
+TINY_PROBES = ProbeConfig(
+    synthetic=SyntheticConfig(kind="inversion", n=48, steps=10, batch_size=48), attack_steps=2, n_undesired=24
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("probes")
+
+
+def tiny(**kw) -> SearchConfig:
+    base = dict(target_params=0.6, steps=3, trials=5, probes=TINY_PROBES, max_increment=0.2)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def mlp_result(cache_dir):
+    model, spec = zoo.load("mlp")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = search(model, spec, config=tiny(), cache_dir=cache_dir, quiet=True)
+    return model, spec, before, result
+
+
+def test_schedule_is_progressive():
+    targets = step_targets(Target(macs=0.5), 5)
+    assert [round(t.macs, 6) for t in targets] == [0.9, 0.8, 0.7, 0.6, 0.5]
+
+
+def test_committed_steps_meet_their_targets(mlp_result):
+    _, _, _, result = mlp_result
+    assert result.target_reached and len(result.history) == 3
+    for record in result.history:
+        assert record.kept_params <= record.target["params"] + 1e-9
+        assert record.kept_params >= record.target["params"] - 0.05, "lands just under, not far below"
+    final = sum(p.numel() for p in result.model.parameters())
+    assert final == result.history[-1].params
+
+
+def test_increments_respect_the_bound(mlp_result):
+    _, _, _, result = mlp_result
+    previous = {name: 0.0 for name in result.amounts}
+    for record in result.history:
+        for name, amount in record.amounts.items():
+            assert previous[name] - 1e-12 <= amount <= previous[name] + 0.2 + 1e-9
+        previous = record.amounts
+
+
+def test_user_model_untouched_and_result_is_new(mlp_result):
+    model, _, before, result = mlp_result
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.model is not model
+    assert result.model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_same_seed_same_result(mlp_result, cache_dir):
+    model, spec, _, first = mlp_result
+    again = search(model, spec, config=tiny(), cache_dir=cache_dir, quiet=True)
+    assert again.candidate == first.candidate
+    assert [r.amounts for r in again.history] == [r.amounts for r in first.history]
+
+
+def test_save_and_load_roundtrip(mlp_result, tmp_path):
+    _, _, _, result = mlp_result
+    result.save(tmp_path, model_ref="zoo:mlp")
+    assert {p.name for p in tmp_path.iterdir()} >= {"pruned.pt", "spec.json", "history.json", "front.json"}
+    loaded = SearchResult.load(tmp_path)
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded.model(x), result.model(x))
+    assert [s.amounts for s in loaded.history] == [s.amounts for s in result.history]
+
+
+def test_fit_amounts_lands_under_target_and_respects_bound():
+    model, spec = zoo.load("cnn")
+    space = PruneSpace(model, spec)
+    previous = {g.name: 0.1 for g in space.groups}
+    direction = {g.name: (i + 1) / len(space) for i, g in enumerate(space.groups)}
+    target = Target(macs=0.7)
+    amounts, feasible = fit_amounts(space, previous, direction, 0.15, target)
+    assert feasible
+    counts = [g.size - int(amounts[g.name] * g.size + 1e-9) for g in space.groups]
+    assert target.met(space, counts)
+    assert all(0.1 <= amounts[n] <= 0.25 + 1e-12 for n in amounts)
+    _, feasible = fit_amounts(space, previous, direction, 0.01, Target(macs=0.3))
+    assert not feasible
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_runs(sampler, cache_dir):
+    model, spec = zoo.load("mlp")
+    config = tiny(sampler=sampler, steps=1, trials=3, target_params=0.8, multi_objective=sampler == "nsga2")
+    result = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
+    assert result.history and result.history[-1].kept_params <= 0.8 + 1e-9
+
+
+def test_multi_objective_front_is_non_dominated(cache_dir):
+    model, spec = zoo.load("mlp")
+    result = search(
+        model, spec, config=tiny(sampler="nsga2", multi_objective=True, trials=6), cache_dir=cache_dir, quiet=True
+    )
+    points = [(p["compression"], p["proxies"]["fidelity"], p["proxies"]["robust_fidelity"]) for p in result.front]
+    assert points
+    for a in points:
+        for b in points:
+            assert not (all(x >= y for x, y in zip(b, a, strict=True)) and b != a), f"{b} dominates {a}"
+
+
+def test_floor_stops_the_search_and_says_why(cache_dir):
+    model, spec = zoo.load("mlp")
+    result = search(model, spec, config=tiny(floors={"fidelity": 1.01}), cache_dir=cache_dir, quiet=True)
+    assert not result.target_reached
+    assert "floor" in result.stop_reason and "fidelity" in result.stop_reason
+    assert result.history == []
+
+
+def test_resume_continues_without_repeating_trials(cache_dir, tmp_path):
+    model, spec = zoo.load("mlp")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    config = tiny(trials=4)
+
+    class Interrupt(Exception):
+        pass
+
+    seen = []
+
+    def killer(message: str) -> None:
+        seen.append(message)
+        if message.startswith("  trial 1") and any(m.startswith("step 2/") for m in seen):
+            raise Interrupt  # dies in step 2 after two completed trials
+
+    with pytest.raises(Interrupt):
+        search(model, spec, config=config, storage=storage, cache_dir=cache_dir, log=killer)
+    step1 = optuna.load_study(study_name="robustprune-step1", storage=storage)
+    step2 = optuna.load_study(study_name="robustprune-step2", storage=storage)
+    assert "committed" in step1.user_attrs
+    done_before = [t.params for t in step2.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done_before) == 1  # trial 0 completed; trial 1 died while logging
+    messages = []
+    result = search(model, spec, config=config, storage=storage, cache_dir=cache_dir, log=messages.append)
+    assert result.target_reached
+    assert any("resuming after 1 completed trials" in m for m in messages)
+    assert not any(
+        m.startswith("  trial")
+        for m in messages[: messages.index(next(m for m in messages if m.startswith("step 2/")))]
+    )
+    step2 = optuna.load_study(study_name="robustprune-step2", storage=storage)
+    complete = [t for t in step2.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and complete[0].params == done_before[0]
+    assert dataclasses.asdict(result.history[0]) is not None
+
+
+def test_bad_configuration_is_rejected():
+    with pytest.raises(ValueError, match=r"fraction in \(0, 1\)"):
+        SearchConfig(target_macs=1.2)
+    with pytest.raises(ValueError, match="unknown proxies"):
+        SearchConfig(target_macs=0.5, weights={"accuracy": 1.0})
+    with pytest.raises(ValueError, match="unknown sampler"):
+        from robustprune.search.samplers import make_sampler
+
+        make_sampler("anneal", 0)
