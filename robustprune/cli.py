@@ -25,6 +25,11 @@ EXAMPLES = {
   robustprune baseline --model zoo:resnet20 --method l1_uniform --target-macs 0.5 --out runs/r20-l1
   robustprune baseline --model zoo:mlp --method paoding --target-params 0.5 --out runs/mlp-paoding
   robustprune baseline --model zoo:cnn --method global_magnitude --target-macs 0.7 --no-eval --out runs/cnn-gm""",
+    "search": """examples:
+  robustprune search --model zoo:resnet20 --target-macs 0.5 --out runs/r20
+  robustprune search --model zoo:mlp --target-params 0.5 --sampler cmaes --seed 1 --out runs/mlp
+  robustprune search --model zoo:cnn --target-macs 0.7 --storage sqlite:///cnn.db --out runs/cnn   # resumable
+  robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo""",
     "zoo": """examples:
   robustprune zoo
   robustprune zoo --json""",
@@ -147,6 +152,72 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_floors(items: list[str]) -> dict[str, float]:
+    floors = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            floors[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--floor takes PROXY=VALUE, got {item!r}") from None
+        if not sep:
+            raise UsageError(f"--floor takes PROXY=VALUE, got {item!r}")
+    return floors
+
+
+def search_config_from_args(args: argparse.Namespace):
+    from robustprune.probes.probeset import ProbeConfig
+    from robustprune.probes.synthetic import SyntheticConfig
+    from robustprune.search import SearchConfig
+
+    if args.target_macs is None and args.target_params is None:
+        raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
+    try:
+        probes = ProbeConfig(
+            synthetic=SyntheticConfig(kind=args.synthetic, n=args.n_probes, seed=args.seed), seed=args.seed
+        )
+        return SearchConfig(
+            target_macs=args.target_macs,
+            target_params=args.target_params,
+            steps=args.steps,
+            trials=args.trials,
+            sampler=args.sampler,
+            multi_objective=args.multi_objective,
+            importance=args.importance,
+            compensation=tuple(c for c in args.compensation.split(",") if c),
+            floors=_parse_floors(args.floor),
+            probes=probes,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune.evaluate.harness import format_table
+    from robustprune.models import load_model
+    from robustprune.plots import plot_run
+    from robustprune.search import search
+
+    config = search_config_from_args(args)
+    out = _check_run_dir(args.out)
+    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
+    result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
+    report = _report_for_run(result.model, spec, f"{args.model} (search)", args)
+    report["provenance"].update(method="search", search=result.summary())
+    with staged_directory(out) as staging:
+        result.save(staging, model_ref=args.model)
+        atomic_write_json(staging / "report.json", report)
+        plot_run(staging, staging / "plots")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_table({"search": report}))
+        print(f"wrote {out}/pruned.pt, spec.json, history.json, front.json, report.json, plots/")
+    return 0
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from robustprune import zoo
 
@@ -219,6 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_baseline)
+
+    p = add("search", "Prune a model by the progressive, robustness-scored Optuna search (no data needed).")
+    p.add_argument("--model", required=True, help="zoo:NAME or package.module:factory (with --weights)")
+    p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
+    p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
+    p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "cmaes", "gp", "qmc", "random", "nsga2"])
+    p.add_argument("--multi-objective", action="store_true", help="fidelity and robustness as two objectives")
+    p.add_argument("--steps", type=int, help="progressive steps (default: one per 10%% of the original cost)")
+    p.add_argument("--trials", type=int, default=24, help="Optuna trials per step (default 24)")
+    p.add_argument("--importance", default="l1", help="channel ranking inside a group (default l1)")
+    p.add_argument("--compensation", default="bn", help="comma list of bn,merge or '' for none (default bn)")
+    p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
+    p.add_argument("--n-probes", type=int, default=512, help="synthetic probe inputs (default 512)")
+    p.add_argument("--floor", action="append", metavar="PROXY=VALUE", help="stop before a proxy crosses VALUE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage", help="Optuna storage URL (sqlite:///file.db) to make the search resumable")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_search)
 
     p = add("zoo", "List the reference models shipped with robustprune.")
     p.add_argument("--json", action="store_true")

@@ -327,3 +327,9 @@ def test_default_cache_dir(monkeypatch, tmp_path, counting):
     assert len(list((tmp_path / "c").iterdir())) == 1
     monkeypatch.delenv("ROBUSTPRUNE_CACHE_DIR")
     assert default_cache_dir().parts[-2:] == (".cache", "robustprune")
+
+
+def test_explicit_cpu_device_matches_default():
+    model = tiny_bn_net()
+    cfg = SyntheticConfig(kind="inversion", **FAST)
+    assert torch.equal(generate(model, SMALL, cfg).pixels, generate(model, SMALL, cfg, device="cpu").pixels)
