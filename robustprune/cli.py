@@ -30,6 +30,20 @@ EXAMPLES = {
   robustprune search --model zoo:mlp --target-params 0.5 --sampler cmaes --seed 1 --out runs/mlp
   robustprune search --model zoo:cnn --target-macs 0.7 --storage sqlite:///cnn.db --out runs/cnn   # resumable
   robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo""",
+    "demo": """examples:
+  robustprune demo                              # zoo:resnet20 to half its MACs, into runs/demo
+  robustprune demo --model zoo:cnn --target-macs 0.7 --out runs/cnn-demo""",
+    "bench": """examples:
+  robustprune bench --suite quick --out runs/bench-quick
+  robustprune bench --suite full --out results/full          # hours; rerun to resume
+  robustprune bench --suite my_suite.json --out runs/mine""",
+    "export": """examples:
+  robustprune export runs/r20 --format torchscript --out r20.ts
+  robustprune export runs/r20 --format torch-export --out r20.pt2
+  robustprune export --spec runs/r20/spec.json --weights runs/r20/pruned.pt --out r20_state.pt""",
+    "plot": """examples:
+  robustprune plot runs/r20                      # redraw runs/r20/plots
+  robustprune plot runs/r20-tpe runs/r20-cmaes --out compare   # fronts of several runs on one figure""",
     "zoo": """examples:
   robustprune zoo
   robustprune zoo --json""",
@@ -173,9 +187,8 @@ def search_config_from_args(args: argparse.Namespace):
     if args.target_macs is None and args.target_params is None:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
     try:
-        probes = ProbeConfig(
-            synthetic=SyntheticConfig(kind=args.synthetic, n=args.n_probes, seed=args.seed), seed=args.seed
-        )
+        synthetic = SyntheticConfig(kind=args.synthetic, n=args.n_probes, steps=args.probe_steps, seed=args.seed)
+        probes = ProbeConfig(synthetic=synthetic, seed=args.seed)
         return SearchConfig(
             target_macs=args.target_macs,
             target_params=args.target_params,
@@ -215,6 +228,113 @@ def _cmd_search(args: argparse.Namespace) -> int:
     elif not args.quiet:
         print(format_table({"search": report}))
         print(f"wrote {out}/pruned.pt, spec.json, history.json, front.json, report.json, plots/")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
+    from robustprune.evaluate.harness import format_table
+    from robustprune.models import load_model
+    from robustprune.plots import plot_run
+    from robustprune.search import SearchConfig, search
+
+    out = _check_run_dir(args.out)
+    model, spec = load_model(args.model)
+    try:
+        config = SearchConfig(target_macs=args.target_macs, trials=args.trials, seed=args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    has_data = fashion_mnist_available(args.data_root)
+    print(
+        f"robustprune demo: {args.model} -> at most {100 * args.target_macs:.0f}% of its MACs, no data used for "
+        "pruning",
+        file=sys.stderr,
+    )
+    before = _report_for_run(model, spec, args.model, args)
+    result = search(model, spec, config=config, quiet=args.quiet)
+    after = _report_for_run(result.model, spec, f"{args.model} (search)", args)
+    after["provenance"].update(method="search", search=result.summary())
+    with staged_directory(out) as staging:
+        result.save(staging, model_ref=args.model)
+        atomic_write_json(staging / "report.json", after)
+        atomic_write_json(staging / "original.json", before)
+        plot_run(staging, staging / "plots")
+    print()
+    print(format_table({"original": before, "pruned": after}))
+    if not has_data:
+        last = result.history[-1].proxies if result.history else {}
+        print(
+            "\nFashion-MNIST is not installed, so the table has no real-data metrics; the search's proxies "
+            "(agreement with the original on synthetic / adversarial inputs): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in last.items())
+        )
+        print(f"Install the data to see them: {INSTALL_HINT}")
+    print(
+        f"\n{result.stop_reason}; {len(result.history)} steps in {result.seconds:.0f}s. Run folder: {out} "
+        "(pruned.pt, spec.json, history.json, front.json, report.json, plots/)"
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from robustprune.bench import load_suite, run_suite
+
+    suite = load_suite(args.suite)
+    out = _check_run_dir(args.out)
+    run_suite(suite, out, log=(lambda m: None) if args.quiet else None)
+    if not args.quiet:
+        print((out / "summary.md").read_text())
+        print(f"wrote {out}/results.csv, results.json, summary.md, plots/")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustprune._io import atomic_write_json
+    from robustprune.structure import load_pruned
+
+    if args.run:
+        source = Path(args.run)
+    elif args.spec and args.weights:
+        if Path(args.spec).parent != Path(args.weights).parent or Path(args.spec).name != "spec.json":
+            raise UsageError("--spec and --weights must be spec.json and pruned.pt of one folder (or give the folder)")
+        source = Path(args.spec).parent
+    else:
+        raise UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
+    out = _check_output_path(args.out)
+    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle)
+    tmp = out.with_name(f".{out.name}.tmp")
+    example = torch.zeros(1, *spec.shape)
+    if args.format == "torchscript":
+        torch.jit.save(torch.jit.trace(model, example), str(tmp))
+    elif args.format == "torch-export":
+        torch.export.save(torch.export.export(model, (example,)), str(tmp))
+    else:
+        torch.save(model.state_dict(), tmp)
+    tmp.replace(out)
+    atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())
+    if not args.quiet:
+        print(f"wrote {out} ({args.format}) and {out.name}.inputspec.json")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from robustprune.plots import plot_compare, plot_run
+
+    for run in args.runs:
+        if not (Path(run) / "history.json").is_file():
+            raise UsageError(f"{run} is not a search run folder (no history.json)")
+    if len(args.runs) == 1:
+        written = plot_run(args.runs[0], args.out)
+    else:
+        out = Path(args.out or ".")
+        if not out.is_dir():
+            raise UsageError(f"output folder {out} does not exist")
+        written = plot_compare(args.runs, out / "compare_fronts")
+    if not args.quiet:
+        print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -304,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--importance", default="l1", help="channel ranking inside a group (default l1)")
     p.add_argument("--compensation", default="bn", help="comma list of bn,merge or '' for none (default bn)")
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
-    p.add_argument("--n-probes", type=int, default=512, help="synthetic probe inputs (default 512)")
+    p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")
+    p.add_argument("--probe-steps", type=int, default=100, help="Adam steps of the synthesis (default 100)")
     p.add_argument("--floor", action="append", metavar="PROXY=VALUE", help="stop before a proxy crosses VALUE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", help="Optuna storage URL (sqlite:///file.db) to make the search resumable")
@@ -314,6 +435,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_search)
+
+    p = add("demo", "The main job on the built-in default: search-prune zoo:resnet20 to half its MACs and compare.")
+    p.add_argument("--model", default="zoo:resnet20")
+    p.add_argument("--target-macs", type=_fraction, default=0.5)
+    p.add_argument("--trials", type=int, default=24, help="Optuna trials per step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--quiet", action="store_true", help="no per-trial progress")
+    p.set_defaults(func=_cmd_demo)
+
+    p = add("bench", "Run a benchmark suite (models x methods x targets x seeds); resumes finished cells.")
+    p.add_argument("--suite", required=True, help="quick, full, or a suite JSON file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_bench)
+
+    p = add("export", "Turn a pruned run folder into a model file: state dict, TorchScript or torch.export.")
+    p.add_argument("run", nargs="?", help="run folder with spec.json and pruned.pt")
+    p.add_argument("--spec", help="spec.json (instead of a run folder)")
+    p.add_argument("--weights", help="pruned.pt next to --spec")
+    p.add_argument("--format", default="torchscript", choices=["torchscript", "torch-export", "state_dict"])
+    p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_export)
+
+    p = add("plot", "Redraw a run's plots, or compare several runs' fronts on one figure.")
+    p.add_argument("runs", nargs="+", help="search run folders")
+    p.add_argument("--out", help="output folder (default: RUN/plots for one run, . for several)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_plot)
 
     p = add("zoo", "List the reference models shipped with robustprune.")
     p.add_argument("--json", action="store_true")

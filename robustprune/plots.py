@@ -138,3 +138,19 @@ def plot_methods(
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, Path(path))
+
+
+def plot_compare(runs: list[str | Path], path: str | Path) -> list[Path]:
+    """Several search runs' fronts on one figure (label = run folder name)."""
+    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True)
+    for run in runs:
+        _history, front, _spec = _load_run(run)
+        x = [100 * p["compression"] for p in front]
+        for ax, key in ((axes[0], "fidelity"), (axes[1], "robust_fidelity")):
+            ax.plot(x, [p["proxies"][key] for p in front], "o-", ms=3, lw=1, label=Path(run).name)
+    for ax, name in ((axes[0], "fidelity (synthetic)"), (axes[1], "robust fidelity (adversarial)")):
+        ax.set_xlabel("MAC reduction (%)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, frameon=False, loc="lower left")
+    return _save(fig, Path(path))

@@ -1,0 +1,310 @@
+"""Benchmark suites: models x methods x targets x seeds, each cell evaluated on real data.
+
+A suite is a JSON file (``benchmarks/suites/NAME.json``)::
+
+    {"models": {"resnet20": "macs", "mlp": "params"},   # model -> which cost the target limits
+     "methods": ["search", "l1_uniform", "l1_uniform+bn", ...],
+     "targets": [0.7, 0.5], "seeds": [0, 1, 2],
+     "search": {SearchConfig fields}, "eval": {EvalSettings fields}}
+
+Methods are ``search`` or a one-shot baseline; ``BASELINE+bn`` adds BN re-estimation on the
+same synthetic inputs the search uses (data-free too), to separate what the search's
+allocation wins from what recalibration alone gives. Finished cells are stored one file
+each and skipped on a rerun, so an interrupted suite resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from robustprune import zoo
+from robustprune._io import atomic_write_json, atomic_write_text
+from robustprune._provenance import provenance
+from robustprune.baselines import METHODS, baseline
+from robustprune.compensate import apply_overrides, bn_reestimate_overrides
+from robustprune.evaluate.harness import EvalSettings, evaluate
+from robustprune.plots import plot_methods
+from robustprune.probes.cache import cached_generate
+from robustprune.probes.probeset import ProbeConfig
+from robustprune.probes.synthetic import SyntheticConfig
+from robustprune.search import SearchConfig, search
+from robustprune.search.engine import SEARCH_PROBES
+from robustprune.structure import export
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+
+
+@dataclasses.dataclass
+class Suite:
+    name: str
+    models: dict[str, str]
+    methods: list[str]
+    targets: list[float]
+    seeds: list[int]
+    search: dict
+    eval: dict
+    description: str = ""
+
+    def cells(self) -> list[tuple[str, str, float, int]]:
+        return [
+            (m, method, t, s)
+            for m in self.models
+            for t in self.targets
+            for s in self.seeds
+            for method in self.methods
+            if not (method.startswith("paoding") and m != "mlp")
+        ]
+
+    def search_config(self, kind: str, target: float, seed: int) -> SearchConfig:
+        options = dict(self.search)
+        probes = options.pop("probes", None)
+        probe_config = SEARCH_PROBES
+        if probes:
+            synthetic = {**SEARCH_PROBES.synthetic.to_dict(), **probes.pop("synthetic", {})}
+            probe_config = ProbeConfig(synthetic=SyntheticConfig(**synthetic), **probes)
+        probe_config = dataclasses.replace(
+            probe_config, seed=seed, synthetic=dataclasses.replace(probe_config.synthetic, seed=seed)
+        )
+        return SearchConfig(**{f"target_{kind}": target}, probes=probe_config, seed=seed, **options)
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SUITE_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in SUITE_DIR.glob("*.json")) if SUITE_DIR.is_dir() else []
+        raise FileNotFoundError(f"no benchmark suite {name_or_path!r} (looked for {path}); known: {', '.join(known)}")
+    data = json.loads(path.read_text())
+    suite = Suite(
+        name=path.stem,
+        models=data["models"],
+        methods=data["methods"],
+        targets=data["targets"],
+        seeds=data["seeds"],
+        search=data.get("search", {}),
+        eval=data.get("eval", {}),
+        description=data.get("description", ""),
+    )
+    for method in suite.methods:
+        base = method.removesuffix("+bn")
+        if method != "search" and base not in METHODS:
+            raise ValueError(f"suite {suite.name}: unknown method {method!r}")
+    for name, kind in suite.models.items():
+        if name not in zoo.names() or kind not in ("macs", "params"):
+            raise ValueError(f"suite {suite.name}: model {name!r} with target kind {kind!r}")
+    return suite
+
+
+def cell_id(model: str, method: str, target: float, seed: int) -> str:
+    return f"{model}__{method}__{target:g}__s{seed}"
+
+
+def run_cell(
+    suite: Suite, model_name: str, method: str, target: float, seed: int, cache_dir=None, quiet: bool = True
+) -> dict:
+    model, spec = zoo.load(model_name)
+    kind = suite.models[model_name]
+    config = suite.search_config(kind, target, seed)
+    start = time.time()
+    extra: dict = {}
+    if method == "search":
+        result = search(model, spec, config=config, cache_dir=cache_dir, quiet=quiet)
+        pruned = result.model
+        kept = {
+            "macs": result.history[-1].kept_macs if result.history else 1.0,
+            "params": result.history[-1].kept_params if result.history else 1.0,
+        }
+        extra = {
+            "trials_per_step": config.trials,
+            "steps": len(result.history),
+            "stop_reason": result.stop_reason,
+            "probe_seconds": result.probe_seconds,
+        }
+    else:
+        base = method.removesuffix("+bn")
+        result = baseline(model, spec, base, seed=seed, **{f"target_{kind}": target})
+        pruned, kept = result.model, result.kept_fraction
+        if method.endswith("+bn"):
+            synthetic = cached_generate(model, spec, config.probes.synthetic, cache_dir=cache_dir).pixels
+            overrides = bn_reestimate_overrides(
+                result.space, result.candidate, spec.normalize(synthetic), batch_size=len(synthetic)
+            )
+            pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+    seconds = time.time() - start
+    report = evaluate(
+        pruned, spec, settings=EvalSettings(seed=seed, **suite.eval), model_ref=f"zoo:{model_name}", quiet=True
+    )
+    return {
+        "model": model_name,
+        "method": method,
+        "target_kind": kind,
+        "target": target,
+        "seed": seed,
+        "kept_macs": kept["macs"],
+        "kept_params": kept["params"],
+        "prune_seconds": seconds,
+        **extra,
+        "report": report,
+    }
+
+
+def run_suite(suite: Suite, out: str | Path, cache_dir=None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Run every missing cell of ``suite`` into ``out`` and rewrite the summary files."""
+    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    out = Path(out)
+    cells_dir = out / "cells"
+    cells_dir.mkdir(parents=True, exist_ok=True)
+    cells = suite.cells()
+    for i, (model, method, target, seed) in enumerate(cells, start=1):
+        path = cells_dir / f"{cell_id(model, method, target, seed)}.json"
+        if path.is_file():
+            say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed}: done earlier")
+            continue
+        say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed} ...")
+        row = run_cell(suite, model, method, target, seed, cache_dir=cache_dir)
+        atomic_write_json(path, row)
+        say(
+            f"    clean {row['report']['clean_accuracy']:.4f}  pgd {row['report']['robust_accuracy']['pgd']:.4f}  "
+            f"kept MACs {row['kept_macs']:.3f}  ({row['prune_seconds']:.0f}s)"
+        )
+    originals = {}
+    for model in suite.models:
+        path = cells_dir / f"{model}__original.json"
+        if not path.is_file():
+            net, spec = zoo.load(model)
+            atomic_write_json(
+                path, evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
+            )
+        originals[model] = json.loads(path.read_text())
+    rows = [json.loads((cells_dir / f"{cell_id(*c)}.json").read_text()) for c in cells]
+    write_outputs(suite, rows, originals, out)
+    return rows
+
+
+def flat_row(row: dict) -> dict:
+    r = row["report"]
+    flat = {
+        k: row[k]
+        for k in ("model", "method", "target_kind", "target", "seed", "kept_macs", "kept_params", "prune_seconds")
+    }
+    flat.update(
+        clean_accuracy=r["clean_accuracy"],
+        fgsm=r["robust_accuracy"]["fgsm"],
+        pgd=r["robust_accuracy"]["pgd"],
+        corruption_accuracy=r["corruption_accuracy"],
+        ece=r["ece"],
+        macs=r["macs"],
+        params=r["params"],
+        **{f"auroc_{k}": v for k, v in r["ood_auroc"].items()},
+        trials_per_step=row.get("trials_per_step"),
+        commit=r["provenance"]["commit"],
+        torch=r["provenance"]["torch"],
+        threads=r["provenance"]["threads"],
+    )
+    return flat
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def summary_table(suite: Suite, rows: list[dict], originals: dict) -> str:
+    flats = [flat_row(r) for r in rows]
+    metrics = [
+        ("clean_accuracy", "clean acc"),
+        ("pgd", "PGD acc"),
+        ("fgsm", "FGSM acc"),
+        ("corruption_accuracy", "corruption acc"),
+        ("auroc_digits", "AUROC digits"),
+        ("auroc_flipped", "AUROC flipped"),
+        ("auroc_noise", "AUROC noise"),
+    ]
+    head = "| model | target | method | kept MACs | " + " | ".join(m[1] for m in metrics) + " | prune time (s) |"
+    lines = [head, "|" + "---|" * (len(metrics) + 5)]
+    for model in suite.models:
+        o = originals[model]
+        lines.append(
+            f"| {model} | original | - | 100 | {100 * o['clean_accuracy']:.2f} | "
+            f"{100 * o['robust_accuracy']['pgd']:.2f} | {100 * o['robust_accuracy']['fgsm']:.2f} | "
+            f"{100 * o['corruption_accuracy']:.2f} | "
+            + " | ".join(f"{100 * o['ood_auroc'][k]:.2f}" for k in ("digits", "flipped", "noise"))
+            + " | - |"
+        )
+        for target in suite.targets:
+            for method in suite.methods:
+                sel = [f for f in flats if f["model"] == model and f["target"] == target and f["method"] == method]
+                if not sel:
+                    continue
+                cells = [_mean_std([f[key] for f in sel]) for key, _ in metrics]
+                kind = suite.models[model]
+                lines.append(
+                    f"| {model} | {kind} <= {target:g} | {method} | {_mean_std([f['kept_macs'] for f in sel])} | "
+                    + " | ".join(cells)
+                    + f" | {statistics.mean(f['prune_seconds'] for f in sel):.0f} |"
+                )
+    return "\n".join(lines)
+
+
+def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path) -> None:
+    flats = [flat_row(r) for r in rows]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(flats[0]))
+    writer.writeheader()
+    writer.writerows(flats)
+    atomic_write_text(out / "results.csv", buffer.getvalue())
+    prov = provenance()
+    atomic_write_json(
+        out / "results.json",
+        {"suite": dataclasses.asdict(suite), "provenance": prov, "rows": rows, "originals": originals},
+    )
+    seeds = ", ".join(map(str, suite.seeds))
+    text = [
+        f"# Benchmark suite `{suite.name}`",
+        "",
+        suite.description,
+        "",
+        f"Produced by `robustprune bench --suite {suite.name} --out {out}` at commit `{prov['commit']}` on "
+        f"{prov['machine']} (torch {prov['torch']}), seeds {seeds}. Values are percentages, mean ± standard "
+        "deviation over seeds; kept MACs as a percentage of the original. Real-data metrics as in results/zoo.md.",
+        "",
+        summary_table(suite, rows, originals),
+        "",
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(text))
+    for model in suite.models:
+        sel = [f for f in flats if f["model"] == model]
+        for f in sel:
+            f["method_label"] = f["method"]
+        means = {}
+        for f in sel:
+            means.setdefault((f["method"], f["target"]), []).append(f)
+        points = [
+            {
+                "method": m,
+                "kept_macs": statistics.mean(x["kept_macs"] for x in fs),
+                "clean_accuracy": statistics.mean(x["clean_accuracy"] for x in fs),
+                "pgd": statistics.mean(x["pgd"] for x in fs),
+            }
+            for (m, _t), fs in means.items()
+        ]
+        o = originals[model]
+        plot_methods(
+            points,
+            out / "plots" / model,
+            title=f"{model}: real-data accuracy after data-free pruning",
+            originals={"clean_accuracy": o["clean_accuracy"], "pgd": o["robust_accuracy"]["pgd"]},
+        )
+
+
+__all__ = ["Suite", "load_suite", "run_suite"]
