@@ -194,6 +194,7 @@ def search_config_from_args(args: argparse.Namespace):
             target_params=args.target_params,
             steps=args.steps,
             trials=args.trials,
+            max_increment=args.max_increment,
             sampler=args.sampler,
             multi_objective=args.multi_objective,
             importance=args.importance,
@@ -306,11 +307,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = _check_output_path(args.out)
     model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle)
     tmp = out.with_name(f".{out.name}.tmp")
-    example = torch.zeros(1, *spec.shape)
+    example = torch.zeros(2, *spec.shape)
     if args.format == "torchscript":
         torch.jit.save(torch.jit.trace(model, example), str(tmp))
     elif args.format == "torch-export":
-        torch.export.save(torch.export.export(model, (example,)), str(tmp))
+        batch = {0: torch.export.Dim("batch", min=1)}  # any batch size, not just the example's
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=(batch,)), str(tmp))
     else:
         torch.save(model.state_dict(), tmp)
     tmp.replace(out)
@@ -421,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--multi-objective", action="store_true", help="fidelity and robustness as two objectives")
     p.add_argument("--steps", type=int, help="progressive steps (default: one per 10%% of the original cost)")
     p.add_argument("--trials", type=int, default=24, help="Optuna trials per step (default 24)")
+    p.add_argument(
+        "--max-increment",
+        type=float,
+        default=0.15,
+        help="most a group's removed fraction may grow per step (default 0.15)",
+    )
     p.add_argument("--importance", default="l1", help="channel ranking inside a group (default l1)")
     p.add_argument("--compensation", default="bn", help="comma list of bn,merge or '' for none (default bn)")
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])

@@ -21,10 +21,11 @@ import optuna
 from torch import nn
 
 from robustprune.compensate import apply_overrides
-from robustprune.importance import all_scores
+from robustprune.importance import CRITERIA, all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.search.objective import (
+    COMPENSATIONS,
     DEFAULT_WEIGHTS,
     Evaluator,
     check_weights,
@@ -78,6 +79,12 @@ class SearchConfig:
         check_weights(self.weights)
         check_weights({**self.floors, "fidelity": 1.0})
         object.__setattr__(self, "compensation", tuple(self.compensation))
+        unknown = set(self.compensation) - set(COMPENSATIONS)
+        if unknown:
+            raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
+        if self.importance not in CRITERIA:
+            raise ValueError(f"unknown importance {self.importance!r}; choose one of: {', '.join(CRITERIA)}")
+        make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
 
     @property
     def target(self) -> Target:
@@ -227,7 +234,10 @@ def search(
                 }
             )
         if not feasible_trials:
-            stop_reason = f"step {k}: no feasible candidate within the per-step bound ({config.max_increment})"
+            stop_reason = (
+                f"step {k}: no feasible candidate within the per-step bound (max_increment "
+                f"{config.max_increment}); use more steps or a larger max_increment"
+            )
             say(stop_reason)
             break
         best = max(feasible_trials, key=lambda t: (t.user_attrs["score"], -t.number))

@@ -1,0 +1,150 @@
+"""CLI: every subcommand's help, usage errors, and the search/demo/bench/export/plot round trips on small models."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustprune.cli import build_parser, main
+from robustprune.data.fashion_mnist import fashion_mnist_available
+from robustprune.structure import load_pruned
+
+SUBCOMMANDS = ["eval", "baseline", "search", "demo", "bench", "export", "plot", "zoo"]
+FAST_SEARCH = ["--trials", "2", "--steps", "3", "--n-probes", "32", "--probe-steps", "5", "--no-eval", "--quiet"]
+
+
+def test_every_subcommand_is_listed_and_has_examples(capsys):
+    help_text = build_parser().format_help()
+    for sub in SUBCOMMANDS:
+        assert sub in help_text
+        with pytest.raises(SystemExit) as exc:
+            main([sub, "--help"])
+        assert exc.value.code == 0
+        assert "examples:" in capsys.readouterr().out, sub
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["search", "--model", "zoo:nope", "--target-macs", "0.5", "--out", "{tmp}/run"], "unknown zoo model"),
+        (["search", "--model", "zoo:mlp", "--out", "{tmp}/run"], "--target-macs"),
+        (["search", "--model", "zoo:mlp", "--target-params", "0.5", "--out", "{tmp}/missing/run"], "does not exist"),
+        (
+            ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--floor", "fidelity", "--out", "{tmp}/run"],
+            "PROXY=VALUE",
+        ),
+        (
+            ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--compensation", "magic", "--out", "{tmp}/run"],
+            "compensation",
+        ),
+        (["bench", "--suite", "nope", "--out", "{tmp}/run"], "no benchmark suite"),
+        (["export", "--out", "{tmp}/m.ts"], "run folder"),
+        (["plot", "{tmp}"], "not a search run folder"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2_and_leave_nothing(argv, message, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_bad_target_is_exit_2_from_argparse(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustprune",
+            "search",
+            "--model",
+            "zoo:mlp",
+            "--target-macs",
+            "1.5",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "fraction in (0, 1)" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "mlp"
+    code = main(["search", "--model", "zoo:mlp", "--target-params", "0.6", "--out", str(run), *FAST_SEARCH])
+    assert code == 0
+    return run
+
+
+def test_search_writes_the_run_folder(search_run):
+    names = {p.name for p in search_run.iterdir()}
+    assert {"pruned.pt", "spec.json", "history.json", "front.json", "report.json", "plots"} <= names
+    assert not any(n.startswith(".partial") for n in names)
+    assert {p.name for p in (search_run / "plots").iterdir()} >= {"front.png", "steps.svg", "amounts.png"}
+    report = json.loads((search_run / "report.json").read_text())
+    model, _, spec_data = load_pruned(search_run)
+    assert report["params"] == sum(p.numel() for p in model.parameters()) == spec_data["params"]
+    assert spec_data["params"] <= 0.6 * spec_data["original_params"]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "state_dict"])
+def test_export_formats(search_run, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    assert main(["export", str(search_run), "--format", fmt, "--out", str(out), "--quiet"]) == 0
+    model, _, _ = load_pruned(search_run)
+    x = torch.rand(2, 1, 28, 28)
+    if fmt == "torchscript":
+        assert torch.allclose(torch.jit.load(str(out))(x), model(x), atol=1e-6)
+    elif fmt == "torch-export":
+        assert torch.allclose(torch.export.load(str(out)).module()(x), model(x), atol=1e-6)
+    else:
+        state = torch.load(out, weights_only=True)
+        assert set(state) == set(model.state_dict())
+    assert json.loads(out.with_name(out.name + ".inputspec.json").read_text())["num_classes"] == 10
+
+
+def test_plot_redraws_and_compares(search_run, tmp_path):
+    assert main(["plot", str(search_run), "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    assert (tmp_path / "one" / "front.png").is_file()
+    assert main(["plot", str(search_run), str(search_run), "--out", str(tmp_path), "--quiet"]) == 0
+    assert (tmp_path / "compare_fronts.svg").is_file()
+
+
+def test_demo_runs_on_a_small_model(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert (
+        main(["demo", "--model", "zoo:mlp", "--target-macs", "0.7", "--trials", "2", "--out", str(out), "--quiet"]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "original" in text and "pruned" in text and "MACs" in text
+    assert {"report.json", "original.json", "pruned.pt", "plots"} <= {p.name for p in out.iterdir()}
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_bench_quick_suite_produces_tables_and_resumes(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--quiet"]) == 0
+    for name in ("results.csv", "results.json", "summary.md"):
+        assert (out / name).is_file()
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"search", "l1_uniform", "l1_uniform+bn", "global_magnitude"} == methods
+    assert {r["model"] for r in rows} == {"mlp", "cnn"}
+    for r in rows:
+        assert r["report"]["provenance"]["commit"] and r["kept_macs"] <= 1.0
+        key = "kept_params" if r["target_kind"] == "params" else "kept_macs"
+        assert r[key] <= r["target"] + 1e-9
+    assert (out / "plots" / "cnn.png").is_file()
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    assert main(["bench", "--suite", "quick", "--out", str(out), "--quiet"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamp, "finished cells are not redone"
