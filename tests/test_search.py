@@ -174,3 +174,18 @@ def test_bad_configuration_is_rejected():
         from robustprune.search.samplers import make_sampler
 
         make_sampler("anneal", 0)
+
+
+def test_infeasible_step_is_split_and_target_still_reached(cache_dir):
+    model, spec = zoo.load("mlp")
+    messages = []
+    # 20% of the params per step needs > 15% of the dominant first layer's neurons: split into smaller steps
+    result = search(model, spec, config=tiny(steps=2, max_increment=0.15), cache_dir=cache_dir, log=messages.append)
+    assert result.target_reached, result.stop_reason
+    assert any("inserting an intermediate step" in m for m in messages)
+    assert len(result.history) > 2
+    assert result.history[-1].kept_params <= 0.6 + 1e-9
+    previous = {name: 0.0 for name in result.amounts}
+    for record in result.history:
+        assert all(record.amounts[n] <= previous[n] + 0.15 + 1e-9 for n in previous)
+        previous = record.amounts

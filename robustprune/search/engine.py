@@ -107,6 +107,21 @@ def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
     return max(parts)
 
 
+def _midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | None:
+    """A target halfway between the last committed one and ``target``, or None once steps get tiny."""
+    mid = {}
+    for name in ("macs", "params"):
+        goal = getattr(target, name)
+        if goal is None:
+            mid[name] = None
+            continue
+        start = last.get(name) if last.get(name) is not None else 1.0
+        if start - goal < 2 * min_span:
+            return None
+        mid[name] = (start + goal) / 2
+    return Target(**mid)
+
+
 def _fail_stale_trials(study: optuna.Study) -> None:
     """Trials left RUNNING by a killed process are marked failed so they are neither counted nor reused."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -172,7 +187,11 @@ def search(
     history: list[StepRecord] = []
     all_points: list[dict] = []
     stop_reason = "target reached"
-    for k, step_target in enumerate(targets, start=1):
+    pending = list(targets)
+    k = 0
+    while pending:
+        step_target = pending.pop(0)
+        k += 1
         step_start = time.time()
         study = optuna.create_study(
             study_name=f"{study_name}-step{k}",
@@ -234,12 +253,22 @@ def search(
                 }
             )
         if not feasible_trials:
-            stop_reason = (
-                f"step {k}: no feasible candidate within the per-step bound (max_increment "
-                f"{config.max_increment}); use more steps or a larger max_increment"
+            last = history[-1].target if history else {"macs": 1.0, "params": 1.0}
+            midpoint = _midpoint(last, step_target)
+            if midpoint is None:
+                stop_reason = (
+                    f"step {k}: no feasible candidate within the per-step bound (max_increment "
+                    f"{config.max_increment}); use more steps or a larger max_increment"
+                )
+                say(stop_reason)
+                break
+            say(
+                f"step {k}: no candidate reaches {step_target.describe()} within the per-step bound; "
+                f"inserting an intermediate step at {midpoint.describe()}"
             )
-            say(stop_reason)
-            break
+            pending[:0] = [midpoint, step_target]
+            n_steps += 1
+            continue
         best = max(feasible_trials, key=lambda t: (t.user_attrs["score"], -t.number))
         crossed = meets_floors(best.user_attrs["proxies"], config.floors)
         if crossed:
@@ -277,7 +306,7 @@ def search(
     overrides = evaluator.overrides(candidate)
     pruned = export(space, candidate, model=apply_overrides(work, overrides) if overrides else work)
     macs, params = space.cost(candidate)
-    reached = not history or history[-1].step == n_steps
+    reached = bool(history) and history[-1].step == k and not pending
     if not history:
         stop_reason = stop_reason if stop_reason != "target reached" else "no step committed"
     say(
