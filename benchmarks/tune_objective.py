@@ -44,6 +44,12 @@ WEIGHTINGS = {
     "kl": {"kl": 1.0},
     "fidelity + 0.5 robust_fidelity - 0.1 kl": {"fidelity": 1.0, "robust_fidelity": 0.5, "kl": 0.1},
     "feature_sp": {"feature_sp": 1.0},
+    "chosen: fidelity + 0.5 robust_fidelity - 0.1 kl - 0.25 max(0, open_world)": {
+        "fidelity": 1.0,
+        "robust_fidelity": 0.5,
+        "kl": 0.1,
+        "open_world": 0.25,
+    },
 }
 
 

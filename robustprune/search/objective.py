@@ -14,9 +14,11 @@ from robustprune.proxies import PROXIES, score
 from robustprune.structure.space import PruneSpace
 from robustprune.targets import Target, removed_count
 
-#: Default objective: agreement on synthetic inputs, agreement on adversarial inputs, and a
-#: penalty for becoming more confident on undesired inputs.
-DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "open_world": 0.25}
+#: Default objective: agreement on synthetic inputs, agreement on adversarial inputs, KL to the
+#: original's outputs (a continuous tie-breaker: agreement saturates near 1 for mild candidates),
+#: and a penalty for becoming more confident on undesired inputs. Chosen on the validation
+#: split by benchmarks/tune_objective.py (results/tune_objective.md).
+DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "kl": 0.1, "open_world": 0.25}
 COMPENSATIONS = ("bn", "merge")
 
 
