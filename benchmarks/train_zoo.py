@@ -26,7 +26,7 @@ from robustprune._provenance import provenance
 from robustprune.data.fashion_mnist import load_fashion_mnist
 from robustprune.zoo import CHECKPOINT_DIR, FASHION_MNIST_SPEC, MANIFEST_PATH, build, names
 
-EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 4, "vgg11_bn": 10, "mobilenetv2": 6}
+EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 5, "vgg11_bn": 10, "mobilenetv2": 6}
 PEAK_LR = {"mlp": 0.05}
 TRAIN_SIZE = 55_000
 BATCH = 128
