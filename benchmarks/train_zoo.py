@@ -57,6 +57,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train(name: str, seed: int, log=print) -> dict:
+    started = provenance()  # the commit that trains, recorded before the run (a long run may outlive it)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x_all, y_all = load_fashion_mnist("train")
@@ -101,7 +102,7 @@ def train(name: str, seed: int, log=print) -> dict:
         "train_images": TRAIN_SIZE,
         "wall_seconds": round(time.time() - start, 1),
         "command": "python " + " ".join(sys.argv),
-        "provenance": provenance(),
+        "provenance": started,
     }
     log(f"[{name}] test accuracy {test_acc:.4f}")
     return entry
