@@ -8,6 +8,10 @@ from robustprune import InputSpec, SpecError, validate_model, zoo
 from robustprune.models import ModelRefError, load_model
 from robustprune.zoo.architectures import ARCHITECTURES
 
+class Opaque:
+    """An arbitrary pickled object: weights_only=True must refuse it."""
+
+
 SPEC = InputSpec(shape=(1, 28, 28), mean=(0.5,), std=(0.25,), num_classes=10)
 
 
@@ -119,7 +123,7 @@ def test_load_model_reference_errors(tmp_path):
     with pytest.raises(ModelRefError, match="do not fit the model"):
         load_model("robustprune.zoo.architectures:mlp", weights=wrong)
     pickled = tmp_path / "pickle.pt"
-    torch.save({"state_dict": ARCHITECTURES["mlp"]().state_dict(), "extra": object.__new__(ModelRefError)}, pickled)
+    torch.save({"state_dict": ARCHITECTURES["mlp"]().state_dict(), "extra": Opaque()}, pickled)
     with pytest.raises(ModelRefError, match="weights_only=True"):
         load_model("robustprune.zoo.architectures:mlp", weights=pickled)
     with pytest.raises(ModelRefError, match="neither zoo:NAME"):
