@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from robustprune._io import atomic_write_text
-from robustprune.bench import flat_row, load_suite, run_suite, summary_table
+from robustprune.bench import flat_row, load_suite, run_suite, summarize_suite, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -46,6 +46,8 @@ def verdicts(suite, rows: list[dict]) -> list[str]:
             if mean("search", "clean_accuracy") is None:
                 continue
             baselines = [m for m in suite.methods if m != "search" and mean(m, "clean_accuracy") is not None]
+            if not baselines:
+                continue
             best_clean = max(baselines, key=lambda m: mean(m, "clean_accuracy"))
             best_pgd = max(baselines, key=lambda m: mean(m, "pgd"))
             wins = (
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--targets", nargs="+", type=float)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--summarize-only", action="store_true", help="write results/search.md from finished cells")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     suite = load_suite(str(ROOT / "benchmarks" / "suites" / "search_vs_baselines.json"))
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         suite = dataclasses.replace(suite, targets=args.targets)
     command = "python benchmarks/search_vs_baselines.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out = RESULTS / "search"
-    rows = run_suite(suite, out)
+    rows = summarize_suite(suite, out) if args.summarize_only else run_suite(suite, out)
+    done = len(rows) == len(suite.cells())
     originals = {m: json.loads((out / "cells" / f"{m}__original.json").read_text()) for m in suite.models}
     searches = [r for r in rows if r["method"] == "search"]
     prov = rows[0]["report"]["provenance"]
@@ -94,6 +98,15 @@ def main(argv: list[str] | None = None) -> None:
         f"{prov['torch']}), seeds {', '.join(map(str, suite.seeds))}. No weight is retrained; BN statistics are "
         "re-estimated on synthetic inputs only (the search, and the `+bn` baselines with the same inputs).",
         "",
+        *(
+            []
+            if done
+            else [
+                f"**Partial**: {len(rows)} of {len(suite.cells())} cells finished so far; the rest of "
+                "the table is missing, not lost. Rerun the command to complete it.",
+                "",
+            ]
+        ),
         "## Verdict per cell (mean over seeds, %)",
         "",
         *verdicts(suite, rows),

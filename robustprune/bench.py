@@ -176,6 +176,13 @@ def run_suite(suite: Suite, out: str | Path, cache_dir=None, log: Callable[[str]
             f"    clean {row['report']['clean_accuracy']:.4f}  pgd {row['report']['robust_accuracy']['pgd']:.4f}  "
             f"kept MACs {row['kept_macs']:.3f}  ({row['prune_seconds']:.0f}s)"
         )
+    return summarize_suite(suite, out)
+
+
+def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
+    """Write the summary files from the finished cells in ``out`` (all of them, or those done so far)."""
+    out = Path(out)
+    cells_dir = out / "cells"
     originals = {}
     for model in suite.models:
         path = cells_dir / f"{model}__original.json"
@@ -185,8 +192,10 @@ def run_suite(suite: Suite, out: str | Path, cache_dir=None, log: Callable[[str]
                 path, evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
             )
         originals[model] = json.loads(path.read_text())
-    rows = [json.loads((cells_dir / f"{cell_id(*c)}.json").read_text()) for c in cells]
-    write_outputs(suite, rows, originals, out)
+    paths = [cells_dir / f"{cell_id(*c)}.json" for c in suite.cells()]
+    rows = [json.loads(p.read_text()) for p in paths if p.is_file()]
+    if rows:
+        write_outputs(suite, rows, originals, out, complete=len(rows) == len(paths))
     return rows
 
 
@@ -256,7 +265,7 @@ def summary_table(suite: Suite, rows: list[dict], originals: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path) -> None:
+def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path, complete: bool = True) -> None:
     flats = [flat_row(r) for r in rows]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(flats[0]))
@@ -281,6 +290,8 @@ def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path) ->
         summary_table(suite, rows, originals),
         "",
     ]
+    if not complete:
+        text[4:4] = [f"**Partial**: {len(rows)} of {len(suite.cells())} cells finished; rerun to complete.", ""]
     atomic_write_text(out / "summary.md", "\n".join(text))
     for model in suite.models:
         sel = [f for f in flats if f["model"] == model]

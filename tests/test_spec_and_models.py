@@ -8,6 +8,7 @@ from robustprune import InputSpec, SpecError, validate_model, zoo
 from robustprune.models import ModelRefError, load_model
 from robustprune.zoo.architectures import ARCHITECTURES
 
+
 class Opaque:
     """An arbitrary pickled object: weights_only=True must refuse it."""
 
