@@ -50,6 +50,9 @@ EXAMPLES = {
 }
 
 
+DEMO_OUT = "runs/demo"
+
+
 class UsageError(Exception):
     """Bad input from the user: reported in one line with exit code 2."""
 
@@ -240,6 +243,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from robustprune.plots import plot_run
     from robustprune.search import SearchConfig, search
 
+    if args.out == DEMO_OUT:
+        Path(DEMO_OUT).parent.mkdir(exist_ok=True)  # the default lives in ./runs, made on first use
     out = _check_run_dir(args.out)
     model, spec = load_model(args.model)
     try:
@@ -449,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-macs", type=_fraction, default=0.5)
     p.add_argument("--trials", type=int, default=24, help="Optuna trials per step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default=DEMO_OUT)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress")
     p.set_defaults(func=_cmd_demo)

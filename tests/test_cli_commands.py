@@ -148,3 +148,9 @@ def test_bench_quick_suite_produces_tables_and_resumes(tmp_path):
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     assert main(["bench", "--suite", "quick", "--out", str(out), "--quiet"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamp, "finished cells are not redone"
+
+
+def test_demo_default_output_folder_is_created(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a fresh clone has no runs/ folder
+    assert main(["demo", "--model", "zoo:mlp", "--target-macs", "0.8", "--trials", "1", "--quiet"]) == 0
+    assert (tmp_path / "runs" / "demo" / "report.json").is_file()
