@@ -42,13 +42,14 @@ def _load_run(run: str | Path | Mapping) -> tuple[dict, list[dict], dict]:
 def plot_search_front(run, path: str | Path, label: str | None = None) -> list[Path]:
     """The search's candidates in proxy space: MAC reduction vs fidelity and vs robust fidelity."""
     _history, front, _spec = _load_run(run)
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
     x = [100 * p["compression"] for p in front]
     for ax, key, name in (
         (axes[0], "fidelity", "fidelity (synthetic)"),
         (axes[1], "robust_fidelity", "robust fidelity (adversarial)"),
     ):
-        ax.plot(x, [p["proxies"][key] for p in front], "o-", ms=3, lw=1, label=label or "Pareto front")
+        # a 3-objective front (compression, fidelity, robust fidelity) seen in 2-D: points, not a line
+        ax.plot(x, [p["proxies"][key] for p in front], "o", ms=3, label=label or "Pareto-optimal candidates")
         ax.set_xlabel("MAC reduction (%)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -62,7 +63,7 @@ def plot_step_trace(run, path: str | Path) -> list[Path]:
     history, _front, _spec = _load_run(run)
     steps = history["steps"]
     k = [s["step"] for s in steps]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=WIDE)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
     targets = [s["target"]["macs"] if s["target"].get("macs") is not None else s["target"]["params"] for s in steps]
     ax1.plot(k, [100 * t for t in targets], "s--", ms=3, lw=1, label="step target")
     ax1.plot(k, [100 * s["kept_macs"] for s in steps], "o-", ms=3, lw=1, label="MACs kept")
@@ -117,7 +118,7 @@ def plot_methods(
     """Real-data accuracy vs MAC reduction, one series per method; rows need keys
     method, kept_macs, clean_accuracy, pgd (fractions). ``originals``: {"clean_accuracy", "pgd"} reference lines."""
     rows = list(rows)
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "search", m))
     markers = "os^vD<>p*"
     for i, method in enumerate(methods):
@@ -142,12 +143,12 @@ def plot_methods(
 
 def plot_compare(runs: list[str | Path], path: str | Path) -> list[Path]:
     """Several search runs' fronts on one figure (label = run folder name)."""
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
     for run in runs:
         _history, front, _spec = _load_run(run)
         x = [100 * p["compression"] for p in front]
         for ax, key in ((axes[0], "fidelity"), (axes[1], "robust_fidelity")):
-            ax.plot(x, [p["proxies"][key] for p in front], "o-", ms=3, lw=1, label=Path(run).name)
+            ax.plot(x, [p["proxies"][key] for p in front], "o", ms=3, label=Path(run).name)
     for ax, name in ((axes[0], "fidelity (synthetic)"), (axes[1], "robust fidelity (adversarial)")):
         ax.set_xlabel("MAC reduction (%)")
         ax.set_ylabel(name)
