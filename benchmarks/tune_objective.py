@@ -36,7 +36,7 @@ from proxy_validity import random_amounts  # noqa: E402
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 WEIGHTINGS = {
     "fidelity": {"fidelity": 1.0},
-    "default (fidelity + 0.5 robust_fidelity + 0.25 open_world)": {
+    "fidelity + 0.5 robust_fidelity - 0.25 max(0, open_world)": {
         "fidelity": 1.0,
         "robust_fidelity": 0.5,
         "open_world": 0.25,
