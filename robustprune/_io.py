@@ -42,8 +42,6 @@ class staged_directory:
         self.directory = Path(directory)
 
     def __enter__(self) -> Path:
-        import shutil  # noqa: F401  (used in __exit__)
-
         self.directory.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.directory))
         return self.staging

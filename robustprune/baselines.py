@@ -75,27 +75,22 @@ def global_candidate(space: PruneSpace, target: Target, scores: dict[str, torch.
         entries += [(float(v), gi, c) for c, v in enumerate(s)]
     entries.sort()
     sizes = [g.size for g in space.groups]
+    # The removal order is fixed by the ranking: skip a channel only when its group is down to one.
+    order: list[tuple[int, int]] = []
+    left = list(sizes)
+    for _, gi, c in entries:
+        if left[gi] > 1:
+            left[gi] -= 1
+            order.append((gi, c))
 
     def counts_after(k: int) -> list[int]:
         counts = list(sizes)
-        removed = 0
-        for _, gi, _ in entries:
-            if removed == k:
-                break
-            if counts[gi] > 1:
-                counts[gi] -= 1
-                removed += 1
+        for gi, _ in order[:k]:
+            counts[gi] -= 1
         return counts
 
-    k = smallest_feasible(0, sum(sizes) - len(sizes), lambda k: target.met(space, counts_after(k)))
-    removed: set[tuple[int, int]] = set()
-    counts = list(sizes)
-    for _, gi, c in entries:
-        if len(removed) == k:
-            break
-        if counts[gi] > 1:
-            counts[gi] -= 1
-            removed.add((gi, c))
+    k = smallest_feasible(0, len(order), lambda k: target.met(space, counts_after(k)))
+    removed = set(order[:k])
     return {
         grp.name: tuple(c for c in range(grp.size) if (gi, c) not in removed) for gi, grp in enumerate(space.groups)
     }

@@ -295,8 +295,6 @@ def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path, co
     atomic_write_text(out / "summary.md", "\n".join(text))
     for model in suite.models:
         sel = [f for f in flats if f["model"] == model]
-        for f in sel:
-            f["method_label"] = f["method"]
         means = {}
         for f in sel:
             means.setdefault((f["method"], f["target"]), []).append(f)

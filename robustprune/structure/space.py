@@ -199,7 +199,7 @@ class PruneSpace:
 
     def _with_marginal_costs(self, groups: list[ChannelGroup]) -> list[ChannelGroup]:
         self.groups = tuple(groups)
-        own = {n for layer in self._layers for n in [layer.name]}
+        own = {layer.name for layer in self._layers}
         self._fixed_params = sum(
             p.numel() for n, m in self.model.named_modules() if n not in own for p in m.parameters(recurse=False)
         )
