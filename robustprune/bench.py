@@ -15,18 +15,19 @@ each and skipped on a rerun, so an interrupted suite resumes.
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
+from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.baselines import METHODS, baseline
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides
@@ -64,7 +65,7 @@ class Suite:
         ]
 
     def search_config(self, kind: str, target: float, seed: int) -> SearchConfig:
-        options = dict(self.search)
+        options = copy.deepcopy(self.search)  # never mutate the suite: every cell reads it
         probes = options.pop("probes", None)
         probe_config = SEARCH_PROBES
         if probes:
@@ -152,30 +153,50 @@ def run_cell(
         "kept_macs": kept["macs"],
         "kept_params": kept["params"],
         "prune_seconds": seconds,
+        "suite_settings": suite_settings(suite),
         **extra,
         "report": report,
     }
 
 
+def suite_settings(suite: Suite) -> dict:
+    """What a finished cell's numbers depend on besides its (model, method, target, seed)."""
+    return {"search": suite.search, "eval": suite.eval}
+
+
+def _check_settings(suite: Suite, path: Path) -> None:
+    """Refuse to mix cells computed under other settings into one table (resume must not lie)."""
+    stored = json.loads(path.read_text()).get("suite_settings")
+    if stored != json.loads(json.dumps(suite_settings(suite))):
+        raise ValueError(
+            f"{path} was computed with other suite settings ({stored}) than suite {suite.name!r} "
+            f"({suite_settings(suite)}); use another --out directory or delete {path.parent}"
+        )
+
+
 def run_suite(suite: Suite, out: str | Path, cache_dir=None, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run every missing cell of ``suite`` into ``out`` and rewrite the summary files."""
-    say = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    say = log or write_line
     out = Path(out)
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = suite.cells()
-    for i, (model, method, target, seed) in enumerate(cells, start=1):
-        path = cells_dir / f"{cell_id(model, method, target, seed)}.json"
-        if path.is_file():
-            say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed}: done earlier")
-            continue
-        say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed} ...")
-        row = run_cell(suite, model, method, target, seed, cache_dir=cache_dir)
-        atomic_write_json(path, row)
-        say(
-            f"    clean {row['report']['clean_accuracy']:.4f}  pgd {row['report']['robust_accuracy']['pgd']:.4f}  "
-            f"kept MACs {row['kept_macs']:.3f}  ({row['prune_seconds']:.0f}s)"
-        )
+    with progress_bar(len(cells), "bench cells", quiet=log is not None, unit="cell") as bar:
+        for i, (model, method, target, seed) in enumerate(cells, start=1):
+            path = cells_dir / f"{cell_id(model, method, target, seed)}.json"
+            if path.is_file():
+                _check_settings(suite, path)
+                say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed}: done earlier")
+                bar.update(1)
+                continue
+            say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed} ...")
+            row = run_cell(suite, model, method, target, seed, cache_dir=cache_dir)
+            atomic_write_json(path, row)
+            say(
+                f"    clean {row['report']['clean_accuracy']:.4f}  pgd {row['report']['robust_accuracy']['pgd']:.4f}"
+                f"  kept MACs {row['kept_macs']:.3f}  ({row['prune_seconds']:.0f}s)"
+            )
+            bar.update(1)
     return summarize_suite(suite, out)
 
 
@@ -188,9 +209,9 @@ def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
         path = cells_dir / f"{model}__original.json"
         if not path.is_file():
             net, spec = zoo.load(model)
-            atomic_write_json(
-                path, evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
-            )
+            report = evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
+            atomic_write_json(path, {**report, "suite_settings": suite_settings(suite)})
+        _check_settings(suite, path)
         originals[model] = json.loads(path.read_text())
     paths = [cells_dir / f"{cell_id(*c)}.json" for c in suite.cells()]
     rows = [json.loads(p.read_text()) for p in paths if p.is_file()]

@@ -3,10 +3,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import robustprune.bench
 from robustprune.cli import build_parser, main
 from robustprune.data.fashion_mnist import fashion_mnist_available
 from robustprune.structure import load_pruned
@@ -131,7 +133,7 @@ def test_demo_runs_on_a_small_model(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
-def test_bench_quick_suite_produces_tables_and_resumes(tmp_path):
+def test_bench_quick_suite_produces_tables_and_resumes(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--suite", "quick", "--out", str(out), "--quiet"]) == 0
     for name in ("results.csv", "results.json", "summary.md"):
@@ -148,9 +150,27 @@ def test_bench_quick_suite_produces_tables_and_resumes(tmp_path):
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
     assert main(["bench", "--suite", "quick", "--out", str(out), "--quiet"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamp, "finished cells are not redone"
+    # the same folder under other settings: refused, not silently mixed into one table
+    other = json.loads((Path(robustprune.bench.SUITE_DIR) / "quick.json").read_text())
+    other["eval"]["n_attack"] = 100
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    capsys.readouterr()
+    assert main(["bench", "--suite", str(tmp_path / "other.json"), "--out", str(out), "--quiet"]) == 2
+    assert "other suite settings" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamp
 
 
 def test_demo_default_output_folder_is_created(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # a fresh clone has no runs/ folder
     assert main(["demo", "--model", "zoo:mlp", "--target-macs", "0.8", "--trials", "1", "--quiet"]) == 0
     assert (tmp_path / "runs" / "demo" / "report.json").is_file()
+
+
+def test_suite_search_config_leaves_the_suite_unchanged():
+    suite = robustprune.bench.load_suite("quick")
+    before = json.dumps(suite.search, sort_keys=True)
+    first = suite.search_config("macs", 0.5, 0)
+    second = suite.search_config("macs", 0.5, 0)
+    assert json.dumps(suite.search, sort_keys=True) == before
+    assert first.probes.synthetic == second.probes.synthetic
+    assert first.probes.synthetic.n == suite.search["probes"]["synthetic"]["n"]

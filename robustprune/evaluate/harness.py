@@ -7,7 +7,6 @@ nothing here feeds back into pruning decisions.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.data.corruptions import corruption_suite
 from robustprune.data.fashion_mnist import load_fashion_mnist
@@ -67,7 +67,7 @@ class EvalSettings:
 
 def _log(message: str, quiet: bool) -> None:
     if not quiet:
-        print(f"[eval] {message}", file=sys.stderr, flush=True)
+        write_line(f"[eval] {message}")
 
 
 def evaluate(
@@ -101,9 +101,12 @@ def evaluate(
     x_test, y_test = load_fashion_mnist("test", root)
     subset = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(settings.seed))
 
+    # stages: clean, fgsm, pgd, 40 corruption sets, ood, latency
+    bar = progress_bar(45 + int(settings.latency), "evaluating", quiet=quiet or progress is not None, unit="stage")
     say("clean accuracy and calibration on 10,000 test images")
     logits = predict_logits(model, spec, x_test, device=device)
     report: dict = {"clean_accuracy": accuracy(logits, y_test), "ece": expected_calibration_error(logits, y_test)}
+    bar.update(1)
 
     attack_idx = subset[: settings.n_attack]
     x_att, y_att = x_test[attack_idx], y_test[attack_idx]
@@ -121,6 +124,7 @@ def evaluate(
             seed=settings.seed,
             device=device,
         )
+        bar.update(1)
 
     corr_idx = subset[: settings.n_corruption]
     x_corr, y_corr = x_test[corr_idx], y_test[corr_idx]
@@ -128,6 +132,7 @@ def evaluate(
     per: dict[str, list[float]] = {}
     for name, _severity, corrupted in corruption_suite(x_corr, seed=settings.seed):
         per.setdefault(name, []).append(accuracy(predict_logits(model, spec, corrupted, device=device), y_corr))
+        bar.update(1)
     report["corruption_accuracy_per"] = {name: sum(v) / len(v) for name, v in per.items()}
     report["corruption_accuracy"] = sum(report["corruption_accuracy_per"].values()) / len(per)
 
@@ -137,6 +142,7 @@ def evaluate(
         for name, x_ood in ood_sets(x_test[subset], n=settings.n_ood, seed=settings.seed).items()
     }
 
+    bar.update(1)
     macs, params = count_macs_params(model, spec)
     report["macs"], report["params"] = macs, params
     if settings.latency:
@@ -145,8 +151,10 @@ def evaluate(
             "batch1": latency_ms(model, spec, 1, repeats=settings.latency_repeats, device=device),
             "batch256": latency_ms(model, spec, 256, repeats=max(3, settings.latency_repeats // 4), device=device),
         }
+        bar.update(1)
     else:
         report["latency_ms"] = {"batch1": None, "batch256": None}
+    bar.close()
     report["provenance"] = provenance(
         model=model_ref, data=data, seed=settings.seed, device=str(device), settings=dataclasses.asdict(settings)
     )

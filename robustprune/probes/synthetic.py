@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from robustprune._progress import progress_bar
 from robustprune.spec import InputSpec
 
 KINDS = ("gaussian", "bn_stats", "inversion")
@@ -317,6 +318,7 @@ def _optimize_batch(
     layers: list[_BatchNorm],
     gen: torch.Generator,
     report: Callable[[int, float, dict[str, float]], None],
+    tick: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
     """Adam on normalized inputs z, clamped to the value range after every step; returns the final z."""
     dtype = _model_dtype(model)
@@ -363,6 +365,7 @@ def _optimize_batch(
             z.grad = None
             with torch.no_grad():
                 z.copy_(torch.maximum(torch.minimum(z, hi), lo))
+            tick()
             if step % every == 0 or step == config.steps:
                 report(step, float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()})
     return z.detach()
@@ -411,7 +414,11 @@ def generate(
     else:
         outputs = []
         offset = 0
-        with _eval_mode(model), _frozen(model):
+        # with a bar drawn, the bar replaces the per-25% lines
+        bar = progress_bar(len(sizes) * config.steps, f"{config.kind} images", quiet=progress is None, unit="step")
+        if not bar.disable:
+            say = lambda _line: None  # noqa: E731
+        with _eval_mode(model), _frozen(model), bar:
             for b, size in enumerate(sizes, start=1):
                 z0 = torch.maximum(torch.minimum(z_all[offset : offset + size], hi), lo).to(target_device)
                 t = targets[offset : offset + size].to(target_device) if targets is not None else None
@@ -420,7 +427,9 @@ def generate(
                     detail = ", ".join(f"{k} {v:.4g}" for k, v in parts.items())
                     say(f"batch {b}/{len(sizes)}, step {step}/{config.steps}, loss {loss:.4g} ({detail})")
 
-                outputs.append(_optimize_batch(model, spec, config, z0, t, layers, gen, report).cpu())
+                outputs.append(
+                    _optimize_batch(model, spec, config, z0, t, layers, gen, report, tick=lambda: bar.update(1)).cpu()
+                )
                 offset += size
         z_final = torch.cat(outputs)
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import sys
 import time
 from collections.abc import Callable, Mapping
 
 import optuna
 from torch import nn
 
+from robustprune._progress import bars_enabled, progress_bar, write_line
 from robustprune.compensate import apply_overrides
 from robustprune.importance import CRITERIA, all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
@@ -167,7 +167,9 @@ def search(
     }
     if overrides_given:
         config = dataclasses.replace(config, **overrides_given)
-    say = log or ((lambda m: None) if quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    say = log or ((lambda m: None) if quiet else write_line)
+    bars = log is None and bars_enabled(quiet)
+    trial_say = (lambda m: None) if bars else say  # with a bar, per-trial lines become its postfix
     start = time.time()
     work = copy.deepcopy(model).eval()
     space = PruneSpace(work, spec, exclude=exclude)
@@ -210,7 +212,10 @@ def search(
             + (f" (resuming after {done} completed trials)" if done and "committed" not in study.user_attrs else "")
         )
 
-        def objective(trial: optuna.Trial, previous=previous, step_target=step_target, k=k):
+        remaining = config.trials - done if "committed" not in study.user_attrs else 0
+        bar = progress_bar(remaining, f"step {k}/{n_steps}", quiet=not bars, unit="trial")
+
+        def objective(trial: optuna.Trial, previous=previous, step_target=step_target, k=k, bar=bar):
             direction = {g.name: trial.suggest_float(f"g{i}", 0.0, 1.0) for i, g in enumerate(space.groups)}
             proposal, feasible = fit_amounts(
                 space, previous, direction, config.max_increment, step_target, config.max_amount
@@ -222,22 +227,26 @@ def search(
             trial.set_user_attr("macs", macs)
             trial.set_user_attr("params", params)
             if not feasible:
-                say(f"  trial {trial.number}: cannot reach the step target within the per-step bound")
+                trial_say(f"  trial {trial.number}: cannot reach the step target within the per-step bound")
+                bar.update(1)
                 return (0.0, 0.0) if config.multi_objective else -1e9
             _, _, proxies = evaluator.evaluate(proposal)
             value = weighted_score(proxies, config.weights)
             trial.set_user_attr("proxies", proxies)
             trial.set_user_attr("score", value)
-            say(
+            trial_say(
                 f"  trial {trial.number}: MACs {100 * macs / space.full_macs:.1f}%, fidelity {proxies['fidelity']:.3f},"
                 f" robust {proxies['robust_fidelity']:.3f}, score {value:.4f}"
             )
+            bar.set_postfix(fidelity=f"{proxies['fidelity']:.3f}", score=f"{value:.4f}", refresh=False)
+            bar.update(1)
             return (proxies["fidelity"], proxies["robust_fidelity"]) if config.multi_objective else value
 
-        if "committed" not in study.user_attrs:
-            remaining = config.trials - done
-            if remaining > 0:
+        if remaining > 0:
+            try:
                 study.optimize(objective, n_trials=remaining, gc_after_trial=False)
+            finally:
+                bar.close()
         trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         feasible_trials = [
             t for t in trials if t.user_attrs.get("proxies") is not None and all(v <= 0 for v in t.constraints.values())
