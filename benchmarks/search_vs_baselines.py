@@ -2,11 +2,13 @@
 
     python benchmarks/search_vs_baselines.py [--seeds 0 1 2] [--models resnet20 cnn mobilenetv2 mlp]
 
-Runs the suite benchmarks/suites/search_vs_baselines.json through ``robustprune bench``
-(resumable: finished cells are kept in results/search/cells), then writes
-results/search.md: the table (mean ± std over seeds), whether the search beats the best
-baseline on clean and PGD accuracy in every (model, target) cell, search wall time and
-trials per step, and the plots in results/search/plots.
+Runs the claim's part of the ``full`` suite (benchmarks/suites/full.json: the four models of
+the claim, every method, both targets, 3 seeds) through the bench runner into results/full
+(resumable: finished cells are kept in results/full/cells and shared with
+``robustprune bench --suite full --out results/full``), then writes results/search.md: the
+table (mean ± std over seeds), whether the search beats the best baseline on clean and PGD
+accuracy in every (model, target) cell, search wall time and trials per step; the plots are
+in results/full/plots.
 
 Settings (weights, trials, probes) were chosen on nothing but the synthetic proxies and the
 held-out validation split (train[55000:]); the test set only enters the final table.
@@ -28,6 +30,7 @@ from robustprune.bench import flat_row, load_suite, run_suite, summarize_suite, 
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
+CLAIM_MODELS = ("resnet20", "cnn", "mobilenetv2", "mlp")
 
 
 def verdicts(suite, rows: list[dict]) -> list[str]:
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summarize-only", action="store_true", help="write results/search.md from finished cells")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    suite = load_suite(str(ROOT / "benchmarks" / "suites" / "search_vs_baselines.json"))
+    suite = load_suite("full")
+    suite = dataclasses.replace(suite, models={m: suite.models[m] for m in CLAIM_MODELS})
     if args.seeds:
         suite = dataclasses.replace(suite, seeds=args.seeds)
     if args.models:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.targets:
         suite = dataclasses.replace(suite, targets=args.targets)
     command = "python benchmarks/search_vs_baselines.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = RESULTS / "search"
+    out = RESULTS / "full"
     rows = summarize_suite(suite, out) if args.summarize_only else run_suite(suite, out)
     done = len(rows) == len(suite.cells())
     originals = {m: json.loads((out / "cells" / f"{m}__original.json").read_text()) for m in suite.models}
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"- {model}, target {target:g}: {statistics.mean(r['prune_seconds'] for r in sel):.0f}s "
                     f"mean over {len(sel)} seed(s), {sel[0].get('steps')} steps"
                 )
-    lines += ["", "Plots: " + ", ".join(f"[{m}](search/plots/{m}.png)" for m in suite.models), ""]
+    lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
     atomic_write_text(RESULTS / "search.md", "\n".join(lines))
 
 
