@@ -45,6 +45,12 @@ def configs(target: float, kind: str) -> dict[str, SearchConfig]:
         "bn_scale": dataclasses.replace(base, importance="bn_scale"),
         "taylor_synthetic": dataclasses.replace(base, importance="taylor_synthetic"),
         "robust1.0": dataclasses.replace(base, weights={**base.weights, "robust_fidelity": 1.0}),
+        # second round: the winner of the first (taylor_synthetic) combined with the other gains
+        "taylor+trials48": dataclasses.replace(base, importance="taylor_synthetic", trials=48),
+        "taylor+merge": dataclasses.replace(base, importance="taylor_synthetic", compensation=("merge", "bn")),
+        "taylor+trials48+merge": dataclasses.replace(
+            base, importance="taylor_synthetic", trials=48, compensation=("merge", "bn")
+        ),
     }
 
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", help="names from part 2 (default: all)")
     parser.add_argument("--skip-radii", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS / "tune_search.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     command = "python benchmarks/tune_search.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         f"Original: {100 * accuracy(predict_logits(model, spec, x_val), y_val):.2f}% validation accuracy, "
         f"PGD(eps {args.eps:g}) {100 * robust_accuracy(model, spec, x_att, y_att, 'pgd', args.eps, steps=10):.1f}%.",
         "",
-        f"| configuration | val clean acc | val PGD acc (eps {args.eps:g}) | kept {args.kind} | search s |",
+        f"| configuration | val clean acc | val PGD acc (eps {args.eps:g}) | kept {args.kind} (full op count) "
+        "| search s |",
         "|---|---|---|---|---|",
     ]
     table = configs(args.target, args.kind)
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         kept = count_macs_params(pruned, spec)[idx] / full[idx]
         lines.append(f"| {name} | {100 * clean:.2f} | {100 * pgd:.1f} | {100 * kept:.1f}% | {seconds:.0f} |")
         print(lines[-1], file=sys.stderr, flush=True)
-    atomic_write_text(RESULTS / "tune_search.md", "\n".join(lines) + "\n")
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
