@@ -15,15 +15,19 @@ each and skipped on a rerun, so an interrupted suite resumes.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import csv
 import dataclasses
 import io
 import json
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
@@ -110,8 +114,16 @@ def cell_id(model: str, method: str, target: float, seed: int) -> str:
 
 
 def run_cell(
-    suite: Suite, model_name: str, method: str, target: float, seed: int, cache_dir=None, quiet: bool = True
+    suite: Suite,
+    model_name: str,
+    method: str,
+    target: float,
+    seed: int,
+    cache_dir=None,
+    quiet: bool = True,
+    eval_device: str | None = None,
 ) -> dict:
+    """Prune (on the CPU) and evaluate one cell; ``eval_device`` (e.g. ``"cuda"``) runs only the evaluation there."""
     model, spec = zoo.load(model_name)
     kind = suite.models[model_name]
     config = suite.search_config(kind, target, seed)
@@ -141,6 +153,8 @@ def run_cell(
             )
             pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
     seconds = time.time() - start
+    if eval_device is not None:
+        pruned = pruned.to(eval_device)
     report = evaluate(
         pruned, spec, settings=EvalSettings(seed=seed, **suite.eval), model_ref=f"zoo:{model_name}", quiet=True
     )
@@ -174,30 +188,69 @@ def _check_settings(suite: Suite, path: Path) -> None:
         )
 
 
-def run_suite(suite: Suite, out: str | Path, cache_dir=None, log: Callable[[str], None] | None = None) -> list[dict]:
-    """Run every missing cell of ``suite`` into ``out`` and rewrite the summary files."""
+def run_suite(
+    suite: Suite,
+    out: str | Path,
+    cache_dir=None,
+    log: Callable[[str], None] | None = None,
+    eval_device: str | None = None,
+    workers: int = 1,
+    threads: int | None = None,
+) -> list[dict]:
+    """Run every missing cell of ``suite`` into ``out`` and rewrite the summary files.
+
+    ``workers`` > 1 runs cells in that many processes (``threads`` torch threads each);
+    every finished cell is written as soon as it is done, so a kill loses only cells in flight.
+    """
     say = log or write_line
     out = Path(out)
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
     cells = suite.cells()
-    with progress_bar(len(cells), "bench cells", quiet=log is not None, unit="cell") as bar:
-        for i, (model, method, target, seed) in enumerate(cells, start=1):
-            path = cells_dir / f"{cell_id(model, method, target, seed)}.json"
-            if path.is_file():
-                _check_settings(suite, path)
-                say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed}: done earlier")
+    todo = []
+    for i, cell in enumerate(cells, start=1):
+        path = cells_dir / f"{cell_id(*cell)}.json"
+        if path.is_file():
+            _check_settings(suite, path)
+            say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: done earlier")
+        else:
+            todo.append((i, cell, path))
+
+    def finished(i, cell, path, row):
+        atomic_write_json(path, row)
+        say(
+            f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: clean {row['report']['clean_accuracy']:.4f}  "
+            f"pgd {row['report']['robust_accuracy']['pgd']:.4f}  kept MACs {row['kept_macs']:.3f}  "
+            f"({row['prune_seconds']:.0f}s)"
+        )
+
+    with progress_bar(
+        len(cells), "bench cells", quiet=log is not None, unit="cell", initial=len(cells) - len(todo)
+    ) as bar:
+        if workers <= 1:
+            if threads:
+                torch.set_num_threads(threads)
+            for i, cell, path in todo:
+                say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))} ...")
+                finished(i, cell, path, run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device))
                 bar.update(1)
-                continue
-            say(f"[{i}/{len(cells)}] {model} {method} {target} seed {seed} ...")
-            row = run_cell(suite, model, method, target, seed, cache_dir=cache_dir)
-            atomic_write_json(path, row)
-            say(
-                f"    clean {row['report']['clean_accuracy']:.4f}  pgd {row['report']['robust_accuracy']['pgd']:.4f}"
-                f"  kept MACs {row['kept_macs']:.3f}  ({row['prune_seconds']:.0f}s)"
-            )
-            bar.update(1)
+        else:
+            context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = {
+                    pool.submit(_run_cell_in_worker, suite, cell, cache_dir, eval_device, threads): (i, cell, path)
+                    for i, cell, path in todo
+                }
+                for future in concurrent.futures.as_completed(futures):
+                    finished(*futures[future], future.result())
+                    bar.update(1)
     return summarize_suite(suite, out)
+
+
+def _run_cell_in_worker(suite: Suite, cell: tuple, cache_dir, eval_device: str | None, threads: int | None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    return run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device)
 
 
 def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:

@@ -303,7 +303,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite)
     out = _check_run_dir(args.out)
-    run_suite(suite, out, log=(lambda m: None) if args.quiet else None)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    run_suite(
+        suite,
+        out,
+        log=(lambda m: None) if args.quiet else None,
+        eval_device=args.eval_device,
+        workers=args.workers,
+        threads=args.threads,
+    )
     if not args.quiet:
         print((out / "summary.md").read_text())
         print(f"wrote {out}/results.csv, results.json, summary.md, plots/")
@@ -486,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", "Run a benchmark suite (models x methods x targets x seeds); resumes finished cells.")
     p.add_argument("--suite", required=True, help="quick, full, or a suite JSON file")
     p.add_argument("--out", required=True)
+    p.add_argument("--eval-device", help="run the real-data evaluation there, e.g. cuda (pruning stays on the CPU)")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's own choice)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bench)
 

@@ -174,3 +174,27 @@ def test_suite_search_config_leaves_the_suite_unchanged():
     assert json.dumps(suite.search, sort_keys=True) == before
     assert first.probes.synthetic == second.probes.synthetic
     assert first.probes.synthetic.n == suite.search["probes"]["synthetic"]["n"]
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_bench_workers_give_the_same_cells_as_one_process(tmp_path):
+    suite = {
+        "models": {"mlp": "params"},
+        "methods": ["l1_uniform", "global_magnitude"],
+        "targets": [0.6],
+        "seeds": [0],
+        "search": {},
+        "eval": {"n_attack": 50, "n_corruption": 20, "n_ood": 100, "latency": False},
+    }
+    (tmp_path / "tiny.json").write_text(json.dumps(suite))
+    for name, workers in (("serial", "1"), ("parallel", "2")):
+        args = ["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / name), "--quiet"]
+        assert main([*args, "--workers", workers, "--threads", "1"]) == 0
+    for method in suite["methods"]:
+        serial, parallel = (
+            json.loads((tmp_path / name / "cells" / f"mlp__{method}__0.6__s0.json").read_text())["report"]
+            for name in ("serial", "parallel")
+        )
+        for key in ("clean_accuracy", "robust_accuracy", "corruption_accuracy", "macs", "params"):
+            assert serial[key] == parallel[key], key
+    assert main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
