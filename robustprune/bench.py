@@ -122,15 +122,21 @@ def run_cell(
     cache_dir=None,
     quiet: bool = True,
     eval_device: str | None = None,
+    search_device: str | None = None,
 ) -> dict:
-    """Prune (on the CPU) and evaluate one cell; ``eval_device`` (e.g. ``"cuda"``) runs only the evaluation there."""
+    """Prune and evaluate one cell.
+
+    ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
+    the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
+    """
     model, spec = zoo.load(model_name)
     kind = suite.models[model_name]
     config = suite.search_config(kind, target, seed)
     start = time.time()
     extra: dict = {}
     if method == "search":
-        result = search(model, spec, config=config, cache_dir=cache_dir, quiet=quiet)
+        source = model.to(search_device) if search_device is not None else model
+        result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
         pruned = result.model
         kept = {
             "macs": result.history[-1].kept_macs if result.history else 1.0,
@@ -194,6 +200,7 @@ def run_suite(
     cache_dir=None,
     log: Callable[[str], None] | None = None,
     eval_device: str | None = None,
+    search_device: str | None = None,
     workers: int = 1,
     threads: int | None = None,
 ) -> list[dict]:
@@ -232,25 +239,44 @@ def run_suite(
                 torch.set_num_threads(threads)
             for i, cell, path in todo:
                 say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))} ...")
-                finished(i, cell, path, run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device))
+                finished(
+                    i,
+                    cell,
+                    path,
+                    run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device, search_device=search_device),
+                )
                 bar.update(1)
         else:
+            todo.sort(key=lambda t: t[1][1] != "search")  # longest cells first: less idle time at the end
             context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = {
-                    pool.submit(_run_cell_in_worker, suite, cell, cache_dir, eval_device, threads): (i, cell, path)
+                    pool.submit(_run_cell_in_worker, suite, cell, cache_dir, (eval_device, search_device), threads): (
+                        i,
+                        cell,
+                        path,
+                    )
                     for i, cell, path in todo
                 }
+                failed = []
                 for future in concurrent.futures.as_completed(futures):
-                    finished(*futures[future], future.result())
+                    i, cell, path = futures[future]
+                    try:
+                        finished(i, cell, path, future.result())
+                    except Exception as exc:  # one broken cell must not throw away the others' hours
+                        failed.append(f"{' '.join(map(str, cell))}: {type(exc).__name__}: {exc}")
+                        say(f"[{i}/{len(cells)}] FAILED {failed[-1]}")
                     bar.update(1)
+            if failed:
+                summarize_suite(suite, out)
+                raise RuntimeError(f"{len(failed)} cell(s) failed (the others are saved): " + "; ".join(failed))
     return summarize_suite(suite, out)
 
 
-def _run_cell_in_worker(suite: Suite, cell: tuple, cache_dir, eval_device: str | None, threads: int | None) -> dict:
+def _run_cell_in_worker(suite: Suite, cell: tuple, cache_dir, devices: tuple, threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    return run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device)
+    return run_cell(suite, *cell, cache_dir=cache_dir, eval_device=devices[0], search_device=devices[1])
 
 
 def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:

@@ -305,14 +305,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = _check_run_dir(args.out)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    run_suite(
-        suite,
-        out,
-        log=(lambda m: None) if args.quiet else None,
-        eval_device=args.eval_device,
-        workers=args.workers,
-        threads=args.threads,
-    )
+    try:
+        run_suite(
+            suite,
+            out,
+            log=(lambda m: None) if args.quiet else None,
+            eval_device=args.eval_device,
+            search_device=args.search_device,
+            workers=args.workers,
+            threads=args.threads,
+        )
+    except RuntimeError as exc:
+        if "cell(s) failed" not in str(exc):
+            raise
+        print(f"robustprune bench: {exc}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print((out / "summary.md").read_text())
         print(f"wrote {out}/results.csv, results.json, summary.md, plots/")
@@ -496,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", required=True, help="quick, full, or a suite JSON file")
     p.add_argument("--out", required=True)
     p.add_argument("--eval-device", help="run the real-data evaluation there, e.g. cuda (pruning stays on the CPU)")
+    p.add_argument("--search-device", help="run the search and its synthesis there, e.g. cuda")
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's own choice)")
     p.add_argument("--quiet", action="store_true")
