@@ -247,7 +247,6 @@ def run_suite(
                 )
                 bar.update(1)
         else:
-            todo.sort(key=lambda t: t[1][1] != "search")  # longest cells first: less idle time at the end
             context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = {
