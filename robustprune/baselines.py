@@ -2,6 +2,10 @@
 
 - ``l1_uniform``: the same fraction of channels removed from every group, lowest
   L1 filter norm first (Li et al. 2017).
+- ``taylor_uniform``: the same fractions, channels ranked by the first-order Taylor
+  importance on synthetic inputs (``importance.taylor_synthetic``), the criterion the
+  search uses by default; it separates what the search's per-group allocation wins
+  from what the criterion alone gives. Needs ``inputs`` (synthetic, normalized).
 - ``random_uniform``: the same fractions, channels chosen at random (seeded).
 - ``global_magnitude``: one ranking over all groups of the L1 importance normalised
   by its group mean (torch-pruning's global pruning); the least important channels
@@ -10,7 +14,7 @@
   dense neurons chosen by saliency, interval-arithmetic impact and simulated
   annealing; conv groups get L1 filter pruning as in the paper.
 
-None of them sees data or re-estimates BN statistics; each lands at or just below
+None of them sees real data or re-estimates BN statistics; each lands at or just below
 its target (fraction of the original MACs or params to keep).
 """
 
@@ -27,7 +31,7 @@ from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, save_pruned
 from robustprune.targets import Target, fill_to_target, smallest_feasible, uniform_amount_for, uniform_counts
 
-METHODS = ("l1_uniform", "random_uniform", "global_magnitude", "paoding")
+METHODS = ("l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude", "paoding")
 
 
 @dataclasses.dataclass
@@ -126,10 +130,16 @@ def baseline(
     seed: int = 0,
     exclude: tuple[str, ...] = (),
     space: PruneSpace | None = None,
+    inputs: torch.Tensor | None = None,
 ) -> PruneResult:
-    """Prune ``model`` one-shot with ``method`` to the target; returns a new model (``model`` is untouched)."""
+    """Prune ``model`` one-shot with ``method`` to the target; returns a new model (``model`` is untouched).
+
+    ``inputs``: normalized synthetic inputs, needed by ``taylor_uniform`` only.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
+    if method == "taylor_uniform" and inputs is None:
+        raise ValueError("taylor_uniform ranks channels on synthetic inputs: pass inputs= (normalized)")
     target = Target(macs=target_macs, params=target_params)
     space = space or PruneSpace(model, spec, exclude=exclude)
     if method == "paoding":
@@ -137,6 +147,8 @@ def baseline(
     else:
         if method == "random_uniform":
             scores = _random_scores(space, seed)
+        elif method == "taylor_uniform":
+            scores = all_scores(space, "taylor_synthetic", inputs=inputs)
         else:
             scores = all_scores(space, "l1")
         if method == "global_magnitude":

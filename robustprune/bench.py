@@ -150,10 +150,13 @@ def run_cell(
         }
     else:
         base = method.removesuffix("+bn")
-        result = baseline(model, spec, base, seed=seed, **{f"target_{kind}": target})
+        synthetic = None
+        if method.endswith("+bn") or base == "taylor_uniform":  # the search's own synthetic inputs
+            synthetic = cached_generate(model, spec, config.probes.synthetic, cache_dir=cache_dir).pixels
+        inputs = spec.normalize(synthetic) if synthetic is not None else None
+        result = baseline(model, spec, base, seed=seed, inputs=inputs, **{f"target_{kind}": target})
         pruned, kept = result.model, result.kept_fraction
         if method.endswith("+bn"):
-            synthetic = cached_generate(model, spec, config.probes.synthetic, cache_dir=cache_dir).pixels
             overrides = bn_reestimate_overrides(
                 result.space, result.candidate, spec.normalize(synthetic), batch_size=len(synthetic)
             )

@@ -8,6 +8,7 @@ half-written result.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -162,8 +163,22 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
     out = _check_run_dir(args.out)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
+    inputs = None
+    if args.method == "taylor_uniform":  # ranks channels on the search's default synthetic inputs (disk-cached)
+        from robustprune.probes.cache import cached_generate
+        from robustprune.search.engine import SEARCH_PROBES
+
+        synthetic = dataclasses.replace(SEARCH_PROBES.synthetic, seed=args.seed)
+        progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
+        inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
     result = baseline(
-        model, spec, args.method, target_macs=args.target_macs, target_params=args.target_params, seed=args.seed
+        model,
+        spec,
+        args.method,
+        target_macs=args.target_macs,
+        target_params=args.target_params,
+        seed=args.seed,
+        inputs=inputs,
     )
     reached = result.kept_fraction
     if not args.quiet:
@@ -438,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="zoo:NAME or package.module:factory (with --weights)")
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
-    p.add_argument("--method", required=True, choices=["l1_uniform", "random_uniform", "global_magnitude", "paoding"])
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=["l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude", "paoding"],
+    )
     p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
     p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
     p.add_argument("--seed", type=int, default=0)

@@ -10,13 +10,20 @@ from robustprune.structure import PruneSpace, load_pruned
 from robustprune.targets import Target
 
 
-@pytest.mark.parametrize("method", ["l1_uniform", "random_uniform", "global_magnitude"])
+def inputs_for(method: str) -> torch.Tensor | None:
+    """taylor_uniform ranks on (synthetic) inputs; any normalized batch exercises it."""
+    return (
+        torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0)) if method == "taylor_uniform" else None
+    )
+
+
+@pytest.mark.parametrize("method", ["l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude"])
 @pytest.mark.parametrize("name", ["cnn", "resnet20", "mobilenetv2"])
 @pytest.mark.parametrize("fraction", [0.7, 0.5])
 def test_baselines_land_within_two_percent_below_target(method, name, fraction):
     model, spec = zoo.load(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = baseline(model, spec, method, target_macs=fraction)
+    result = baseline(model, spec, method, target_macs=fraction, inputs=inputs_for(method))
     kept = result.kept_fraction["macs"]
     assert fraction - 0.02 <= kept <= fraction + 1e-9
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -26,7 +33,7 @@ def test_baselines_land_within_two_percent_below_target(method, name, fraction):
 @pytest.mark.parametrize("method", METHODS)
 def test_mlp_params_target(method):
     model, spec = zoo.load("mlp")
-    result = baseline(model, spec, method, target_params=0.5)
+    result = baseline(model, spec, method, target_params=0.5, inputs=inputs_for(method))
     assert 0.48 <= result.kept_fraction["params"] <= 0.5 + 1e-9
     x = torch.rand(3, 1, 28, 28)
     assert result.model(x).shape == (3, 10)
@@ -62,6 +69,8 @@ def test_bad_targets_and_methods():
             baseline(model, spec, "l1_uniform", target_macs=bad, space=space)
     with pytest.raises(ValueError, match="give a target"):
         Target()
+    with pytest.raises(ValueError, match="pass inputs="):
+        baseline(model, spec, "taylor_uniform", target_macs=0.5, space=space)
     with pytest.raises(ValueError, match="unknown baseline"):
         baseline(model, spec, "magic", target_macs=0.5, space=space)
     with pytest.raises(ValueError, match="l1_uniform"):
@@ -107,3 +116,26 @@ def test_cli_baseline_usage_errors_leave_nothing(tmp_path, capsys):
         main(["baseline", "--model", "zoo:cnn", "--method", "paoding", "--target-macs", "0.5", "--out", str(out)]) == 2
     )
     assert not any(out.glob("*.json")) if out.exists() else True
+
+
+def test_taylor_uniform_keeps_the_channels_taylor_ranks_highest():
+    from robustprune.importance import all_scores
+
+    model, spec = zoo.load("cnn")
+    inputs = inputs_for("taylor_uniform")
+    result = baseline(model, spec, "taylor_uniform", target_macs=0.5, inputs=inputs)
+    scores = all_scores(result.space, "taylor_synthetic", inputs=inputs)
+    for group in result.space.groups:
+        kept = set(result.candidate[group.name])
+        dropped = [c for c in range(group.size) if c not in kept]
+        if dropped:
+            assert scores[group.name][list(kept)].min() >= scores[group.name][dropped].max()
+
+
+def test_cli_offers_every_baseline():
+    from robustprune.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["baseline"]
+    method = next(a for a in sub._actions if a.dest == "method")
+    assert tuple(method.choices) == METHODS
