@@ -33,6 +33,14 @@ RESULTS = ROOT / "results"
 CLAIM_MODELS = ("resnet20", "cnn", "mobilenetv2", "mlp")
 
 
+def _where(row: dict) -> str:
+    """Where a search cell ran: its device and machine, as its provenance says."""
+    prov = row["report"]["provenance"]
+    device = row.get("search_device", "cpu")
+    threads = row.get("search_threads", prov.get("threads"))
+    return f"search on {device} ({threads} CPU threads, {prov['machine'].split(',')[0]})"
+
+
 def verdicts(suite, rows: list[dict]) -> list[str]:
     flats = [flat_row(r) for r in rows]
     lines = [
@@ -128,10 +136,12 @@ def main(argv: list[str] | None = None) -> None:
     for model in suite.models:
         for target in suite.targets:
             sel = [r for r in searches if r["model"] == model and r["target"] == target]
-            if sel:
+            where = sorted({_where(r) for r in sel})
+            for place in where:
+                part = [r for r in sel if _where(r) == place]
                 lines.append(
-                    f"- {model}, target {target:g}: {statistics.mean(r['prune_seconds'] for r in sel):.0f}s "
-                    f"mean over {len(sel)} seed(s), {sel[0].get('steps')} steps"
+                    f"- {model}, target {target:g}, {place}: {statistics.mean(r['prune_seconds'] for r in part):.0f}s "
+                    f"mean over {len(part)} seed(s), {statistics.mean(r.get('steps') or 0 for r in part):.1f} steps"
                 )
     lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
     atomic_write_text(RESULTS / "search.md", "\n".join(lines))

@@ -147,6 +147,8 @@ def run_cell(
             "steps": len(result.history),
             "stop_reason": result.stop_reason,
             "probe_seconds": result.probe_seconds,
+            "search_device": str(search_device or "cpu"),
+            "search_threads": torch.get_num_threads(),
         }
     else:
         base = method.removesuffix("+bn")
