@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -29,7 +30,12 @@ def git_commit(path: str | Path | None = None) -> str:
 
 
 def machine() -> str:
-    return f"{platform.machine()} {platform.processor() or platform.system()}, {torch.get_num_threads()} torch threads"
+    """Processor, core count, GPU (when one is visible) and torch threads: enough to tell two machines apart."""
+    parts = [f"{platform.machine()} {platform.processor() or platform.system()}", f"{os.cpu_count()} cores"]
+    if torch.cuda.is_available():
+        parts.append(torch.cuda.get_device_name(0))
+    parts.append(f"{torch.get_num_threads()} torch threads")
+    return ", ".join(parts)
 
 
 def provenance(**extra) -> dict:
