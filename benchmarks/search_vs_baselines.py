@@ -38,7 +38,7 @@ def _where(row: dict) -> str:
     prov = row["report"]["provenance"]
     device = row.get("search_device", "cpu")
     threads = row.get("search_threads", prov.get("threads"))
-    return f"search on {device} ({threads} CPU threads, {prov['machine'].split(',')[0]})"
+    return f"search on {device} with {threads} CPU threads; machine: {prov['machine']}"
 
 
 def verdicts(suite, rows: list[dict]) -> list[str]:
