@@ -485,7 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.15,
         help="most a group's removed fraction may grow per step (default 0.15)",
     )
-    p.add_argument("--importance", default="l1", help="channel ranking inside a group (default l1)")
+    p.add_argument(
+        "--importance",
+        default="taylor_synthetic",
+        help="channel ranking inside a group (default taylor_synthetic: first-order Taylor on the synthetic probes)",
+    )
     p.add_argument("--compensation", default="bn", help="comma list of bn,merge or '' for none (default bn)")
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
     p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")

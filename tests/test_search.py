@@ -189,3 +189,16 @@ def test_infeasible_step_is_split_and_target_still_reached(cache_dir):
     for record in result.history:
         assert all(record.amounts[n] <= previous[n] + 0.15 + 1e-9 for n in previous)
         previous = record.amounts
+
+
+def test_cli_search_defaults_are_the_library_defaults():
+    from robustprune.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["search"]
+    defaults = {a.dest: a.default for a in sub._actions}
+    config = SearchConfig(target_macs=0.5)
+    assert defaults["importance"] == config.importance
+    assert defaults["trials"] == config.trials
+    assert tuple(c for c in defaults["compensation"].split(",") if c) == config.compensation
+    assert defaults["sampler"] == config.sampler

@@ -63,7 +63,7 @@ class SearchConfig:
     max_amount: float = 0.9  # no group loses more than this fraction of its channels
     sampler: str = "tpe"
     multi_objective: bool = False
-    importance: str = "l1"
+    importance: str = "taylor_synthetic"  # chosen on the validation split: results/tune_search.md
     compensation: tuple[str, ...] = ("bn",)
     weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
