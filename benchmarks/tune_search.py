@@ -45,6 +45,9 @@ def configs(target: float, kind: str) -> dict[str, SearchConfig]:
         "bn_scale": dataclasses.replace(base, importance="bn_scale"),
         "taylor_synthetic": dataclasses.replace(base, importance="taylor_synthetic"),
         "robust1.0": dataclasses.replace(base, weights={**base.weights, "robust_fidelity": 1.0}),
+        # for the mlp (no BN, so only merging can compensate): Paoding-style merging
+        "l1": dataclasses.replace(base, importance="l1"),
+        "merge_saliency+merge": dataclasses.replace(base, importance="merge_saliency", compensation=("merge", "bn")),
         # second round: the winner of the first (taylor_synthetic) combined with the other gains
         "taylor+trials48": dataclasses.replace(base, importance="taylor_synthetic", trials=48),
         "taylor+merge": dataclasses.replace(base, importance="taylor_synthetic", compensation=("merge", "bn")),

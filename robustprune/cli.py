@@ -231,7 +231,9 @@ def search_config_from_args(args: argparse.Namespace):
             sampler=args.sampler,
             multi_objective=args.multi_objective,
             importance=args.importance,
-            compensation=tuple(c for c in args.compensation.split(",") if c),
+            compensation=(
+                "auto" if args.compensation == "auto" else tuple(c for c in args.compensation.split(",") if c)
+            ),
             floors=_parse_floors(args.floor),
             probes=probes,
             seed=args.seed,
@@ -487,10 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--importance",
-        default="taylor_synthetic",
-        help="channel ranking inside a group (default taylor_synthetic: first-order Taylor on the synthetic probes)",
+        default="auto",
+        help="channel ranking inside a group (default auto: taylor_synthetic with BatchNorm, merge_saliency without)",
     )
-    p.add_argument("--compensation", default="bn", help="comma list of bn,merge or '' for none (default bn)")
+    p.add_argument(
+        "--compensation",
+        default="auto",
+        help="comma list of bn,merge, '' for none, or auto (default: bn with BatchNorm, merge without)",
+    )
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
     p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")
     p.add_argument("--probe-steps", type=int, default=100, help="Adam steps of the synthesis (default 100)")

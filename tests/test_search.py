@@ -200,5 +200,21 @@ def test_cli_search_defaults_are_the_library_defaults():
     config = SearchConfig(target_macs=0.5)
     assert defaults["importance"] == config.importance
     assert defaults["trials"] == config.trials
-    assert tuple(c for c in defaults["compensation"].split(",") if c) == config.compensation
+    assert defaults["compensation"] == config.compensation == "auto"
     assert defaults["sampler"] == config.sampler
+
+
+def test_auto_settings_resolve_by_batchnorm():
+    from robustprune.structure import PruneSpace
+
+    for name, importance, compensation in (
+        ("resnet20", "taylor_synthetic", ("bn",)),
+        ("mlp", "merge_saliency", ("merge",)),
+    ):
+        model, spec = zoo.load(name)
+        resolved = SearchConfig(target_macs=0.5).resolve(PruneSpace(model, spec))
+        assert (resolved.importance, resolved.compensation) == (importance, compensation)
+    explicit = SearchConfig(target_macs=0.5, importance="l1", compensation=()).resolve(PruneSpace(model, spec))
+    assert (explicit.importance, explicit.compensation) == ("l1", ())
+    with pytest.raises(ValueError, match="compensation"):
+        SearchConfig(target_macs=0.5, compensation="bn")
