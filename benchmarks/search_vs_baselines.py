@@ -41,10 +41,51 @@ def _where(row: dict) -> str:
     return f"search on {device} with {threads} CPU threads; machine: {prov['machine']}"
 
 
-def verdicts(suite, rows: list[dict]) -> list[str]:
+def _sources(rows: list[dict]) -> list[str]:
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        prov = r["report"]["provenance"]
+        key = (prov["commit"][:7], prov["machine"], prov.get("device", "cpu"), prov["torch"])
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}"
+        for (commit, machine, device, torch_version), n in sorted(counts.items())
+    ]
+
+
+def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
+    """The aim suite's thorough search (if its cells exist) against the same baselines."""
+    aim = load_suite("aim")
+    if not (RESULTS / "aim" / "cells").is_dir():
+        return []
+    aim_rows = summarize_suite(aim, RESULTS / "aim")
+    if not aim_rows:
+        return []
+    sub = dataclasses.replace(suite, models={m: suite.models[m] for m in aim.models}, targets=aim.targets)
+    seconds = [r["prune_seconds"] for r in aim_rows]
+    return [
+        "## Thorough search setting (benchmarks/suites/aim.json)",
+        "",
+        f"`robustprune bench --suite aim --out results/aim`: {aim.description} {len(aim_rows)} of "
+        f"{len(aim.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "
+        f"({', '.join(sorted({_where(r) for r in aim_rows}))}).",
+        "",
+        *verdicts(sub, rows, originals, search_rows=aim_rows),
+        "",
+    ]
+
+
+def verdicts(suite, rows: list[dict], originals: dict, search_rows: list[dict] | None = None) -> list[str]:
+    """One line per (model, target): the search's means against the best baseline's, per metric.
+
+    ``search_rows`` replaces the suite's own search cells (the thorough setting of the aim suite).
+    """
+    if search_rows is not None:
+        rows = [r for r in rows if r["method"] != "search"] + search_rows
     flats = [flat_row(r) for r in rows]
     lines = [
-        "| model | target | search clean | best baseline clean | search PGD | best baseline PGD | verdict |",
+        "| model | target | search clean (% of original) | best baseline clean | search PGD | best baseline PGD "
+        "| verdict |",
         "|---|---|---|---|---|---|---|",
     ]
     for model in suite.models:
@@ -70,8 +111,9 @@ def verdicts(suite, rows: list[dict]) -> list[str]:
                 if all(wins)
                 else ("LOST: " + ", ".join(n for n, w in zip(("clean", "PGD"), wins, strict=True) if not w))
             )
+            share = mean("search", "clean_accuracy") / originals[model]["clean_accuracy"]
             lines.append(
-                f"| {model} | {target:g} | {100 * mean('search', 'clean_accuracy'):.2f} | "
+                f"| {model} | {target:g} | {100 * mean('search', 'clean_accuracy'):.2f} ({100 * share:.0f}%) | "
                 f"{100 * mean(best_clean, 'clean_accuracy'):.2f} ({best_clean}) | "
                 f"{100 * mean('search', 'pgd'):.2f} | {100 * mean(best_pgd, 'pgd'):.2f} ({best_pgd}) | "
                 f"{verdict} |"
@@ -102,13 +144,15 @@ def main(argv: list[str] | None = None) -> None:
     done = len(rows) == len(suite.cells())
     originals = {m: json.loads((out / "cells" / f"{m}__original.json").read_text()) for m in suite.models}
     searches = [r for r in rows if r["method"] == "search"]
-    prov = rows[0]["report"]["provenance"]
     lines = [
         "# Progressive search vs one-shot data-free baselines",
         "",
-        f"Produced by `{command.strip()}` at commit `{prov['commit']}` on {prov['machine']} (torch "
-        f"{prov['torch']}), seeds {', '.join(map(str, suite.seeds))}. No weight is retrained; BN statistics are "
-        "re-estimated on synthetic inputs only (the search, and the `+bn` baselines with the same inputs).",
+        f"Written by `{command.strip()}` from the cells in results/full/cells (`robustprune bench --suite full`; "
+        f"seeds {', '.join(map(str, suite.seeds))}). No weight is retrained; BN statistics are re-estimated on "
+        "synthetic inputs only (the search, and the `+bn` baselines with the same inputs). Where the cells came "
+        "from (each cell's JSON holds its full provenance):",
+        "",
+        *_sources(rows),
         "",
         *(
             []
@@ -121,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "## Verdict per cell (mean over seeds, %)",
         "",
-        *verdicts(suite, rows),
+        *verdicts(suite, rows, originals),
         "",
         "## All metrics (%, mean ± std over seeds)",
         "",
@@ -144,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"mean over {len(part)} seed(s), {statistics.mean(r.get('steps') or 0 for r in part):.1f} steps"
                 )
     lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
+    lines += _thorough_section(suite, rows, originals)
     atomic_write_text(RESULTS / "search.md", "\n".join(lines))
 
 

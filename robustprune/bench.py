@@ -287,6 +287,9 @@ def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
     """Write the summary files from the finished cells in ``out`` (all of them, or those done so far)."""
     out = Path(out)
     cells_dir = out / "cells"
+    paths = [cells_dir / f"{cell_id(*c)}.json" for c in suite.cells()]
+    if not any(p.is_file() for p in paths):
+        return []
     originals = {}
     for model in suite.models:
         path = cells_dir / f"{model}__original.json"
@@ -296,7 +299,6 @@ def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
             atomic_write_json(path, {**report, "suite_settings": suite_settings(suite)})
         _check_settings(suite, path)
         originals[model] = json.loads(path.read_text())
-    paths = [cells_dir / f"{cell_id(*c)}.json" for c in suite.cells()]
     rows = [json.loads(p.read_text()) for p in paths if p.is_file()]
     if rows:
         write_outputs(suite, rows, originals, out, complete=len(rows) == len(paths))

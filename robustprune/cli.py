@@ -322,6 +322,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = _check_run_dir(args.out)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.summarize_only:
+        from robustprune.bench import summarize_suite
+
+        if not summarize_suite(suite, out):
+            raise UsageError(f"no finished cells of suite {suite.name!r} in {out}")
+        print((out / "summary.md").read_text())
+        return 0
     try:
         run_suite(
             suite,
@@ -533,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--eval-device", help="run the real-data evaluation there, e.g. cuda (pruning stays on the CPU)")
     p.add_argument("--search-device", help="run the search and its synthesis there, e.g. cuda")
+    p.add_argument(
+        "--summarize-only", action="store_true", help="rewrite summary.md, CSV, JSON and plots from the finished cells"
+    )
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes (default 1)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's own choice)")
     p.add_argument("--quiet", action="store_true")

@@ -198,3 +198,15 @@ def test_bench_workers_give_the_same_cells_as_one_process(tmp_path):
         for key in ("clean_accuracy", "robust_accuracy", "corruption_accuracy", "macs", "params"):
             assert serial[key] == parallel[key], key
     assert main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
+    # --summarize-only rewrites the tables from finished cells, and refuses a folder with none
+    (tmp_path / "serial" / "summary.md").unlink()
+    assert (
+        main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "serial"), "--summarize-only"])
+        == 0
+    )
+    assert "l1_uniform" in (tmp_path / "serial" / "summary.md").read_text()
+    (tmp_path / "empty").mkdir()
+    assert (
+        main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "empty"), "--summarize-only"])
+        == 2
+    )
