@@ -208,7 +208,7 @@ def test_auto_settings_resolve_by_batchnorm():
     from robustprune.structure import PruneSpace
 
     for name, importance, compensation in (
-        ("resnet20", "taylor_synthetic", ("bn",)),
+        ("resnet20", "auto", ("bn",)),  # with BN the criterion is chosen on the proxies at search time
         ("mlp", "merge_saliency", ("merge",)),
     ):
         model, spec = zoo.load(name)
@@ -218,3 +218,28 @@ def test_auto_settings_resolve_by_batchnorm():
     assert (explicit.importance, explicit.compensation) == ("l1", ())
     with pytest.raises(ValueError, match="compensation"):
         SearchConfig(target_macs=0.5, compensation="bn")
+
+
+def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
+    from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion
+    from robustprune.search.objective import Evaluator, weighted_score
+    from robustprune.structure import PruneSpace
+    from robustprune.targets import uniform_amount_for
+
+    model, spec = zoo.load("cnn")
+    config = SearchConfig(target_macs=0.5, probes=TINY_PROBES).resolve(PruneSpace(model, spec))
+    space = PruneSpace(model, spec)
+    from robustprune.probes.probeset import build_probes
+
+    probes = build_probes(model, spec, space.output_layer, config.probes)
+    inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
+    choice, values = _choose_criterion(space, probes, inputs, config, None)
+    assert set(values) == set(AUTO_CRITERIA) and choice == max(values, key=values.get)
+    fraction = uniform_amount_for(space, config.target)
+    from robustprune.importance import all_scores
+
+    scores = all_scores(space, choice, inputs=inputs)
+    _, _, proxies = Evaluator(space, probes, scores, ("bn",)).evaluate({g.name: fraction for g in space.groups})
+    assert weighted_score(proxies, config.weights) == pytest.approx(values[choice])
+    result = search(model, spec, config=dataclasses.replace(config, trials=2, steps=1), quiet=True)
+    assert result.config.importance == choice and result.criterion_scores == pytest.approx(values)

@@ -38,7 +38,7 @@ from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps, step_targets
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
-from robustprune.targets import Target, removed_count
+from robustprune.targets import Target, removed_count, uniform_amount_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -96,15 +96,17 @@ class SearchConfig:
     def resolve(self, space: PruneSpace) -> SearchConfig:
         """The config with "auto" replaced by what it means for this model.
 
-        With BatchNorm: Taylor importance on the synthetic probes and BN re-estimation
-        (resnet20 at 50% MACs, validation split: 82.4% vs 75.1% for l1). Without BatchNorm
+        With BatchNorm: BN re-estimation, and the criterion (Taylor on the synthetic probes
+        or l1) whose uniform candidate at the final target scores higher on the proxies
+        (``_choose_criterion``; neither wins everywhere: Taylor on resnet20, 82.4% vs 75.1%
+        at 50% MACs on the validation split, l1 on mobilenetv2). Without BatchNorm
         nothing can be re-estimated, so pruned channels are merged into their most similar
         survivor (Paoding) and ranked by merge saliency (mlp at 50% params: 85.8% vs 72.4%).
         """
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in space.model.modules())
         importance = self.importance
-        if importance == "auto":
-            importance = "taylor_synthetic" if has_bn else "merge_saliency"
+        if importance == "auto" and not has_bn:
+            importance = "merge_saliency"  # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies
         compensation = self.compensation
         if compensation == "auto":
             compensation = ("bn",) if has_bn else ("merge",)
@@ -119,6 +121,25 @@ class SearchConfig:
         data["probes"] = self.probes.to_dict()
         data["weights"], data["floors"] = dict(self.weights), dict(self.floors)
         return data
+
+
+AUTO_CRITERIA = ("taylor_synthetic", "l1")
+
+
+def _choose_criterion(space, probes, inputs, config: SearchConfig, attack) -> tuple[str, dict[str, float]]:
+    """The criterion whose uniform candidate at the final target scores best on the proxies.
+
+    Data-free like everything else: the same objective the steps maximize, on the same
+    probes. A tie keeps the first of ``AUTO_CRITERIA``.
+    """
+    fraction = uniform_amount_for(space, config.target)
+    amounts = {g.name: fraction for g in space.groups}
+    values = {}
+    for criterion in AUTO_CRITERIA:
+        scores = all_scores(space, criterion, inputs=inputs, seed=config.seed)
+        _, _, proxies = Evaluator(space, probes, scores, config.compensation, attack=attack).evaluate(amounts)
+        values[criterion] = weighted_score(proxies, config.weights)
+    return max(AUTO_CRITERIA, key=lambda c: (values[c], -AUTO_CRITERIA.index(c))), values
 
 
 def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
@@ -201,10 +222,18 @@ def search(
     )
     config = config.resolve(space)
     probes = build_probes(work, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
-    scores = all_scores(
-        space, config.importance, inputs=probes.inputs()[: len(probes.pixels["synthetic"])], seed=config.seed
-    )
     attack = "fgsm" if config.weights.get("attack_robustness") else None
+    synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
+    criterion_scores: dict[str, float] = {}
+    if config.importance == "auto":
+        choice, criterion_scores = _choose_criterion(space, probes, synthetic_inputs, config, attack)
+        say(
+            "criterion: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in criterion_scores.items())
+            + f" on the proxies (uniform candidate at the target) -> {choice}"
+        )
+        config = dataclasses.replace(config, importance=choice)
+    scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
     evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)
     n_steps = config.steps or default_steps(config.target)
     targets = step_targets(config.target, n_steps)
@@ -359,4 +388,5 @@ def search(
         target_reached=reached and stop_reason == "target reached",
         seconds=time.time() - start,
         probe_seconds=probes.seconds,
+        criterion_scores=criterion_scores,
     )

@@ -68,6 +68,7 @@ class SearchResult:
     seconds: float
     probe_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     spec_data: dict | None = None
+    criterion_scores: dict[str, float] = dataclasses.field(default_factory=dict)  # importance "auto": the choice
 
     @property
     def steps(self) -> list[StepRecord]:
@@ -79,6 +80,7 @@ class SearchResult:
             "target_reached": self.target_reached,
             "seconds": self.seconds,
             "probe_seconds": self.probe_seconds,
+            "criterion_scores": self.criterion_scores,
             "config": self.config.to_dict() if hasattr(self.config, "to_dict") else self.config,
         }
 
@@ -113,5 +115,6 @@ class SearchResult:
             target_reached=history["target_reached"],
             seconds=history["seconds"],
             probe_seconds=history.get("probe_seconds", {}),
+            criterion_scores=history.get("criterion_scores", {}),
             spec_data=spec_data,
         )
