@@ -11,14 +11,15 @@ import torch
 
 
 def git_commit(path: str | Path | None = None) -> str:
-    """The commit of the robustprune checkout (with '-dirty' if it has changes), or 'unknown'."""
+    """The commit of the robustprune checkout (with '-dirty' if code has changes), or 'unknown'."""
     cwd = Path(path) if path else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # results/ holds outputs, not code: rewriting a table must not mark the code dirty
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"],
             cwd=cwd,
             capture_output=True,
             text=True,
