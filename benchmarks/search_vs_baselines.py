@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         "## Search cost",
         "",
         f"Trials per step: {searches[0].get('trials_per_step') if searches else '-'}; "
-        "wall time per search (probe generation included, 2 CPU cores):",
+        "wall time per search (probe generation included; threads and machine as named):",
         "",
     ]
     for model in suite.models:

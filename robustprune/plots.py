@@ -118,7 +118,7 @@ def plot_methods(
     """Real-data accuracy vs MAC reduction, one series per method; rows need keys
     method, kept_macs, clean_accuracy, pgd (fractions). ``originals``: {"clean_accuracy", "pgd"} reference lines."""
     rows = list(rows)
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(WIDE[0], WIDE[1] + 0.6), sharex=True, layout="constrained")
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "search", m))
     markers = "os^vD<>p*"
     for i, method in enumerate(methods):
@@ -135,7 +135,9 @@ def plot_methods(
         ax.set_xlabel("MAC reduction (%)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, frameon=False, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    # below the panels: with many methods an in-axes legend covers the collapsed baselines' points
+    fig.legend(handles, labels, fontsize=7, frameon=False, loc="outside lower center", ncol=min(5, len(labels)))
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, Path(path))
