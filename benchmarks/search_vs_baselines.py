@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from robustprune._io import atomic_write_text
-from robustprune.bench import flat_row, load_suite, run_suite, summarize_suite, summary_table
+from robustprune.bench import cell_sources, flat_row, load_suite, run_suite, summarize_suite, summary_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -39,18 +39,6 @@ def _where(row: dict) -> str:
     device = row.get("search_device", "cpu")
     threads = row.get("search_threads", prov.get("threads"))
     return f"search on {device} with {threads} CPU threads; machine: {prov['machine']}"
-
-
-def _sources(rows: list[dict]) -> list[str]:
-    counts: dict[tuple, int] = {}
-    for r in rows:
-        prov = r["report"]["provenance"]
-        key = (prov["commit"][:7], prov["machine"], prov.get("device", "cpu"), prov["torch"])
-        counts[key] = counts.get(key, 0) + 1
-    return [
-        f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}"
-        for (commit, machine, device, torch_version), n in sorted(counts.items())
-    ]
 
 
 def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
@@ -152,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         "synthetic inputs only (the search, and the `+bn` baselines with the same inputs). Where the cells came "
         "from (each cell's JSON holds its full provenance):",
         "",
-        *_sources(rows),
+        *cell_sources(rows),
         "",
         *(
             []

@@ -305,6 +305,19 @@ def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
     return rows
 
 
+def cell_sources(rows: list[dict]) -> list[str]:
+    """One Markdown bullet per (commit, machine, evaluation device, torch) with its cell count."""
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        prov = r["report"]["provenance"]
+        key = (prov["commit"][:7], prov["machine"], prov.get("device", "cpu"), prov["torch"])
+        counts[key] = counts.get(key, 0) + 1
+    return [
+        f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}"
+        for (commit, machine, device, torch_version), n in sorted(counts.items())
+    ]
+
+
 def flat_row(row: dict) -> dict:
     r = row["report"]
     flat = {
@@ -389,9 +402,12 @@ def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path, co
         "",
         suite.description,
         "",
-        f"Produced by `robustprune bench --suite {suite.name} --out {out}` at commit `{prov['commit']}` on "
-        f"{prov['machine']} (torch {prov['torch']}), seeds {seeds}. Values are percentages, mean ± standard "
-        "deviation over seeds; kept MACs as a percentage of the original. Real-data metrics as in results/zoo.md.",
+        f"Produced by `robustprune bench --suite {suite.name} --out {out}`, seeds {seeds}. Values are "
+        "percentages, mean ± standard deviation over seeds; kept MACs as a percentage of the original. "
+        "Real-data metrics as in results/zoo.md. The cells were computed by (each cell's JSON holds its full "
+        "provenance):",
+        "",
+        *cell_sources(rows),
         "",
         summary_table(suite, rows, originals),
         "",
