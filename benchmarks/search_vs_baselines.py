@@ -56,7 +56,8 @@ def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
         "",
         f"`robustprune bench --suite aim --out results/aim`: {aim.description} {len(aim_rows)} of "
         f"{len(aim.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "
-        f"({', '.join(sorted({_where(r) for r in aim_rows}))}).",
+        f"({', '.join(sorted({_where(r) for r in aim_rows}))}; the slowest cells shared the cores with the "
+        "test suite, so the range is an upper bound).",
         "",
         *verdicts(sub, rows, originals, search_rows=aim_rows),
         "",
@@ -101,7 +102,7 @@ def verdicts(suite, rows: list[dict], originals: dict, search_rows: list[dict] |
             )
             share = mean("search", "clean_accuracy") / originals[model]["clean_accuracy"]
             lines.append(
-                f"| {model} | {target:g} | {100 * mean('search', 'clean_accuracy'):.2f} ({100 * share:.0f}%) | "
+                f"| {model} | {target:g} | {100 * mean('search', 'clean_accuracy'):.2f} ({100 * share:.1f}%) | "
                 f"{100 * mean(best_clean, 'clean_accuracy'):.2f} ({best_clean}) | "
                 f"{100 * mean('search', 'pgd'):.2f} | {100 * mean(best_pgd, 'pgd'):.2f} ({best_pgd}) | "
                 f"{verdict} |"
