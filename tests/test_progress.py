@@ -2,10 +2,26 @@
 per-25% text lines give way to the bar when one is drawn."""
 
 import pytest
+import torch
+from torch import nn
 
+from robustprune import InputSpec
 from robustprune._progress import bars_enabled, progress_bar
 from robustprune.probes.synthetic import SyntheticConfig, generate
-from tests.test_synthetic import SMALL, tiny_bn_net
+
+SMALL = InputSpec(shape=(1, 12, 12), mean=(0.3,), std=(0.35,), num_classes=4)
+
+
+def tiny_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 4),
+    ).eval()
 
 
 def test_bars_follow_the_environment_and_quiet(monkeypatch):
