@@ -159,9 +159,7 @@ def run_cell(
         result = baseline(model, spec, base, seed=seed, inputs=inputs, **{f"target_{kind}": target})
         pruned, kept = result.model, result.kept_fraction
         if method.endswith("+bn"):
-            overrides = bn_reestimate_overrides(
-                result.space, result.candidate, spec.normalize(synthetic), batch_size=len(synthetic)
-            )
+            overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
             pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
     seconds = time.time() - start
     if eval_device is not None:
@@ -182,6 +180,10 @@ def run_cell(
         **extra,
         "report": report,
     }
+
+
+class CellsFailed(RuntimeError):
+    """Some cells of a parallel run raised; the others are saved."""
 
 
 def suite_settings(suite: Suite) -> dict:
@@ -273,7 +275,7 @@ def run_suite(
                     bar.update(1)
             if failed:
                 summarize_suite(suite, out)
-                raise RuntimeError(f"{len(failed)} cell(s) failed (the others are saved): " + "; ".join(failed))
+                raise CellsFailed(f"{len(failed)} cell(s) failed (the others are saved): " + "; ".join(failed))
     return summarize_suite(suite, out)
 
 

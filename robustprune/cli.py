@@ -316,7 +316,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from robustprune.bench import load_suite, run_suite
+    from robustprune.bench import CellsFailed, load_suite, run_suite
 
     suite = load_suite(args.suite)
     out = _check_run_dir(args.out)
@@ -339,9 +339,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             workers=args.workers,
             threads=args.threads,
         )
-    except RuntimeError as exc:
-        if "cell(s) failed" not in str(exc):
-            raise
+    except CellsFailed as exc:
         print(f"robustprune bench: {exc}", file=sys.stderr)
         return 1
     if not args.quiet:
@@ -497,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--importance",
         default="auto",
-        help="channel ranking inside a group (default auto: taylor_synthetic with BatchNorm, merge_saliency without)",
+        help="channel ranking inside a group (default auto: with BatchNorm, taylor_synthetic or l1, whichever the "
+        "proxies prefer; merge_saliency without)",
     )
     p.add_argument(
         "--compensation",

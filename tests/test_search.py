@@ -233,12 +233,13 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
 
     probes = build_probes(model, spec, space.output_layer, config.probes)
     inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
-    choice, values = _choose_criterion(space, probes, inputs, config, None)
+    choice, values, chosen_scores = _choose_criterion(space, probes, inputs, config, None)
     assert set(values) == set(AUTO_CRITERIA) and choice == max(values, key=values.get)
     fraction = uniform_amount_for(space, config.target)
     from robustprune.importance import all_scores
 
     scores = all_scores(space, choice, inputs=inputs)
+    assert all(torch.equal(scores[k], chosen_scores[k]) for k in scores)
     _, _, proxies = Evaluator(space, probes, scores, ("bn",)).evaluate({g.name: fraction for g in space.groups})
     assert weighted_score(proxies, config.weights) == pytest.approx(values[choice])
     result = search(model, spec, config=dataclasses.replace(config, trials=2, steps=1), quiet=True)

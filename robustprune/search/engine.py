@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Mapping
 
 import optuna
+import torch
 from torch import nn
 
 from robustprune._progress import bars_enabled, progress_bar, write_line
 from robustprune.compensate import apply_overrides
 from robustprune.importance import CRITERIA, all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
-from robustprune.probes.synthetic import SyntheticConfig
+from robustprune.probes.synthetic import SyntheticConfig, bn_layers
 from robustprune.search.objective import (
     COMPENSATIONS,
     DEFAULT_WEIGHTS,
@@ -103,7 +104,7 @@ class SearchConfig:
         nothing can be re-estimated, so pruned channels are merged into their most similar
         survivor (Paoding) and ranked by merge saliency (mlp at 50% params: 85.8% vs 72.4%).
         """
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in space.model.modules())
+        has_bn = bool(bn_layers(space.model))  # BN with running statistics: what re-estimation can fix
         importance = self.importance
         if importance == "auto" and not has_bn:
             importance = "merge_saliency"  # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies
@@ -126,20 +127,25 @@ class SearchConfig:
 AUTO_CRITERIA = ("taylor_synthetic", "l1")
 
 
-def _choose_criterion(space, probes, inputs, config: SearchConfig, attack) -> tuple[str, dict[str, float]]:
+def _choose_criterion(
+    space, probes, inputs, config: SearchConfig, attack
+) -> tuple[str, dict[str, float], dict[str, torch.Tensor]]:
     """The criterion whose uniform candidate at the final target scores best on the proxies.
 
     Data-free like everything else: the same objective the steps maximize, on the same
-    probes. A tie keeps the first of ``AUTO_CRITERIA``.
+    probes. A tie keeps the first of ``AUTO_CRITERIA``. Returns the choice, every
+    criterion's objective value, and the chosen criterion's channel scores (so the search
+    does not compute them again).
     """
     fraction = uniform_amount_for(space, config.target)
     amounts = {g.name: fraction for g in space.groups}
-    values = {}
+    values, channel_scores = {}, {}
     for criterion in AUTO_CRITERIA:
-        scores = all_scores(space, criterion, inputs=inputs, seed=config.seed)
-        _, _, proxies = Evaluator(space, probes, scores, config.compensation, attack=attack).evaluate(amounts)
-        values[criterion] = weighted_score(proxies, config.weights)
-    return max(AUTO_CRITERIA, key=lambda c: (values[c], -AUTO_CRITERIA.index(c))), values
+        channel_scores[criterion] = all_scores(space, criterion, inputs=inputs, seed=config.seed)
+        evaluator = Evaluator(space, probes, channel_scores[criterion], config.compensation, attack=attack)
+        values[criterion] = weighted_score(evaluator.evaluate(amounts)[2], config.weights)
+    choice = max(AUTO_CRITERIA, key=lambda c: (values[c], -AUTO_CRITERIA.index(c)))
+    return choice, values, channel_scores[choice]
 
 
 def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
@@ -226,14 +232,15 @@ def search(
     synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
     criterion_scores: dict[str, float] = {}
     if config.importance == "auto":
-        choice, criterion_scores = _choose_criterion(space, probes, synthetic_inputs, config, attack)
+        choice, criterion_scores, scores = _choose_criterion(space, probes, synthetic_inputs, config, attack)
         say(
             "criterion: "
             + ", ".join(f"{k} {v:.4f}" for k, v in criterion_scores.items())
             + f" on the proxies (uniform candidate at the target) -> {choice}"
         )
         config = dataclasses.replace(config, importance=choice)
-    scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
+    else:
+        scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
     evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)
     n_steps = config.steps or default_steps(config.target)
     targets = step_targets(config.target, n_steps)
