@@ -72,6 +72,10 @@ class SearchConfig:
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
     probes: ProbeConfig = dataclasses.field(default_factory=lambda: SEARCH_PROBES)
     seed: int = 0
+    # Each step's first trial is the even step (every group's amount grows by the same
+    # increment), so a step never commits a candidate that scores below the uniform one on
+    # the proxies; the sampler explores around it with the remaining trials.
+    enqueue_uniform: bool = True
 
     def __post_init__(self) -> None:
         Target(macs=self.target_macs, params=self.target_params)  # validates
@@ -264,6 +268,9 @@ def search(
             sampler=make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective),
         )
         _fail_stale_trials(study)
+        if config.enqueue_uniform and "committed" not in study.user_attrs:
+            # skip_if_exists: a resumed step does not get the even trial a second time
+            study.enqueue_trial({f"g{i}": 1.0 for i in range(len(space.groups))}, skip_if_exists=True)
         previous = dict(amounts)
         done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
         say(
