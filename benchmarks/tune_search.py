@@ -54,12 +54,9 @@ def configs(target: float, kind: str) -> dict[str, SearchConfig]:
         "taylor+trials48+merge": dataclasses.replace(
             base, importance="taylor_synthetic", trials=48, compensation=("merge", "bn")
         ),
-        # third round: each step's first trial is the even step (enqueue_uniform, now the default)
-        "no_uniform": dataclasses.replace(base, enqueue_uniform=False),
+        # third round: each step's first trial is the even step ("uniform" = enqueue_uniform)
+        "uniform": dataclasses.replace(base, enqueue_uniform=True),
         "trials48+merge": dataclasses.replace(base, trials=48, compensation=("merge", "bn")),
-        "trials48+merge+no_uniform": dataclasses.replace(
-            base, trials=48, compensation=("merge", "bn"), enqueue_uniform=False
-        ),
     }
 
 

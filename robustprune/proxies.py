@@ -91,8 +91,8 @@ def attack_robustness(
     x_adv = adversarial_examples(
         module, probes.spec, pixels, labels, attack=attack, eps=probes.config.eps, steps=steps, seed=probes.config.seed
     )
-    with torch.no_grad():
-        return (module(probes.spec.normalize(x_adv)).argmax(1) == labels).float().mean().item()
+    with torch.no_grad():  # the attack hands back CPU tensors; the probes are on the model's device
+        return (module(probes.spec.normalize(x_adv.to(pixels.device))).argmax(1) == labels).float().mean().item()
 
 
 def _from_outputs(probes: ProbeSet, logits: torch.Tensor, features: torch.Tensor) -> dict[str, float]:

@@ -108,6 +108,20 @@ def test_probe_set_contents(mlp_probes):
     assert probes.logits["synthetic"].shape == (len(syn), 10)
 
 
+def test_split_keeps_each_input_with_its_adversarial_version_and_answers(mlp_probes):
+    space, probes = mlp_probes
+    first, rest = probes.split(40)
+    assert len(first.pixels["synthetic"]) == 40 and len(rest.pixels["synthetic"]) == 24
+    assert torch.equal(rest.pixels["adversarial"], probes.pixels["adversarial"][40:])
+    assert torch.equal(rest.logits["adversarial"], probes.logits["adversarial"][40:])
+    assert torch.equal(first.features, probes.features[:40])
+    assert torch.equal(rest.pixels["undesired"], probes.pixels["undesired"])
+    full = {g.name: tuple(range(g.size)) for g in space.groups}
+    assert score(space, rest, full, attack=None)["fidelity"] == 1.0  # answers still line up with inputs
+    with pytest.raises(ValueError, match="n_first"):
+        probes.split(64)
+
+
 def test_undesired_probes_deterministic_and_in_range():
     spec = zoo.FASHION_MNIST_SPEC
     syn = torch.rand(10, 1, 28, 28)

@@ -165,10 +165,10 @@ def test_resume_continues_without_repeating_trials(cache_dir, tmp_path):
     assert dataclasses.asdict(result.history[0]) is not None
 
 
-def test_each_step_starts_with_the_even_step_and_never_commits_below_it(cache_dir):
+def test_enqueue_uniform_starts_each_step_with_the_even_step_and_never_commits_below_it(cache_dir):
     model, spec = zoo.load("mlp")
     storage = optuna.storages.InMemoryStorage()
-    result = search(model, spec, config=tiny(), storage=storage, cache_dir=cache_dir, quiet=True)
+    result = search(model, spec, config=tiny(enqueue_uniform=True), storage=storage, cache_dir=cache_dir, quiet=True)
     previous = {name: 0.0 for name in result.amounts}
     for record in result.history:
         study = optuna.load_study(study_name=f"robustprune-step{record.step}", storage=storage)
@@ -179,9 +179,9 @@ def test_each_step_starts_with_the_even_step_and_never_commits_below_it(cache_di
         assert record.score >= first.user_attrs["score"]
         previous = record.amounts
     storage = optuna.storages.InMemoryStorage()
-    search(model, spec, config=tiny(enqueue_uniform=False), storage=storage, cache_dir=cache_dir, quiet=True)
+    search(model, spec, config=tiny(), storage=storage, cache_dir=cache_dir, quiet=True)
     first = optuna.load_study(study_name="robustprune-step1", storage=storage).trials[0]
-    assert set(first.params.values()) != {1.0}, "without enqueue_uniform the sampler proposes the first trial"
+    assert set(first.params.values()) != {1.0}, "by default the sampler proposes the first trial"
 
 
 def test_bad_configuration_is_rejected():

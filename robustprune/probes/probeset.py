@@ -70,6 +70,31 @@ class ProbeSet:
     def __len__(self) -> int:
         return sum(len(v) for v in self.pixels.values())
 
+    def split(self, n_first: int) -> tuple[ProbeSet, ProbeSet]:
+        """Two probe sets: the first ``n_first`` synthetic inputs with their adversarial versions,
+        and the rest. Undesired inputs go to both (they are not tied to one synthetic input).
+
+        Why: a criterion computed on some probes (Taylor) is flattered by proxies measured on
+        the same probes; scoring it on the other part is a data-free held-out check.
+        """
+        n = len(self.pixels["synthetic"])
+        if not 0 < n_first < n:
+            raise ValueError(f"n_first must be in (0, {n}), got {n_first}")
+        halves = []
+        for part in (slice(0, n_first), slice(n_first, n)):
+            pick = {"synthetic": part, "adversarial": part, "undesired": slice(None)}
+            halves.append(
+                ProbeSet(
+                    self.spec,
+                    {k: v[pick[k]] for k, v in self.pixels.items()},
+                    {k: v[pick[k]] for k, v in self.logits.items()},
+                    self.features[part],
+                    self.config,
+                    self.seconds,
+                )
+            )
+        return halves[0], halves[1]
+
 
 def penultimate_features(
     model: nn.Module,
@@ -97,7 +122,8 @@ def build_probes(
     progress: Callable[[str], None] | None = None,
 ) -> ProbeSet:
     """Generate (or load from the cache) the synthetic inputs, attack them, add undesired inputs,
-    and record the original model's logits and penultimate features. ``model`` is not changed."""
+    and record the original model's logits and penultimate features. ``model`` is not changed;
+    the probes are on its device."""
     config = config or ProbeConfig()
     say = progress or (lambda _m: None)
     seconds = {}
@@ -112,7 +138,14 @@ def build_probes(
     )
     seconds["adversarial"] = time.time() - start
     undesired = undesired_probes(spec, config.n_undesired, synthetic=synthetic, seed=config.seed)
-    pixels = {"synthetic": synthetic, "adversarial": adversarial, "undesired": undesired}
+    # Probes live where the model does: every candidate is scored on them (the cache and the
+    # generators hand back CPU tensors, whatever device they ran on).
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    pixels = {
+        "synthetic": synthetic.to(device),
+        "adversarial": adversarial.to(device),
+        "undesired": undesired.to(device),
+    }
     probes = ProbeSet(spec, pixels, {}, torch.empty(0), config, seconds)
     was_training = model.training
     model.eval()

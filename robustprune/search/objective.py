@@ -107,12 +107,14 @@ class Evaluator:
     scores: dict[str, torch.Tensor]  # channel importance per group, computed once on the original model
     compensation: tuple[str, ...] = ("bn",)
     attack: str | None = None  # fresh attack on each candidate (attack_robustness) when weighted
+    bn_pixels: torch.Tensor | None = None  # inputs for BN re-estimation (default: the probes' synthetic ones)
 
     def __post_init__(self) -> None:
         unknown = set(self.compensation) - set(COMPENSATIONS)
         if unknown:
             raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
-        self.bn_inputs = self.probes.spec.normalize(self.probes.pixels["synthetic"])
+        pixels = self.probes.pixels["synthetic"] if self.bn_pixels is None else self.bn_pixels
+        self.bn_inputs = self.probes.spec.normalize(pixels)
 
     def candidate(self, amounts: Mapping[str, float]) -> dict[str, tuple[int, ...]]:
         return select_keep(self.space, dict(amounts), scores=self.scores)
