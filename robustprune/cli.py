@@ -251,7 +251,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     config = search_config_from_args(args)
     out = _check_run_dir(args.out)
-    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
+    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
     result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
     report = _report_for_run(result.model, spec, f"{args.model} (search)", args)
     report["provenance"].update(method="search", search=result.summary())
@@ -322,6 +322,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     out = _check_run_dir(args.out)
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    from robustprune.models import check_device
+
+    for device in (args.eval_device, args.search_device):
+        if device is not None:
+            check_device(device)  # before hours of cells, not in the first one
     if args.summarize_only:
         from robustprune.bench import summarize_suite
 
@@ -509,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor", action="append", metavar="PROXY=VALUE", help="stop before a proxy crosses VALUE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--storage", help="Optuna storage URL (sqlite:///file.db) to make the search resumable")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where the search and the evaluation run")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")

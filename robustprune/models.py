@@ -45,6 +45,17 @@ def _load_state_dict(model: nn.Module, weights: str | Path, allow_pickle: bool) 
         raise ModelRefError(f"weights in {path} do not fit the model: {first}") from exc
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a ValueError that says why when it cannot be used here."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"not a device: {device!r} (use cpu or cuda)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine; use cpu")
+    return device
+
+
 def load_model(
     ref: str,
     weights: str | Path | None = None,
@@ -57,6 +68,7 @@ def load_model(
     Non-zoo models default to the Fashion-MNIST spec (1x28x28, 10 classes), the
     data robustprune evaluates on; pass ``spec`` for anything else.
     """
+    check_device(device)
     if ref.startswith("zoo:"):
         name = ref[4:]
         if name not in zoo.names():

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from robustprune import zoo
 from robustprune.cli import main
@@ -48,6 +49,28 @@ def test_unwritable_output_dir_exit_2(tmp_path, capsys):
 def test_bad_eps_exit_2(capsys):
     assert main(["eval", "--model", "zoo:mlp", "--eps", "2"]) == 2
     assert "eps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--model", "zoo:mlp", "--device", "gpu"],
+        ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--device", "gpu", "--out", "OUT"],
+        ["bench", "--suite", "quick", "--search-device", "gpu", "--out", "OUT"],
+    ],
+)
+def test_bad_device_is_one_line_exit_2(argv, tmp_path, capsys):
+    argv = [str(tmp_path / "run") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a device: 'gpu'" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_a_gpu_says_so(capsys):
+    assert main(["eval", "--model", "zoo:mlp", "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_missing_data_names_the_package(tmp_path, monkeypatch, capsys):

@@ -34,3 +34,17 @@ def test_search_runs_on_a_cuda_model(name, weights, tmp_path):
     assert all(p.device.type == "cuda" for p in model.parameters()), "the user's model stays where it was"
     out = result.model(torch.rand(4, *spec.shape, device="cuda"))
     assert out.shape == (4, 10) and out.device.type == "cuda"
+
+
+def test_cli_search_on_cuda_writes_a_loadable_run(tmp_path, monkeypatch):
+    from robustprune.cli import main
+    from robustprune.structure import load_pruned
+
+    monkeypatch.setenv("ROBUSTPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    argv = ["search", "--model", "zoo:cnn", "--target-macs", "0.7", "--device", "cuda", "--steps", "2"]
+    argv += ["--trials", "3", "--n-probes", "32", "--probe-steps", "5", "--no-eval", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    model, _, _ = load_pruned(out)  # saved from the GPU, loads on the CPU
+    assert next(model.parameters()).device.type == "cpu"
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
