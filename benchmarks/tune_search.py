@@ -57,6 +57,8 @@ def configs(target: float, kind: str) -> dict[str, SearchConfig]:
         # third round: each step's first trial is the even step ("uniform" = enqueue_uniform)
         "uniform": dataclasses.replace(base, enqueue_uniform=True),
         "trials48+merge": dataclasses.replace(base, trials=48, compensation=("merge", "bn")),
+        "trials96+merge": dataclasses.replace(base, trials=96, compensation=("merge", "bn")),
+        "trials96": dataclasses.replace(base, trials=96),
     }
 
 
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", nargs="+", help="names from part 2 (default: all)")
     parser.add_argument("--skip-radii", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the searches and the validation run (cpu, cuda)")
     parser.add_argument("--out", default=str(RESULTS / "tune_search.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             print(lines[-1], file=sys.stderr, flush=True)
         lines.append("")
     model, spec = zoo.load(args.model)
+    model = model.to(args.device)
     lines += [
         f"## Search settings: {args.model} to {args.target:g} of the original {args.kind}, seed 0",
         "",
