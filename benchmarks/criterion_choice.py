@@ -21,6 +21,7 @@ import torch
 from robustprune import SearchConfig, zoo
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
+from robustprune.baselines import uniform_candidate
 from robustprune.data.fashion_mnist import load_fashion_mnist
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.importance import all_scores
@@ -29,7 +30,6 @@ from robustprune.proxies import _Candidate
 from robustprune.search.engine import AUTO_CRITERIA
 from robustprune.search.objective import Evaluator, weighted_score
 from robustprune.structure import PruneSpace, masked
-from robustprune.targets import uniform_amount_for
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         "# Data-free choice of the pruning criterion vs validation accuracy",
         "",
         f"Produced by `{command.strip()}` at commit `{provenance()['commit']}` on {provenance()['machine']}; "
-        "seed 0, the search's default probes. Uniform candidates (same fraction from every group), BN "
+        "seed 0, the search's default probes. Uniform candidates (the uniform baselines' own: the same fraction "
+        "from every group, channels given back until just under the target), BN "
         "re-estimated on the probes; validation = train[55000:]."
         + (
             " Held out: Taylor computed on the first half of the synthetic probes, the proxies measured "
@@ -82,13 +83,12 @@ def main(argv: list[str] | None = None) -> None:
             scoring = probes.split(n_syn // 2)[1]
         for target in args.targets:
             config = SearchConfig(target_macs=target)
-            fraction = uniform_amount_for(space, config.target)
-            amounts = {g.name: fraction for g in space.groups}
             cells = {}
             for criterion in AUTO_CRITERIA:
                 scores = all_scores(space, criterion, inputs=inputs)
                 evaluator = Evaluator(space, scoring, scores, ("bn",), bn_pixels=probes.pixels["synthetic"])
-                candidate, overrides, proxies = evaluator.evaluate(amounts)
+                candidate = uniform_candidate(space, config.target, scores)  # as _choose_criterion does
+                candidate, overrides, proxies = evaluator.evaluate_candidate(candidate)
                 with masked(space, candidate):
                     val = accuracy(predict_logits(_Candidate(space.model, overrides), spec, x_val), y_val)
                 cells[criterion] = (weighted_score(proxies, config.weights), val)

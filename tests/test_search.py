@@ -243,7 +243,11 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion
     from robustprune.search.objective import Evaluator, weighted_score
     from robustprune.structure import PruneSpace
-    from robustprune.targets import uniform_amount_for
+    from robustprune.targets import uniform_amount_for, uniform_counts
+
+    def uniform_cost(space, target):
+        counts = uniform_counts(space, uniform_amount_for(space, target))
+        return space.cost_of_counts(counts)[0] / space.full_macs
 
     model, spec = zoo.load("cnn")
     config = SearchConfig(target_macs=0.5, probes=TINY_PROBES).resolve(PruneSpace(model, spec))
@@ -254,12 +258,16 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
     choice, values, chosen_scores = _choose_criterion(space, probes, inputs, config, None)
     assert set(values) == set(AUTO_CRITERIA) and choice == max(values, key=values.get)
-    fraction = uniform_amount_for(space, config.target)
+    from robustprune.baselines import baseline
     from robustprune.importance import all_scores
 
     scores = all_scores(space, choice, inputs=inputs)
     assert all(torch.equal(scores[k], chosen_scores[k]) for k in scores)
-    _, _, proxies = Evaluator(space, probes, scores, ("bn",)).evaluate({g.name: fraction for g in space.groups})
+    # the candidate scored is the uniform baseline's own (just under the target)
+    method = "taylor_uniform" if choice == "taylor_synthetic" else "l1_uniform"
+    rival = baseline(model, spec, method, target_macs=0.5, inputs=inputs)
+    assert rival.macs / space.full_macs > uniform_cost(space, config.target), "tighter than the plain fraction"
+    _, _, proxies = Evaluator(space, probes, scores, ("bn",)).evaluate_candidate(rival.candidate)
     assert weighted_score(proxies, config.weights) == pytest.approx(values[choice])
     result = search(model, spec, config=dataclasses.replace(config, trials=2, steps=1), quiet=True)
     assert result.config.importance == choice and result.criterion_scores == pytest.approx(values)

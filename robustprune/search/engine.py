@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from robustprune._progress import bars_enabled, progress_bar, write_line
+from robustprune.baselines import uniform_candidate
 from robustprune.compensate import apply_overrides
 from robustprune.importance import CRITERIA, all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
@@ -39,7 +40,7 @@ from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps, step_targets
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
-from robustprune.targets import Target, removed_count, uniform_amount_for
+from robustprune.targets import Target, removed_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -143,13 +144,14 @@ def _choose_criterion(
     criterion's objective value, and the chosen criterion's channel scores (so the search
     does not compute them again).
     """
-    fraction = uniform_amount_for(space, config.target)
-    amounts = {g.name: fraction for g in space.groups}
     values, channel_scores = {}, {}
     for criterion in AUTO_CRITERIA:
         channel_scores[criterion] = all_scores(space, criterion, inputs=inputs, seed=config.seed)
+        # the uniform baseline's own candidate: just under the target, not the plain uniform
+        # fraction, which can overshoot by several percent of the cost on small models
+        candidate = uniform_candidate(space, config.target, channel_scores[criterion])
         evaluator = Evaluator(space, probes, channel_scores[criterion], config.compensation, attack=attack)
-        values[criterion] = weighted_score(evaluator.evaluate(amounts)[2], config.weights)
+        values[criterion] = weighted_score(evaluator.evaluate_candidate(candidate)[2], config.weights)
     choice = max(AUTO_CRITERIA, key=lambda c: (values[c], -AUTO_CRITERIA.index(c)))
     return choice, values, channel_scores[choice]
 

@@ -131,6 +131,8 @@ class Evaluator:
         return overrides
 
     def evaluate(self, amounts: Mapping[str, float]) -> tuple[dict, dict, dict[str, float]]:
-        cand = self.candidate(amounts)
+        return self.evaluate_candidate(self.candidate(amounts))
+
+    def evaluate_candidate(self, cand: dict[str, tuple[int, ...]]) -> tuple[dict, dict, dict[str, float]]:
         overrides = self.overrides(cand)
         return cand, overrides, score(self.space, self.probes, cand, overrides, attack=self.attack)
