@@ -22,14 +22,16 @@ from robustprune import SearchConfig, zoo
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.baselines import uniform_candidate
+from robustprune.compensate import apply_overrides
 from robustprune.data.fashion_mnist import load_fashion_mnist
+from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.importance import all_scores
 from robustprune.probes.probeset import build_probes
 from robustprune.proxies import _Candidate
 from robustprune.search.engine import AUTO_CRITERIA
 from robustprune.search.objective import Evaluator, weighted_score
-from robustprune.structure import PruneSpace, masked
+from robustprune.structure import PruneSpace, export, masked
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         "--held-out",
         action="store_true",
         help="Taylor on the first half of the synthetic probes, proxies on the other half",
+    )
+    parser.add_argument(
+        "--pgd", type=float, metavar="EPS", help="also PGD accuracy (10 steps) at EPS on 1,000 validation images"
     )
     parser.add_argument("--out", default=str(RESULTS / "criterion_choice.md"))
     args = parser.parse_args(argv)
@@ -66,9 +71,13 @@ def main(argv: list[str] | None = None) -> None:
         "",
         "| model | target (MACs) | "
         + " | ".join(f"{c} proxy score / val acc" for c in AUTO_CRITERIA)
-        + " | proxy picks | better on validation |",
-        "|---|---|" + "---|" * len(AUTO_CRITERIA) + "---|---|",
+        + " | proxy picks | better on validation |"
+        + (f" val PGD (eps {args.pgd:g}): " + " / ".join(AUTO_CRITERIA) + " | better on val PGD |" if args.pgd else ""),
+        "|---|---|" + "---|" * len(AUTO_CRITERIA) + "---|---|" + ("---|---|" if args.pgd else ""),
     ]
+    attack_idx = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(0))[:1000]
+    x_att, y_att = x_val[attack_idx], y_val[attack_idx]
+    agree_pgd = 0
     agree = 0
     for name in args.models:
         model, spec = zoo.load(name)
@@ -91,18 +100,29 @@ def main(argv: list[str] | None = None) -> None:
                 candidate, overrides, proxies = evaluator.evaluate_candidate(candidate)
                 with masked(space, candidate):
                     val = accuracy(predict_logits(_Candidate(space.model, overrides), spec, x_val), y_val)
-                cells[criterion] = (weighted_score(proxies, config.weights), val)
+                pgd = None
+                if args.pgd:
+                    pruned = export(space, candidate, model=apply_overrides(space.model, overrides))
+                    pgd = robust_accuracy(pruned, spec, x_att, y_att, attack="pgd", eps=args.pgd, steps=10)
+                cells[criterion] = (weighted_score(proxies, config.weights), val, pgd)
             pick = max(AUTO_CRITERIA, key=lambda c: (cells[c][0], -AUTO_CRITERIA.index(c)))
             best = max(AUTO_CRITERIA, key=lambda c: cells[c][1])
             agree += pick == best
-            lines.append(
+            row = (
                 f"| {name} | {target:g} | "
                 + " | ".join(f"{cells[c][0]:.4f} / {100 * cells[c][1]:.2f}%" for c in AUTO_CRITERIA)
                 + f" | {pick} | {best} |"
             )
+            if args.pgd:
+                best_pgd = max(AUTO_CRITERIA, key=lambda c: cells[c][2])
+                agree_pgd += pick == best_pgd
+                row += " / ".join(f"{100 * cells[c][2]:.1f}%" for c in AUTO_CRITERIA) + f" | {best_pgd} |"
+            lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)
     total = len(args.models) * len(args.targets)
     lines += ["", f"The proxy's pick is the better criterion on validation in {agree} of {total} cases.", ""]
+    if args.pgd:
+        lines += [f"On validation PGD accuracy (eps {args.pgd:g}) it is the better one in {agree_pgd} of {total}.", ""]
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))
 
