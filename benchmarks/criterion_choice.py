@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.pgd:
                 best_pgd = max(AUTO_CRITERIA, key=lambda c: cells[c][2])
                 agree_pgd += pick == best_pgd
-                row += " / ".join(f"{100 * cells[c][2]:.1f}%" for c in AUTO_CRITERIA) + f" | {best_pgd} |"
+                row += " " + " / ".join(f"{100 * cells[c][2]:.1f}%" for c in AUTO_CRITERIA) + f" | {best_pgd} |"
             lines.append(row)
             print(lines[-1], file=sys.stderr, flush=True)
     total = len(args.models) * len(args.targets)

@@ -57,7 +57,14 @@ def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
         f"`robustprune bench --suite aim --out results/aim`: {aim.description} {len(aim_rows)} of "
         f"{len(aim.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "
         f"({', '.join(sorted({_where(r) for r in aim_rows}))}; the slowest cells shared the cores with the "
-        "test suite, so the range is an upper bound).",
+        "test suite, so the range is an upper bound). Where the cells came from:",
+        "",
+        *cell_sources(aim_rows),
+        "",
+        "Cells computed before commit `04ab332` chose the criterion by the plain uniform fraction "
+        "(see results/criterion_choice.md). With the current choice the default search picks l1 for "
+        "resnet20 at 0.7 and cnn at 0.5, so those two rows may differ if rerun; resnet20 at 0.5 (the aim) "
+        "keeps Taylor by a wide margin.",
         "",
         *verdicts(sub, rows, originals, search_rows=aim_rows),
         "",
