@@ -500,8 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--importance",
         default="auto",
-        help="channel ranking inside a group (default auto: with BatchNorm, taylor_synthetic or l1, whichever the "
-        "proxies prefer; merge_saliency without)",
+        help="channel ranking inside a group (default auto: with BatchNorm, taylor_synthetic, l1 or taylor_l1 "
+        "(their rank sum), whichever the proxies prefer; merge_saliency without)",
     )
     p.add_argument(
         "--compensation",

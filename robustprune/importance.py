@@ -28,6 +28,13 @@ Criteria (``CRITERIA``):
     First-order Taylor estimate of the loss change when the channel is zeroed,
     on caller-supplied NORMALIZED model inputs with the model's own predictions as
     labels. See ``_taylor_all``.
+``taylor_l1``
+    The sum of each channel's within-group rank under ``taylor_synthetic`` and under
+    ``l1`` (ranks scaled to [0, 1]): a channel goes first when both call it
+    unimportant. Needs ``inputs``. Why: Taylor candidates keep robustness, l1 ones clean
+    accuracy, and where the two disagree the combination keeps both (resnet20 at 70%
+    MACs, uniform, validation: 90.0% clean / 64.4% PGD vs 88.8 / 62.0 for Taylor and
+    89.7 / 58.3 for l1; results/criterion_choice.md).
 
 If a torch-pruning importance returns None or raises for a group (e.g. ``bn_scale``
 on a group without BatchNorm), the group silently falls back to ``l1``; if ``l1``
@@ -51,7 +58,8 @@ from torch import nn
 
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
-CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic")
+CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1")
+_NEEDS_INPUTS = ("taylor_synthetic", "taylor_l1")
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -71,8 +79,8 @@ def channel_scores(
     """
     _check_criterion(criterion)
     index = _group_index(space, group_name)
-    if criterion == "taylor_synthetic":
-        return _taylor_all(space, inputs, [index])[group_name]
+    if criterion in _NEEDS_INPUTS:
+        return _input_scores(space, inputs, [index], criterion)[group_name]
     return _data_free_scores(space, index, criterion, seed)
 
 
@@ -81,9 +89,30 @@ def all_scores(
 ) -> dict[str, torch.Tensor]:
     """``channel_scores`` for every group, keyed by group name (one pass over ``inputs`` for Taylor)."""
     _check_criterion(criterion)
-    if criterion == "taylor_synthetic":
-        return _taylor_all(space, inputs, list(range(len(space.groups))))
+    if criterion in _NEEDS_INPUTS:
+        return _input_scores(space, inputs, list(range(len(space.groups))), criterion)
     return {g.name: _data_free_scores(space, i, criterion, seed) for i, g in enumerate(space.groups)}
+
+
+def _input_scores(space: PruneSpace, inputs, indices: list[int], criterion: str) -> dict[str, torch.Tensor]:
+    taylor = _taylor_all(space, inputs, indices)
+    if criterion == "taylor_synthetic":
+        return taylor
+    l1 = {name: _data_free_scores(space, _group_index(space, name), "l1", 0) for name in taylor}
+    return rank_sum(taylor, l1)
+
+
+def rank_sum(*criteria: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per group, the sum of each channel's rank (scaled to [0, 1]) under every given criterion's scores."""
+    return {name: sum(_unit_ranks(scores[name]) for scores in criteria) for name in criteria[0]}
+
+
+def _unit_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Rank of each score within its tensor, scaled to [0, 1] (ties keep index order)."""
+    scores = torch.as_tensor(scores).detach().flatten().to("cpu", torch.float64)
+    ranks = torch.empty_like(scores)
+    ranks[torch.argsort(scores, stable=True)] = torch.arange(len(scores), dtype=torch.float64)
+    return ranks / max(1, len(scores) - 1)
 
 
 def select_keep(
@@ -114,8 +143,8 @@ def select_keep(
             raise ValueError(f"amount for group {name!r} must be in [0, 1), got {amount!r}")
     scores = dict(scores or {})
     missing = [n for n in amounts if n not in scores]
-    if criterion == "taylor_synthetic" and missing:
-        scores.update(_taylor_all(space, inputs, [_group_index(space, n) for n in missing]))
+    if criterion in _NEEDS_INPUTS and missing:
+        scores.update(_input_scores(space, inputs, [_group_index(space, n) for n in missing], criterion))
     keep: dict[str, tuple[int, ...]] = {}
     for name, amount in amounts.items():
         size = space.group(name).size

@@ -162,6 +162,26 @@ def test_merge_saliency_bias_guard():
     assert torch.allclose(channel_scores(space, "0", "merge_saliency"), torch.ones(2))
 
 
+def test_taylor_l1_is_the_rank_sum_and_needs_inputs():
+    space = zoo_space("cnn")
+    x = inputs(6)
+    taylor, l1 = all_scores(space, "taylor_synthetic", inputs=x), all_scores(space, "l1")
+    both = all_scores(space, "taylor_l1", inputs=x)
+
+    def rank(v: torch.Tensor) -> torch.Tensor:
+        return torch.argsort(torch.argsort(v.double(), stable=True), stable=True).double() / (len(v) - 1)
+
+    for name, s in both.items():
+        assert torch.allclose(s, rank(taylor[name]) + rank(l1[name]))
+        assert s.max() <= 2 and s.min() >= 0
+        # a channel last under both criteria is the first to go
+        if int(torch.argmin(taylor[name])) == int(torch.argmin(l1[name])):
+            assert int(torch.argmin(s)) == int(torch.argmin(l1[name]))
+    assert torch.allclose(channel_scores(space, "4", "taylor_l1", inputs=x), both["4"])
+    with pytest.raises(ValueError):
+        all_scores(space, "taylor_l1")
+
+
 def test_taylor_on_resnet20_leaves_grads_and_mode_alone():
     space = zoo_space("resnet20")
     model = space.model.train()
