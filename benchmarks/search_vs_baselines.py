@@ -61,10 +61,9 @@ def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
         "",
         *cell_sources(aim_rows),
         "",
-        "Cells computed before commit `04ab332` chose the criterion by the plain uniform fraction "
-        "(see results/criterion_choice.md). With the current choice the default search picks l1 for "
-        "resnet20 at 0.7 and cnn at 0.5, so those two rows may differ if rerun; resnet20 at 0.5 (the aim) "
-        "keeps Taylor by a wide margin.",
+        "Cells from before commit `04ab332` chose the criterion by the plain uniform fraction between "
+        "Taylor and l1 (see results/criterion_choice.md); the resnet20 0.7 and cnn 0.5 cells were rerun "
+        "with the current three-way choice.",
         "",
         *verdicts(sub, rows, originals, search_rows=aim_rows),
         "",
