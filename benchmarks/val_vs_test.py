@@ -19,15 +19,13 @@ from pathlib import Path
 
 import torch
 
-from robustprune import baseline, search, zoo
+from robustprune import search, zoo
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import load_suite
-from robustprune.compensate import apply_overrides, bn_reestimate_overrides
+from robustprune.bench import baseline_model, load_suite
 from robustprune.data.fashion_mnist import load_fashion_mnist
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.probes.cache import cached_generate
-from robustprune.structure import export
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 RIVALS = ("l1_uniform", "taylor_uniform")
@@ -57,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         rows["search"].append(measure(search(model, spec, config=config, quiet=True).model))
         inputs = spec.normalize(cached_generate(model, spec, config.probes.synthetic).pixels)
         for rival in RIVALS:
-            result = baseline(model, spec, rival, seed=seed, inputs=inputs, **{f"target_{kind}": args.target})
-            overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
-            pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+            pruned, _ = baseline_model(model, spec, f"{rival}+bn", inputs, seed=seed, **{f"target_{kind}": args.target})
             rows[f"{rival}+bn"].append(measure(pruned))
         print(seed, {m: r[-1] for m, r in rows.items()}, file=sys.stderr, flush=True)
     lines = [

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
@@ -156,11 +157,7 @@ def run_cell(
         if method.endswith("+bn") or base == "taylor_uniform":  # the search's own synthetic inputs
             synthetic = cached_generate(model, spec, config.probes.synthetic, cache_dir=cache_dir).pixels
         inputs = spec.normalize(synthetic) if synthetic is not None else None
-        result = baseline(model, spec, base, seed=seed, inputs=inputs, **{f"target_{kind}": target})
-        pruned, kept = result.model, result.kept_fraction
-        if method.endswith("+bn"):
-            overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
-            pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+        pruned, kept = baseline_model(model, spec, method, inputs, seed=seed, **{f"target_{kind}": target})
     seconds = time.time() - start
     if eval_device is not None:
         pruned = pruned.to(eval_device)
@@ -180,6 +177,16 @@ def run_cell(
         **extra,
         "report": report,
     }
+
+
+def baseline_model(model, spec, method: str, inputs, seed: int = 0, **target) -> tuple[nn.Module, dict]:
+    """A suite baseline's pruned model and kept fractions; ``BASE+bn`` re-estimates BN on ``inputs``."""
+    result = baseline(model, spec, method.removesuffix("+bn"), seed=seed, inputs=inputs, **target)
+    if not method.endswith("+bn"):
+        return result.model, result.kept_fraction
+    overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
+    pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+    return pruned, result.kept_fraction
 
 
 class CellsFailed(RuntimeError):

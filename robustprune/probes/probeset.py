@@ -19,7 +19,7 @@ from torch import nn
 
 from robustprune.probes.adversarial import adversarial_probes
 from robustprune.probes.cache import cached_generate
-from robustprune.probes.synthetic import SyntheticConfig
+from robustprune.probes.synthetic import SyntheticConfig, _model_device
 from robustprune.probes.undesired import undesired_probes
 from robustprune.spec import InputSpec
 
@@ -140,7 +140,7 @@ def build_probes(
     undesired = undesired_probes(spec, config.n_undesired, synthetic=synthetic, seed=config.seed)
     # Probes live where the model does: every candidate is scored on them (the cache and the
     # generators hand back CPU tensors, whatever device they ran on).
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = _model_device(model)
     pixels = {
         "synthetic": synthetic.to(device),
         "adversarial": adversarial.to(device),

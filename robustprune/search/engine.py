@@ -106,8 +106,8 @@ class SearchConfig:
 
         With BatchNorm: BN re-estimation, and the criterion (Taylor on the synthetic probes,
         l1, or their rank sum) whose uniform candidate at the final target scores highest on the proxies
-        (``_choose_criterion``; neither wins everywhere: Taylor on resnet20, 82.4% vs 75.1%
-        at 50% MACs on the validation split, l1 on mobilenetv2). Without BatchNorm
+        (``_choose_criterion``; none wins everywhere: Taylor on resnet20 at 50% MACs, l1 on
+        mobilenetv2 at 50%, the rank sum on resnet20 at 70%; results/criterion_choice.md). Without BatchNorm
         nothing can be re-estimated, so pruned channels are merged into their most similar
         survivor (Paoding) and ranked by merge saliency (mlp at 50% params: 85.8% vs 72.4%).
         """
