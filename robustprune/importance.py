@@ -94,6 +94,33 @@ def all_scores(
     return {g.name: _data_free_scores(space, i, criterion, seed) for i, g in enumerate(space.groups)}
 
 
+def taylor_scores(
+    space: PruneSpace, inputs: torch.Tensor, *, targets: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Taylor importance of every group's channels on ``inputs`` (NORMALIZED), against ``targets``
+    (class indices; default: the model's own predictions). Run it inside ``masked(...)`` to score
+    the channels of an already pruned model."""
+    return _taylor_all(space, inputs, list(range(len(space.groups))), targets)
+
+
+def removed_last(
+    scores: Mapping[str, torch.Tensor], candidate: Mapping[str, tuple[int, ...]]
+) -> dict[str, torch.Tensor]:
+    """``scores`` with every channel the candidate removed set below all kept ones (-1; the
+    criteria here are >= 0), so ``select_keep`` with amounts at least as large as the
+    candidate's removes those channels first: the next candidate is nested in this one."""
+    out = {}
+    for name, s in scores.items():
+        s = torch.as_tensor(s).detach().flatten().to("cpu", torch.float64).clone()
+        kept = candidate.get(name)
+        if kept is not None:
+            removed = torch.ones(len(s), dtype=torch.bool)
+            removed[list(kept)] = False
+            s[removed] = -1.0
+        out[name] = s
+    return out
+
+
 def _input_scores(space: PruneSpace, inputs, indices: list[int], criterion: str) -> dict[str, torch.Tensor]:
     taylor = _taylor_all(space, inputs, indices)
     if criterion == "taylor_synthetic":
@@ -442,15 +469,18 @@ def _per_channel(t: torch.Tensor, channels: int) -> torch.Tensor:
     return t.flatten(2).sum(2)
 
 
-def _taylor_all(space: PruneSpace, inputs: torch.Tensor | None, indices: list[int]) -> dict[str, torch.Tensor]:
+def _taylor_all(
+    space: PruneSpace, inputs: torch.Tensor | None, indices: list[int], targets: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """First-order Taylor importance with pseudo-labels (Molchanov et al. 2017), for the groups ``indices``.
 
     ``inputs``: NORMALIZED model inputs (what the model consumes, not pixels), shape
-    (N, *spec.shape). Loss = cross-entropy of the logits against their own argmax,
-    summed over the batch. Zeroing channel j changes the loss by about
-    -sum(a * dL/da) over the channel's positions at the group's *terminal* members
-    (the outputs consumers read: the last BN of a conv -> BN chain, every summed
-    branch of a residual add). Score = mean over samples of |that sum|.
+    (N, *spec.shape). Loss = cross-entropy of the logits against their own argmax
+    (or against ``targets``, class indices of shape (N,), e.g. the original model's
+    predictions when scoring an already pruned model), summed over the batch. Zeroing
+    channel j changes the loss by about -sum(a * dL/da) over the channel's positions at
+    the group's *terminal* members (the outputs consumers read: the last BN of a
+    conv -> BN chain, every summed branch of a residual add). Score = mean over samples of |that sum|.
 
     The model runs in eval mode (restored afterwards); gradients are taken with
     ``torch.autograd.grad`` with respect to the activations only, so no parameter's
@@ -464,6 +494,8 @@ def _taylor_all(space: PruneSpace, inputs: torch.Tensor | None, indices: list[in
         raise ValueError(f"inputs must have shape (N, {expected}), got {tuple(inputs.shape)}")
     if inputs.shape[0] == 0:
         raise ValueError("inputs is empty")
+    if targets is not None and tuple(targets.shape) != (inputs.shape[0],):
+        raise ValueError(f"targets must have shape ({inputs.shape[0]},), got {tuple(targets.shape)}")
     model = space.model
     modules = dict(model.named_modules())
     # terminal member name -> list of (group index, channel map)
@@ -496,7 +528,12 @@ def _taylor_all(space: PruneSpace, inputs: torch.Tensor | None, indices: list[in
                 x.requires_grad_(True)
                 captured.clear()
                 logits = model(x)
-                loss = F.cross_entropy(logits, logits.detach().argmax(dim=1), reduction="sum")
+                labels = (
+                    logits.detach().argmax(dim=1)
+                    if targets is None
+                    else targets[start : start + _TAYLOR_BATCH].to(logits.device)
+                )
+                loss = F.cross_entropy(logits, labels, reduction="sum")
                 names = [n for n in watch if n in captured]
                 grads = torch.autograd.grad(loss, [captured[n] for n in names], allow_unused=True)
                 signed: dict[int, torch.Tensor] = {}  # group index -> (batch, size) sum over terminal members

@@ -469,3 +469,35 @@ def test_every_criterion_and_compensation_on_zoo(arch):
     pruned = export(space, keep, model=apply_overrides(model, overrides))
     with torch.no_grad():
         assert torch.allclose(pruned(x), y, rtol=1e-4, atol=1e-4 * max(1.0, float(y.abs().max())))
+
+
+def test_overrides_applied_is_undone_and_rejects_unknown_names():
+    from robustprune.compensate import overrides_applied
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with overrides_applied(model, {"1.running_mean": torch.ones(2), "0.weight": torch.zeros(2, 3)}):
+        assert torch.equal(model[1].running_mean, torch.ones(2)) and not model[0].weight.any()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(RuntimeError), overrides_applied(model, {"1.running_mean": torch.ones(2)}):
+        raise RuntimeError("inside")
+    assert torch.equal(model[1].running_mean, before["1.running_mean"]), "restored after an error too"
+    with pytest.raises(KeyError, match="nope"), overrides_applied(model, {"nope": torch.ones(1)}):
+        pass
+
+
+def test_taylor_scores_against_given_targets():
+    from robustprune.importance import taylor_scores
+
+    torch.manual_seed(0)
+    model = ARCHITECTURES["cnn"]().eval()
+    space = PruneSpace(model, FASHION_MNIST_SPEC)
+    inputs = torch.randn(16, 1, 28, 28)
+    own = model(inputs).argmax(dim=1)
+    default = taylor_scores(space, inputs)
+    same = taylor_scores(space, inputs, targets=own)
+    other = taylor_scores(space, inputs, targets=(own + 1) % 10)
+    assert all(torch.allclose(default[k], same[k]) for k in default)
+    assert any(not torch.allclose(default[k], other[k]) for k in default)
+    with pytest.raises(ValueError, match="targets must have shape"):
+        taylor_scores(space, inputs, targets=own[:3])

@@ -272,3 +272,48 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
         assert weighted_score(proxies, config.weights) == pytest.approx(values[criterion])
     result = search(model, spec, config=dataclasses.replace(config, trials=2, steps=1), quiet=True)
     assert result.config.importance == choice and result.criterion_scores == pytest.approx(values)
+
+
+def test_rescore_ranks_again_on_the_pruned_candidate_and_keeps_removed_channels_removed():
+    from robustprune.importance import all_scores
+    from robustprune.probes.probeset import build_probes
+    from robustprune.search.engine import _rescore
+    from robustprune.search.objective import Evaluator
+
+    model, spec = zoo.load("cnn")
+    space = PruneSpace(model, spec)
+    probes = build_probes(model, spec, space.output_layer, TINY_PROBES)
+    inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
+    targets = probes.logits["synthetic"].argmax(dim=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluator = Evaluator(space, probes, all_scores(space, "taylor_synthetic", inputs=inputs), ("bn",))
+    first = {g.name: 0.3 for g in space.groups}
+    cand = evaluator.candidate(first)
+    rescored = _rescore(evaluator, first, "taylor_synthetic", inputs, targets)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "overrides restored"
+    assert model(torch.zeros(1, *spec.shape)).shape == (1, 10), "no mask hooks left behind"
+    changed = False
+    for g in space.groups:
+        kept = list(cand[g.name])
+        removed = sorted(set(range(g.size)) - set(kept))
+        assert (rescored[g.name][removed] == -1).all() and (rescored[g.name][kept] >= 0).all()
+        old = torch.argsort(evaluator.scores[g.name][kept], stable=True)
+        changed |= not torch.equal(old, torch.argsort(rescored[g.name][kept], stable=True))
+    assert changed, "ranks measured on the pruned candidate differ from the original's somewhere"
+    again = dataclasses.replace(evaluator, scores=rescored)
+    assert again.candidate(first) == cand, "the committed candidate is unchanged under the new scores"
+    more = again.candidate({g.name: 0.5 for g in space.groups})
+    assert all(set(more[n]) <= set(cand[n]) for n in cand), "the next step only removes more"
+
+
+def test_rescore_search_is_deterministic_and_meets_its_targets(cache_dir):
+    model, spec = zoo.load("cnn")
+    config = tiny(target_params=None, target_macs=0.6, importance="taylor_synthetic", rescore=True, trials=3)
+    first = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
+    again = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
+    assert first.target_reached and first.candidate == again.candidate
+    assert all(r.kept_macs <= r.target["macs"] + 1e-9 for r in first.history)
+    plain = search(model, spec, config=dataclasses.replace(config, rescore=False), cache_dir=cache_dir, quiet=True)
+    assert [r.amounts for r in plain.history][0] == [r.amounts for r in first.history][0], "step 1 is the same"
+    with pytest.raises(ValueError, match="rescore"):
+        SearchConfig(target_macs=0.5, importance="l1", rescore=True)

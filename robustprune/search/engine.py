@@ -22,8 +22,8 @@ from torch import nn
 
 from robustprune._progress import bars_enabled, progress_bar, write_line
 from robustprune.baselines import uniform_candidate
-from robustprune.compensate import apply_overrides
-from robustprune.importance import CRITERIA, all_scores, rank_sum
+from robustprune.compensate import apply_overrides, overrides_applied
+from robustprune.importance import CRITERIA, all_scores, rank_sum, removed_last, taylor_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_layers
 from robustprune.search.objective import (
@@ -39,7 +39,7 @@ from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps, step_targets
 from robustprune.spec import InputSpec
-from robustprune.structure import PruneSpace, export
+from robustprune.structure import PruneSpace, export, masked
 from robustprune.targets import Target, removed_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,6 +79,11 @@ class SearchConfig:
     # (resnet20 at 50% MACs: 80.0% vs 82.4%; results/tune_uniform.md). The proxies prefer
     # the even step more often than real data does.
     enqueue_uniform: bool = False
+    # True: after each committed step, the channels are ranked again on the pruned candidate
+    # (Taylor on the synthetic probes, against the original model's predictions), and the
+    # removed channels stay removed (iterative pruning). Only for input-based criteria
+    # (taylor_synthetic, taylor_l1): with "auto" it applies when the choice is one of them.
+    rescore: bool = False
 
     def __post_init__(self) -> None:
         Target(macs=self.target_macs, params=self.target_params)  # validates
@@ -100,6 +105,11 @@ class SearchConfig:
         if self.importance != "auto" and self.importance not in CRITERIA:
             raise ValueError(f"unknown importance {self.importance!r}; choose one of: auto, {', '.join(CRITERIA)}")
         make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
+        if self.rescore and self.importance not in ("auto", *RESCORED_CRITERIA):
+            raise ValueError(
+                f"rescore ranks the channels again on the pruned model, which only changes input-based "
+                f"criteria ({', '.join(RESCORED_CRITERIA)}); importance {self.importance!r} would ignore it"
+            )
 
     def resolve(self, space: PruneSpace) -> SearchConfig:
         """The config with "auto" replaced by what it means for this model.
@@ -158,6 +168,26 @@ def _choose_criterion(
         values[criterion] = weighted_score(evaluator.evaluate_candidate(candidate)[2], config.weights)
     choice = max(AUTO_CRITERIA, key=lambda c: (values[c], -AUTO_CRITERIA.index(c)))
     return choice, values, channel_scores[choice]
+
+
+#: criteria that ``SearchConfig.rescore`` ranks again after every step (they depend on the model's activations)
+RESCORED_CRITERIA = ("taylor_synthetic", "taylor_l1")
+
+
+def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> dict[str, torch.Tensor]:
+    """Channel scores for the next step, measured on the committed candidate (masked, compensated).
+
+    Why: a channel's importance in the pruned model is not its importance in the original
+    (its neighbours may be gone); iterative pruning ranks again after each cut. The removed
+    channels are put last, so the next step's candidate only removes more.
+    """
+    space = evaluator.space
+    candidate = evaluator.candidate(amounts)
+    with overrides_applied(space.model, evaluator.overrides(candidate)), masked(space, candidate):
+        taylor = taylor_scores(space, inputs, targets=targets)
+    if criterion == "taylor_l1":
+        taylor = rank_sum(taylor, all_scores(space, "l1"))
+    return removed_last(taylor, candidate)
 
 
 def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
@@ -289,7 +319,9 @@ def search(
         remaining = config.trials - done if "committed" not in study.user_attrs else 0
         bar = progress_bar(remaining, f"step {k}/{n_steps}", quiet=not bars, unit="trial")
 
-        def objective(trial: optuna.Trial, previous=previous, step_target=step_target, k=k, bar=bar):
+        def objective(
+            trial: optuna.Trial, previous=previous, step_target=step_target, k=k, bar=bar, evaluator=evaluator
+        ):
             direction = {g.name: trial.suggest_float(f"g{i}", 0.0, 1.0) for i, g in enumerate(space.groups)}
             proposal, feasible = fit_amounts(
                 space, previous, direction, config.max_increment, step_target, config.max_amount
@@ -380,6 +412,10 @@ def search(
             seconds=seconds,
         )
         history.append(record)
+        if config.rescore and config.importance in RESCORED_CRITERIA and pending:
+            targets = probes.logits["synthetic"].argmax(dim=1)
+            scores = _rescore(evaluator, amounts, config.importance, synthetic_inputs, targets)
+            evaluator = dataclasses.replace(evaluator, scores=scores)
         say(
             f"step {k} committed trial {best.number}: MACs {100 * record.kept_macs:.1f}%, params "
             f"{100 * record.kept_params:.1f}%, fidelity {record.proxies['fidelity']:.3f}, "

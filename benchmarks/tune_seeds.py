@@ -1,0 +1,95 @@
+"""Compare search settings over several seeds on the validation split (never the test set).
+
+    python benchmarks/tune_seeds.py --cells resnet20:0.5 cnn:0.5 --seeds 0 1 2 --configs default rescore
+
+One seed's difference under ~2 points is noise (results/tune_gpu.md), so a setting is only
+adopted on the mean over seeds. Each cell is built exactly as ``robustprune bench --suite full``
+builds its search cell (same probes and seeds), with the named change on top; the committed
+model is measured on train[55000:] (clean accuracy on 5,000 images, PGD at eps 0.01, 10 steps,
+on 1,000). Writes a markdown table with one row per (cell, configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from robustprune import search, zoo
+from robustprune._io import atomic_write_text
+from robustprune._provenance import provenance
+from robustprune.bench import load_suite
+from robustprune.evaluate.attacks import robust_accuracy
+from robustprune.evaluate.metrics import accuracy, predict_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.tune_search import validation  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+#: name -> the SearchConfig fields it changes from the full suite's search cell
+CONFIGS: dict[str, dict] = {
+    "default": {},
+    "rescore": {"rescore": True},
+    "trials48": {"trials": 48},
+    "rescore+trials48": {"rescore": True, "trials": 48},
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cells", nargs="+", default=["resnet20:0.5"], help="model:target pairs")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--configs", nargs="+", default=["default", "rescore"], choices=sorted(CONFIGS))
+    parser.add_argument("--eps", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(RESULTS / "tune_seeds.md"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/tune_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    x_val, y_val, x_att, y_att = validation()
+    suite = load_suite("full")
+    seeds = " | ".join(f"s{s} clean / PGD (s)" for s in args.seeds)
+    lines = [
+        "# Search settings over seeds on the validation split",
+        "",
+        f"Produced by `{command.strip()}` at commit `{provenance()['commit']}` on {provenance()['machine']}. "
+        f"Validation split train[55000:] (the test set is not used): clean accuracy (%) on 5,000 images / "
+        f"PGD (eps {args.eps:g}, 10 steps) accuracy on 1,000, and the search's seconds. Each cell is the full "
+        "suite's search cell for that seed, with the configuration's change on top: "
+        + "; ".join(f"`{n}` = {CONFIGS[n] or 'as the suite'}" for n in args.configs)
+        + ".",
+        "",
+        f"| cell | configuration | {seeds} | mean clean | mean PGD |",
+        "|---|---|" + "---|" * len(args.seeds) + "---|---|",
+    ]
+    for cell in args.cells:
+        name, target = cell.split(":")
+        model, spec = zoo.load(name)
+        kind = suite.models[name]
+        for config_name in args.configs:
+            runs = []
+            for seed in args.seeds:
+                config = dataclasses.replace(suite.search_config(kind, float(target), seed), **CONFIGS[config_name])
+                start = time.time()
+                pruned = search(model, spec, config=config, quiet=True).model
+                seconds = time.time() - start
+                clean = 100 * accuracy(predict_logits(pruned, spec, x_val), y_val)
+                pgd = 100 * robust_accuracy(pruned, spec, x_att, y_att, attack="pgd", eps=args.eps, steps=10)
+                runs.append((clean, pgd, seconds))
+                print(cell, config_name, seed, f"{clean:.2f} {pgd:.1f} {seconds:.0f}s", file=sys.stderr, flush=True)
+            cells = " | ".join(f"{c:.2f} / {p:.1f} ({s:.0f})" for c, p, s in runs)
+            mean_clean = statistics.mean(r[0] for r in runs)
+            mean_pgd = statistics.mean(r[1] for r in runs)
+            lines.append(f"| {cell} | {config_name} | {cells} | {mean_clean:.2f} | {mean_pgd:.2f} |")
+            atomic_write_text(args.out, "\n".join(lines) + "\n")  # partial results survive an interruption
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
