@@ -6,7 +6,9 @@ One seed's difference under ~2 points is noise (results/tune_gpu.md), so a setti
 adopted on the mean over seeds. Each cell is built exactly as ``robustprune bench --suite full``
 builds its search cell (same probes and seeds), with the named change on top; the committed
 model is measured on train[55000:] (clean accuracy on 5,000 images, PGD at eps 0.01, 10 steps,
-on 1,000). Writes a markdown table with one row per (cell, configuration).
+on 1,000). Writes a markdown table with one row per (cell, configuration). A configuration
+that only changes ``rescore`` is not run where the default search chose l1 (rescoring does
+not apply there, so it would be the same search); its row repeats the default's numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from robustprune._provenance import provenance
 from robustprune.bench import load_suite
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.metrics import accuracy, predict_logits
+from robustprune.search.engine import RESCORED_CRITERIA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.tune_search import validation  # noqa: E402
@@ -35,9 +38,10 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 #: name -> the SearchConfig fields it changes from the full suite's search cell
 CONFIGS: dict[str, dict] = {
     "default": {},
-    "rescore": {"rescore": True},
+    "rescore": {"rescore": "synthetic"},
+    "rescore_adv": {"rescore": "synthetic+adversarial"},
     "trials48": {"trials": 48},
-    "rescore+trials48": {"rescore": True, "trials": 48},
+    "rescore+trials48": {"rescore": "synthetic", "trials": 48},
 }
 
 
@@ -72,22 +76,43 @@ def main(argv: list[str] | None = None) -> None:
         name, target = cell.split(":")
         model, spec = zoo.load(name)
         kind = suite.models[name]
-        for config_name in args.configs:
-            runs = []
-            for seed in args.seeds:
-                config = dataclasses.replace(suite.search_config(kind, float(target), seed), **CONFIGS[config_name])
+        runs: dict[str, list[tuple[float, float, float] | None]] = {c: [] for c in args.configs}
+        for seed in args.seeds:
+            chosen = None  # the criterion the default run chose; rescoring cannot change an l1 search
+            for config_name in args.configs:
+                change = CONFIGS[config_name]
+                if chosen is not None and set(change) == {"rescore"} and chosen not in RESCORED_CRITERIA:
+                    runs[config_name].append(None)  # the same search as the default: not run again
+                    continue
+                config = dataclasses.replace(suite.search_config(kind, float(target), seed), **change)
                 start = time.time()
-                pruned = search(model, spec, config=config, quiet=True).model
+                result = search(model, spec, config=config, quiet=True)
                 seconds = time.time() - start
+                if not change:
+                    chosen = result.config.importance
+                pruned = result.model
                 clean = 100 * accuracy(predict_logits(pruned, spec, x_val), y_val)
                 pgd = 100 * robust_accuracy(pruned, spec, x_att, y_att, attack="pgd", eps=args.eps, steps=10)
-                runs.append((clean, pgd, seconds))
-                print(cell, config_name, seed, f"{clean:.2f} {pgd:.1f} {seconds:.0f}s", file=sys.stderr, flush=True)
-            cells = " | ".join(f"{c:.2f} / {p:.1f} ({s:.0f})" for c, p, s in runs)
-            mean_clean = statistics.mean(r[0] for r in runs)
-            mean_pgd = statistics.mean(r[1] for r in runs)
+                runs[config_name].append((clean, pgd, seconds))
+                print(
+                    cell,
+                    config_name,
+                    seed,
+                    result.config.importance,
+                    f"{clean:.2f} {pgd:.1f} {seconds:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        for config_name, per_seed in runs.items():
+            filled = [r or runs["default"][i] for i, r in enumerate(per_seed)] if "default" in runs else per_seed
+            cells = " | ".join(
+                f"{c:.2f} / {p:.1f} ({s:.0f})" if r else f"= default ({c:.2f} / {p:.1f})"
+                for r, (c, p, s) in zip(per_seed, filled, strict=True)
+            )
+            mean_clean = statistics.mean(r[0] for r in filled)
+            mean_pgd = statistics.mean(r[1] for r in filled)
             lines.append(f"| {cell} | {config_name} | {cells} | {mean_clean:.2f} | {mean_pgd:.2f} |")
-            atomic_write_text(args.out, "\n".join(lines) + "\n")  # partial results survive an interruption
+        atomic_write_text(args.out, "\n".join(lines) + "\n")  # partial results survive an interruption
     print("\n".join(lines))
 
 

@@ -308,12 +308,17 @@ def test_rescore_ranks_again_on_the_pruned_candidate_and_keeps_removed_channels_
 
 def test_rescore_search_is_deterministic_and_meets_its_targets(cache_dir):
     model, spec = zoo.load("cnn")
-    config = tiny(target_params=None, target_macs=0.6, importance="taylor_synthetic", rescore=True, trials=3)
+    config = tiny(target_params=None, target_macs=0.6, importance="taylor_synthetic", rescore="synthetic", trials=3)
     first = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
     again = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
     assert first.target_reached and first.candidate == again.candidate
     assert all(r.kept_macs <= r.target["macs"] + 1e-9 for r in first.history)
-    plain = search(model, spec, config=dataclasses.replace(config, rescore=False), cache_dir=cache_dir, quiet=True)
+    plain = search(model, spec, config=dataclasses.replace(config, rescore="off"), cache_dir=cache_dir, quiet=True)
     assert [r.amounts for r in plain.history][0] == [r.amounts for r in first.history][0], "step 1 is the same"
     with pytest.raises(ValueError, match="rescore"):
-        SearchConfig(target_macs=0.5, importance="l1", rescore=True)
+        SearchConfig(target_macs=0.5, importance="l1", rescore="synthetic")
+    with pytest.raises(ValueError, match="rescore must be one of"):
+        SearchConfig(target_macs=0.5, rescore="yes")
+    with_adversarial = dataclasses.replace(config, rescore="synthetic+adversarial")
+    adversarial = search(model, spec, config=with_adversarial, cache_dir=cache_dir, quiet=True)
+    assert adversarial.target_reached

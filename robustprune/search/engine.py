@@ -79,11 +79,12 @@ class SearchConfig:
     # (resnet20 at 50% MACs: 80.0% vs 82.4%; results/tune_uniform.md). The proxies prefer
     # the even step more often than real data does.
     enqueue_uniform: bool = False
-    # True: after each committed step, the channels are ranked again on the pruned candidate
-    # (Taylor on the synthetic probes, against the original model's predictions), and the
-    # removed channels stay removed (iterative pruning). Only for input-based criteria
-    # (taylor_synthetic, taylor_l1): with "auto" it applies when the choice is one of them.
-    rescore: bool = False
+    # After each committed step, rank the channels again on the pruned candidate (Taylor against
+    # the original model's predictions; removed channels stay removed: iterative pruning), on
+    # the "synthetic" probes or on "synthetic+adversarial" ones; "off" keeps the first ranking.
+    # Only input-based criteria (taylor_synthetic, taylor_l1) change; with "auto" it applies
+    # when the choice is one of them.
+    rescore: str = "off"
 
     def __post_init__(self) -> None:
         Target(macs=self.target_macs, params=self.target_params)  # validates
@@ -105,7 +106,9 @@ class SearchConfig:
         if self.importance != "auto" and self.importance not in CRITERIA:
             raise ValueError(f"unknown importance {self.importance!r}; choose one of: auto, {', '.join(CRITERIA)}")
         make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
-        if self.rescore and self.importance not in ("auto", *RESCORED_CRITERIA):
+        if self.rescore not in RESCORE_INPUTS:
+            raise ValueError(f"rescore must be one of {', '.join(RESCORE_INPUTS)}, got {self.rescore!r}")
+        if self.rescore != "off" and self.importance not in ("auto", *RESCORED_CRITERIA):
             raise ValueError(
                 f"rescore ranks the channels again on the pruned model, which only changes input-based "
                 f"criteria ({', '.join(RESCORED_CRITERIA)}); importance {self.importance!r} would ignore it"
@@ -172,6 +175,7 @@ def _choose_criterion(
 
 #: criteria that ``SearchConfig.rescore`` ranks again after every step (they depend on the model's activations)
 RESCORED_CRITERIA = ("taylor_synthetic", "taylor_l1")
+RESCORE_INPUTS = ("off", "synthetic", "synthetic+adversarial")
 
 
 def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> dict[str, torch.Tensor]:
@@ -412,9 +416,11 @@ def search(
             seconds=seconds,
         )
         history.append(record)
-        if config.rescore and config.importance in RESCORED_CRITERIA and pending:
-            targets = probes.logits["synthetic"].argmax(dim=1)
-            scores = _rescore(evaluator, amounts, config.importance, synthetic_inputs, targets)
+        if config.rescore != "off" and config.importance in RESCORED_CRITERIA and pending:
+            kinds = config.rescore.split("+")  # adversarial probes are answered with the original's answer on them
+            inputs = torch.cat([probes.spec.normalize(probes.pixels[kind]) for kind in kinds])
+            targets = torch.cat([probes.logits[kind].argmax(dim=1) for kind in kinds])
+            scores = _rescore(evaluator, amounts, config.importance, inputs, targets)
             evaluator = dataclasses.replace(evaluator, scores=scores)
         say(
             f"step {k} committed trial {best.number}: MACs {100 * record.kept_macs:.1f}%, params "
