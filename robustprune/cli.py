@@ -235,6 +235,7 @@ def search_config_from_args(args: argparse.Namespace):
                 "auto" if args.compensation == "auto" else tuple(c for c in args.compensation.split(",") if c)
             ),
             floors=_parse_floors(args.floor),
+            rescore=args.rescore,
             probes=probes,
             seed=args.seed,
         )
@@ -507,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compensation",
         default="auto",
         help="comma list of bn,merge, '' for none, or auto (default: bn with BatchNorm, merge without)",
+    )
+    p.add_argument(
+        "--rescore",
+        default="off",
+        choices=["off", "synthetic", "synthetic+adversarial"],
+        help="rank the channels again on each committed candidate (Taylor criteria only; default off)",
     )
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
     p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")

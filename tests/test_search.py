@@ -221,6 +221,7 @@ def test_cli_search_defaults_are_the_library_defaults():
     assert defaults["trials"] == config.trials
     assert defaults["compensation"] == config.compensation == "auto"
     assert defaults["sampler"] == config.sampler
+    assert defaults["rescore"] == config.rescore
 
 
 def test_auto_settings_resolve_by_batchnorm():
