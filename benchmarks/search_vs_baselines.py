@@ -41,39 +41,49 @@ def _where(row: dict) -> str:
     return f"search on {device} with {threads} CPU threads; machine: {prov['machine']}"
 
 
-def _thorough_section(suite, rows: list[dict], originals: dict) -> list[str]:
-    """The aim suite's thorough search (if its cells exist) against the same baselines."""
-    aim = load_suite("aim")
-    if not (RESULTS / "aim" / "cells").is_dir():
+def _setting_section(name: str, title: str, notes: tuple[str, ...], suite, rows: list[dict], originals: dict):
+    """A side suite's search cells (another search setting, if its cells exist) against the same baselines."""
+    side = load_suite(name)
+    if not (RESULTS / name / "cells").is_dir():
         return []
-    aim_rows = summarize_suite(aim, RESULTS / "aim")
-    if not aim_rows:
+    side_rows = summarize_suite(side, RESULTS / name)
+    if not side_rows:
         return []
-    sub = dataclasses.replace(suite, models={m: suite.models[m] for m in aim.models}, targets=aim.targets)
-    seconds = [r["prune_seconds"] for r in aim_rows]
+    sub = dataclasses.replace(suite, models={m: suite.models[m] for m in side.models}, targets=side.targets)
+    seconds = [r["prune_seconds"] for r in side_rows]
     return [
-        "## Thorough search setting (benchmarks/suites/aim.json)",
+        f"## {title} (benchmarks/suites/{name}.json)",
         "",
-        f"`robustprune bench --suite aim --out results/aim`: {aim.description} {len(aim_rows)} of "
-        f"{len(aim.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "
-        f"({', '.join(sorted({_where(r) for r in aim_rows}))}; the slowest cells shared the cores with the "
-        "test suite, so the range is an upper bound). Where the cells came from:",
+        f"`robustprune bench --suite {name} --out results/{name}`: {side.description} {len(side_rows)} of "
+        f"{len(side.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "
+        f"({', '.join(sorted({_where(r) for r in side_rows}))}). Where the cells came from:",
         "",
-        *cell_sources(aim_rows),
+        *cell_sources(side_rows),
         "",
-        "Cells from before commit `04ab332` chose the criterion by the plain uniform fraction between "
+        *notes,
+        *verdicts(sub, rows, originals, search_rows=side_rows),
+        "",
+    ]
+
+
+def _side_sections(suite, rows: list[dict], originals: dict) -> list[str]:
+    thorough_notes = (
+        "The slowest thorough cells shared the cores with the test suite, so their time range is an upper "
+        "bound. Cells from before commit `04ab332` chose the criterion by the plain uniform fraction between "
         "Taylor and l1 (see results/criterion_choice.md); the resnet20 0.7 and cnn 0.5 cells were rerun "
         "with the current three-way choice.",
         "",
-        *verdicts(sub, rows, originals, search_rows=aim_rows),
-        "",
+    )
+    return [
+        *_setting_section("aim", "Thorough search setting", thorough_notes, suite, rows, originals),
+        *_setting_section("rescore", "Rescoring each step", (), suite, rows, originals),
     ]
 
 
 def verdicts(suite, rows: list[dict], originals: dict, search_rows: list[dict] | None = None) -> list[str]:
     """One line per (model, target): the search's means against the best baseline's, per metric.
 
-    ``search_rows`` replaces the suite's own search cells (the thorough setting of the aim suite).
+    ``search_rows`` replaces the suite's own search cells (another setting's, from a side suite).
     """
     if search_rows is not None:
         rows = [r for r in rows if r["method"] != "search"] + search_rows
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"mean over {len(part)} seed(s), {statistics.mean(r.get('steps') or 0 for r in part):.1f} steps"
                 )
     lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
-    lines += _thorough_section(suite, rows, originals)
+    lines += _side_sections(suite, rows, originals)
     atomic_write_text(RESULTS / "search.md", "\n".join(lines))
 
 

@@ -41,6 +41,7 @@ CONFIGS: dict[str, dict] = {
     "rescore": {"rescore": "synthetic"},
     "rescore_adv": {"rescore": "synthetic+adversarial"},
     "trials48": {"trials": 48},
+    "trials96": {"trials": 96},
     "rescore+trials48": {"rescore": "synthetic", "trials": 48},
 }
 
@@ -58,13 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/tune_seeds.py " + " ".join(sys.argv[1:] if argv is None else argv)
     x_val, y_val, x_att, y_att = validation()
     suite = load_suite("full")
-    seeds = " | ".join(f"s{s} clean / PGD (s)" for s in args.seeds)
+    seeds = " | ".join(f"s{s} clean / PGD (s) [proxy score]" for s in args.seeds)
     lines = [
         "# Search settings over seeds on the validation split",
         "",
         f"Produced by `{command.strip()}` at commit `{provenance()['commit']}` on {provenance()['machine']}. "
         f"Validation split train[55000:] (the test set is not used): clean accuracy (%) on 5,000 images / "
-        f"PGD (eps {args.eps:g}, 10 steps) accuracy on 1,000, and the search's seconds. Each cell is the full "
+        f"PGD (eps {args.eps:g}, 10 steps) accuracy on 1,000, the search's seconds and the objective value "
+        "(proxy score) of its last committed step. Each cell is the full "
         "suite's search cell for that seed, with the configuration's change on top: "
         + "; ".join(f"`{n}` = {CONFIGS[n] or 'as the suite'}" for n in args.configs)
         + ".",
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         name, target = cell.split(":")
         model, spec = zoo.load(name)
         kind = suite.models[name]
-        runs: dict[str, list[tuple[float, float, float] | None]] = {c: [] for c in args.configs}
+        runs: dict[str, list[tuple[float, float, float, float] | None]] = {c: [] for c in args.configs}
         for seed in args.seeds:
             chosen = None  # the criterion the default run chose; rescoring cannot change an l1 search
             for config_name in args.configs:
@@ -93,12 +95,14 @@ def main(argv: list[str] | None = None) -> None:
                 pruned = result.model
                 clean = 100 * accuracy(predict_logits(pruned, spec, x_val), y_val)
                 pgd = 100 * robust_accuracy(pruned, spec, x_att, y_att, attack="pgd", eps=args.eps, steps=10)
-                runs[config_name].append((clean, pgd, seconds))
+                score = result.history[-1].score if result.history else float("nan")
+                runs[config_name].append((clean, pgd, seconds, score))
                 print(
                     cell,
                     config_name,
                     seed,
                     result.config.importance,
+                    f"proxy score {score:.4f}",
                     f"{clean:.2f} {pgd:.1f} {seconds:.0f}s",
                     file=sys.stderr,
                     flush=True,
@@ -106,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         for config_name, per_seed in runs.items():
             filled = [r or runs["default"][i] for i, r in enumerate(per_seed)] if "default" in runs else per_seed
             cells = " | ".join(
-                f"{c:.2f} / {p:.1f} ({s:.0f})" if r else f"= default ({c:.2f} / {p:.1f})"
-                for r, (c, p, s) in zip(per_seed, filled, strict=True)
+                f"{c:.2f} / {p:.1f} ({s:.0f}) [{v:.4f}]" if r else f"= default ({c:.2f} / {p:.1f})"
+                for r, (c, p, s, v) in zip(per_seed, filled, strict=True)
             )
             mean_clean = statistics.mean(r[0] for r in filled)
             mean_pgd = statistics.mean(r[1] for r in filled)
