@@ -256,6 +256,20 @@ def _bn_ancestors(space: PruneSpace, norms: Mapping[str, nn.Module]) -> dict[str
     return out
 
 
+def _override_targets(model: nn.Module, overrides: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s parameters and buffers by name, after checking that ``overrides`` names only
+    those, with their shapes (KeyError naming every unknown key, ValueError on a shape mismatch)."""
+    targets = dict(model.named_parameters())
+    targets.update(dict(model.named_buffers()))
+    unknown = sorted(set(overrides) - set(targets))
+    if unknown:
+        raise KeyError(f"overrides name tensors the model does not have: {', '.join(unknown)}")
+    for key, value in overrides.items():
+        if tuple(value.shape) != tuple(targets[key].shape):
+            raise ValueError(f"override {key!r} has shape {tuple(value.shape)}, expected {tuple(targets[key].shape)}")
+    return targets
+
+
 @contextlib.contextmanager
 def overrides_applied(model: nn.Module, overrides: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Within the context, ``model``'s own tensors hold ``overrides``; the old values come back after.
@@ -263,11 +277,7 @@ def overrides_applied(model: nn.Module, overrides: Mapping[str, torch.Tensor]) -
     In place, unlike ``apply_overrides``: for a short computation on a private model where a deep
     copy per call would cost more than the computation (e.g. rescoring channels each search step).
     """
-    targets = dict(model.named_parameters())
-    targets.update(dict(model.named_buffers()))
-    unknown = sorted(set(overrides) - set(targets))
-    if unknown:
-        raise KeyError(f"overrides name tensors the model does not have: {', '.join(unknown)}")
+    targets = _override_targets(model, overrides)
     saved = {key: targets[key].detach().clone() for key in overrides}
     try:
         with torch.no_grad():
@@ -286,17 +296,9 @@ def apply_overrides(model: nn.Module, overrides: Mapping[str, torch.Tensor]) -> 
     Raises KeyError naming every key that is not a parameter or buffer of ``model``,
     and ValueError on a shape mismatch.
     """
-    known = dict(model.named_parameters())
-    known.update(dict(model.named_buffers()))
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise KeyError(f"overrides name tensors the model does not have: {', '.join(unknown)}")
-    for key, value in overrides.items():
-        if tuple(value.shape) != tuple(known[key].shape):
-            raise ValueError(f"override {key!r} has shape {tuple(value.shape)}, expected {tuple(known[key].shape)}")
+    _override_targets(model, overrides)  # validates before the copy
     out = copy.deepcopy(model)
-    targets = dict(out.named_parameters())
-    targets.update(dict(out.named_buffers()))
+    targets = _override_targets(out, overrides)
     with torch.no_grad():
         for key, value in overrides.items():
             targets[key].copy_(value)
