@@ -43,7 +43,20 @@ CONFIGS: dict[str, dict] = {
     "trials48": {"trials": 48},
     "trials96": {"trials": 96},
     "rescore+trials48": {"rescore": "synthetic", "trials": 48},
+    "probes512": {"probe_images": 512},  # twice the synthetic (and so adversarial) probes
 }
+
+
+def configured(config, change: dict):
+    """``config`` with ``change`` on top; ``probe_images`` sets the number of synthetic probes."""
+    change = dict(change)
+    images = change.pop("probe_images", None)
+    if images is not None:
+        probes = config.probes
+        config = dataclasses.replace(
+            config, probes=dataclasses.replace(probes, synthetic=dataclasses.replace(probes.synthetic, n=images))
+        )
+    return dataclasses.replace(config, **change)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                 if chosen is not None and set(change) == {"rescore"} and chosen not in RESCORED_CRITERIA:
                     runs[config_name].append(None)  # the same search as the default: not run again
                     continue
-                config = dataclasses.replace(suite.search_config(kind, float(target), seed), **change)
+                config = configured(suite.search_config(kind, float(target), seed), change)
                 start = time.time()
                 result = search(model, spec, config=config, quiet=True)
                 seconds = time.time() - start
