@@ -241,7 +241,7 @@ def test_auto_settings_resolve_by_batchnorm():
 
 
 def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
-    from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion
+    from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion, pick_criterion
     from robustprune.search.objective import Evaluator, weighted_score
     from robustprune.structure import PruneSpace
     from robustprune.targets import uniform_amount_for, uniform_counts
@@ -258,7 +258,7 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     probes = build_probes(model, spec, space.output_layer, config.probes)
     inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
     choice, values, chosen_scores = _choose_criterion(space, probes, inputs, config, None)
-    assert set(values) == set(AUTO_CRITERIA) and choice == max(values, key=values.get)
+    assert set(values) == set(AUTO_CRITERIA) and choice == pick_criterion(values)
     from robustprune.baselines import uniform_candidate
     from robustprune.importance import all_scores
 
@@ -273,6 +273,21 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
         assert weighted_score(proxies, config.weights) == pytest.approx(values[criterion])
     result = search(model, spec, config=dataclasses.replace(config, trials=2, steps=1), quiet=True)
     assert result.config.importance == choice and result.criterion_scores == pytest.approx(values)
+
+
+def test_auto_criterion_keeps_the_rank_sum_unless_another_leads_by_more_than_the_margin():
+    from robustprune.search.engine import HEDGE_MARGIN, pick_criterion
+
+    base = {"taylor_synthetic": 1.0, "l1": 1.0, "taylor_l1": 1.0}
+    assert pick_criterion(base) == "taylor_l1"  # a tie: the hedge
+    small = HEDGE_MARGIN / 2
+    assert pick_criterion({**base, "l1": 1.0 + small}) == "taylor_l1"
+    assert pick_criterion({**base, "l1": 1.0 + 2 * HEDGE_MARGIN}) == "l1"
+    assert pick_criterion({**base, "taylor_synthetic": 1.0 + 3 * HEDGE_MARGIN, "l1": 1.0 + 2 * HEDGE_MARGIN}) == (
+        "taylor_synthetic"
+    )
+    assert pick_criterion({**base, "taylor_l1": 0.5}) == "taylor_synthetic"  # the hedge far behind: the first best
+    assert pick_criterion({**base, "l1": 1.0 + small}, margin=0.0) == "l1"  # margin 0: plain maximum
 
 
 def test_rescore_ranks_again_on_the_pruned_candidate_and_keeps_removed_channels_removed():
