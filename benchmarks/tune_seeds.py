@@ -29,6 +29,7 @@ from robustprune.bench import load_suite
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.search.engine import RESCORED_CRITERIA
+from robustprune.search.schedule import default_steps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.tune_search import validation  # noqa: E402
@@ -44,13 +45,18 @@ CONFIGS: dict[str, dict] = {
     "trials96": {"trials": 96},
     "rescore+trials48": {"rescore": "synthetic", "trials": 48},
     "probes512": {"probe_images": 512},  # twice the synthetic (and so adversarial) probes
+    "steps_fine": {"step_fraction": 0.05},  # one step per 5% of the original cost instead of 10%
 }
 
 
 def configured(config, change: dict):
-    """``config`` with ``change`` on top; ``probe_images`` sets the number of synthetic probes."""
+    """``config`` with ``change`` on top; ``probe_images`` sets the number of synthetic probes,
+    ``step_fraction`` the step count (one step per that fraction of the original cost)."""
     change = dict(change)
     images = change.pop("probe_images", None)
+    fraction = change.pop("step_fraction", None)
+    if fraction is not None:
+        change["steps"] = default_steps(config.target, per_step=fraction)
     if images is not None:
         probes = config.probes
         config = dataclasses.replace(
