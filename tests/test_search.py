@@ -338,3 +338,14 @@ def test_rescore_search_is_deterministic_and_meets_its_targets(cache_dir):
     with_adversarial = dataclasses.replace(config, rescore="synthetic+adversarial")
     adversarial = search(model, spec, config=with_adversarial, cache_dir=cache_dir, quiet=True)
     assert adversarial.target_reached
+
+
+def test_default_steps_are_finer_without_batchnorm_and_an_explicit_count_is_kept():
+    from robustprune.structure import PruneSpace
+
+    mlp, mlp_spec = zoo.load("mlp")
+    cnn, cnn_spec = zoo.load("cnn")
+    assert SearchConfig(target_params=0.5).resolve(PruneSpace(mlp, mlp_spec)).steps == 10  # one per 5%
+    assert SearchConfig(target_params=0.7).resolve(PruneSpace(mlp, mlp_spec)).steps == 6
+    assert SearchConfig(target_macs=0.5).resolve(PruneSpace(cnn, cnn_spec)).steps == 5  # one per 10%
+    assert SearchConfig(target_params=0.5, steps=2).resolve(PruneSpace(mlp, mlp_spec)).steps == 2
