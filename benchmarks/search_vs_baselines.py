@@ -47,9 +47,11 @@ def _setting_section(name: str, title: str, notes: tuple[str, ...], suite, rows:
     if not (RESULTS / name / "cells").is_dir():
         return []
     side_rows = summarize_suite(side, RESULTS / name)
+    models = {m: suite.models[m] for m in side.models if m in suite.models}  # --models may leave some out
+    side_rows = [r for r in side_rows if r["model"] in models]
     if not side_rows:
         return []
-    sub = dataclasses.replace(suite, models={m: suite.models[m] for m in side.models}, targets=side.targets)
+    sub = dataclasses.replace(suite, models=models, targets=side.targets)
     seconds = [r["prune_seconds"] for r in side_rows]
     return [
         f"## {title} (benchmarks/suites/{name}.json)",
