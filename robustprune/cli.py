@@ -490,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "cmaes", "gp", "qmc", "random", "nsga2"])
     p.add_argument("--multi-objective", action="store_true", help="fidelity and robustness as two objectives")
-    p.add_argument("--steps", type=int, help="progressive steps (default: one per 10%% of the original cost, 5%% without BatchNorm)")
+    p.add_argument(
+        "--steps", type=int, help="progressive steps (default: one per 10%% of the cost, 5%% without BatchNorm)"
+    )
     p.add_argument("--trials", type=int, default=24, help="Optuna trials per step (default 24)")
     p.add_argument(
         "--max-increment",
@@ -501,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--importance",
         default="auto",
-        help="channel ranking inside a group (default auto: with BatchNorm, taylor_synthetic, l1 or taylor_l1 "
-        "(their rank sum), whichever the proxies prefer; merge_saliency without)",
+        help="channel ranking inside a group (default auto: with BatchNorm, taylor_l1 (the rank sum of "
+        "taylor_synthetic and l1) unless one of those two scores clearly higher on the proxies; merge_saliency "
+        "without)",
     )
     p.add_argument(
         "--compensation",
