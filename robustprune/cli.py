@@ -514,9 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rescore",
-        default="off",
-        choices=["off", "synthetic", "synthetic+adversarial"],
-        help="rank the channels again on each committed candidate (Taylor criteria only; default off)",
+        default="auto",
+        choices=["auto", "off", "synthetic", "synthetic+adversarial"],
+        help="rank the channels again on each committed candidate (Taylor criteria only; default auto: "
+        "synthetic when the target keeps at most 60%% of the cost, else off)",
     )
     p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
     p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")

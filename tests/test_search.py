@@ -349,3 +349,20 @@ def test_default_steps_are_finer_without_batchnorm_and_an_explicit_count_is_kept
     assert SearchConfig(target_params=0.7).resolve(PruneSpace(mlp, mlp_spec)).steps == 6
     assert SearchConfig(target_macs=0.5).resolve(PruneSpace(cnn, cnn_spec)).steps == 5  # one per 10%
     assert SearchConfig(target_params=0.5, steps=2).resolve(PruneSpace(mlp, mlp_spec)).steps == 2
+
+
+def test_rescore_auto_ranks_again_only_for_deep_targets():
+    from robustprune.search.engine import RESCORE_AT_MOST
+    from robustprune.structure import PruneSpace
+
+    model, spec = zoo.load("cnn")
+    space = PruneSpace(model, spec)
+    assert SearchConfig(target_macs=0.5).rescore == "auto"
+    assert SearchConfig(target_macs=0.5).resolve(space).rescore == "synthetic"
+    assert SearchConfig(target_macs=RESCORE_AT_MOST).resolve(space).rescore == "synthetic"
+    assert SearchConfig(target_macs=0.7).resolve(space).rescore == "off"
+    assert SearchConfig(target_macs=0.9, target_params=0.5).resolve(space).rescore == "synthetic"  # the deeper one
+    assert SearchConfig(target_macs=0.5, rescore="off").resolve(space).rescore == "off"  # explicit wins
+    SearchConfig(target_macs=0.5, importance="l1")  # auto with a criterion rescoring cannot change: no error
+    mlp, mlp_spec = zoo.load("mlp")  # merge saliency: rescoring would change nothing
+    assert SearchConfig(target_params=0.5).resolve(PruneSpace(mlp, mlp_spec)).rescore == "off"
