@@ -173,7 +173,7 @@ AUTO_CRITERIA = ("taylor_synthetic", "l1", "taylor_l1")
 #: ``HEDGE_MARGIN`` higher on the proxies. Why: on the validation split (results/criterion_seeds.md,
 #: 6 BN cells x 3 probe seeds) the rank sum's candidate is near the best one wherever the leads are
 #: small, and a criterion's lead over it changes between probe seeds with a standard deviation of
-#: 0.008-0.029 (median 0.026; cnn at 50% MACs: l1 - taylor_l1 = -0.011, -0.008, +0.004). A lead
+#: 0.008-0.030 (median 0.023; cnn at 50% MACs: l1 - taylor_l1 = -0.011, -0.008, +0.004). A lead
 #: within about one such deviation is noise; a clear one (resnet20 at 50%: Taylor +0.034 to +0.090)
 #: is kept.
 HEDGE_CRITERION = "taylor_l1"
