@@ -326,10 +326,15 @@ def test_rescore_search_is_deterministic_and_meets_its_targets(cache_dir):
     model, spec = zoo.load("cnn")
     config = tiny(target_params=None, target_macs=0.6, importance="taylor_synthetic", rescore="synthetic", trials=3)
     first = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
-    again = search(model, spec, config=config, cache_dir=cache_dir, quiet=True)
+    lines: list[str] = []
+    again = search(model, spec, config=config, cache_dir=cache_dir, log=lines.append)
     assert first.target_reached and first.candidate == again.candidate
+    assert any("ranking channels again" in line for line in lines), "the log says that it rescores"
     assert all(r.kept_macs <= r.target["macs"] + 1e-9 for r in first.history)
-    plain = search(model, spec, config=dataclasses.replace(config, rescore="off"), cache_dir=cache_dir, quiet=True)
+    lines.clear()
+    plain_config = dataclasses.replace(config, rescore="off")
+    plain = search(model, spec, config=plain_config, cache_dir=cache_dir, log=lines.append)
+    assert not any("ranking channels again" in line for line in lines)
     assert [r.amounts for r in plain.history][0] == [r.amounts for r in first.history][0], "step 1 is the same"
     with pytest.raises(ValueError, match="rescore"):
         SearchConfig(target_macs=0.5, importance="l1", rescore="synthetic")

@@ -328,6 +328,8 @@ def search(
     else:
         scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
     evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)
+    if config.rescore != "off" and config.importance in RESCORED_CRITERIA:
+        say(f"ranking channels again after each step on the pruned model ({config.rescore} probes)")
     n_steps = config.steps
     targets = step_targets(config.target, n_steps)
     directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
