@@ -3,9 +3,9 @@
     python benchmarks/criterion_choice.py [--models cnn resnet20 mobilenetv2 vgg11_bn] [--targets 0.7 0.5]
                                           [--seeds 0 1 2]
 
-With importance "auto" the search (for models with BatchNorm) ranks channels with whichever of
-Taylor-on-synthetic-probes and l1 gives the higher objective for a uniform candidate at the
-final target, BN re-estimated on the probes (``robustprune.search.engine._choose_criterion``).
+With importance "auto" the search (for models with BatchNorm) scores a uniform candidate at the
+final target, BN re-estimated on the probes, with each of Taylor-on-synthetic-probes, l1 and their
+rank sum, and picks one from those objective values (``robustprune.search.engine._choose_criterion``).
 For each model, target and probe seed (the full suite's probes for that seed) this prints that
 proxy score and the candidate's accuracy on the validation split (train[55000:], never trained
 on; not the test set), the plain maximum's pick and the search's (``pick_criterion``: the rank sum

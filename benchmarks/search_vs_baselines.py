@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
     lines += [
         "",
-        "A maximum far above the minimum is a cell that shared the 2 cores with other benchmarks (resnet20 at "
-        "0.5, seed 0, at commit `e133cef` ran next to two others: 547 s against 184 and 189 s for seeds 1 and 2).",
+        "A maximum far above the minimum is a cell that shared the 2 cores with other benchmarks.",
     ]
     lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
     lines += _side_sections(suite, rows, originals)

@@ -30,6 +30,11 @@ class Target:
             if value is not None and not (0.0 < value < 1.0):
                 raise ValueError(f"target {name} must be a fraction in (0, 1) of the original to keep, got {value}")
 
+    @property
+    def deepest(self) -> float:
+        """The smallest kept fraction asked for (the binding one when both are given)."""
+        return min(v for v in (self.macs, self.params) if v is not None)
+
     def met(self, space: PruneSpace, counts: Sequence[int], slack: float = 0.0) -> bool:
         macs, params = space.cost_of_counts(counts)
         ok = True

@@ -55,8 +55,8 @@ SEARCH_PROBES = ProbeConfig(synthetic=SyntheticConfig(n=256, steps=100), eps=0.0
 
 #: rescore "auto" ranks again after each step when the target keeps at most this fraction of the cost.
 #: Why: the first ranking goes stale as more is cut. On the validation split (results/tune_rescore.md,
-#: results/tune_rescore_2.md, results/tune_rescore_deep.md) rescoring at 50% MACs gained on resnet20
-#: (+4.3 clean) and mobilenetv2 and was neutral on cnn; at 70% it cost resnet20 1.3 clean points.
+#: results/tune_rescore_2.md, results/tune_rescore_deep.md) rescoring at 50% MACs gained clean accuracy
+#: on resnet20 (+4.3), cnn (+0.4) and mobilenetv2 (+0.6); at 70% it cost resnet20 1.3 clean points.
 RESCORE_AT_MOST = 0.6
 
 #: Default schedule: no step removes more than this fraction of the original cost (``SearchConfig.resolve``).
@@ -130,9 +130,10 @@ class SearchConfig:
         """The config with "auto" replaced by what it means for this model.
 
         With BatchNorm: BN re-estimation, and the criterion (Taylor on the synthetic probes,
-        l1, or their rank sum) whose uniform candidate at the final target scores highest on the proxies
-        (``_choose_criterion``; none wins everywhere: Taylor on resnet20 at 50% MACs, l1 on
-        mobilenetv2 at 50%, the rank sum on resnet20 at 70%; results/criterion_choice.md). Without BatchNorm
+        l1, or their rank sum) chosen on the proxies by the uniform candidate at the final target
+        (``_choose_criterion``, the rank sum unless another clearly leads; none wins everywhere:
+        Taylor on resnet20 at 50% MACs, l1 on mobilenetv2 at 50%, the rank sum on resnet20 at 70%;
+        results/criterion_choice.md). Without BatchNorm
         nothing can be re-estimated, so pruned channels are merged into their most similar
         survivor (Paoding) and ranked by merge saliency (mlp at 50% params: 85.8% vs 72.4%).
 
@@ -151,9 +152,8 @@ class SearchConfig:
         steps = self.steps or default_steps(self.target, per_step=STEP_FRACTION if has_bn else STEP_FRACTION_NO_BN)
         rescore = self.rescore
         if rescore == "auto":
-            deepest = min(v for v in (self.target.macs, self.target.params) if v is not None)
             rescorable = importance in ("auto", *RESCORED_CRITERIA)  # merge saliency, l1, ...: nothing to redo
-            rescore = "synthetic" if deepest <= RESCORE_AT_MOST and rescorable else "off"
+            rescore = "synthetic" if self.target.deepest <= RESCORE_AT_MOST and rescorable else "off"
         return dataclasses.replace(self, importance=importance, compensation=compensation, steps=steps, rescore=rescore)
 
     @property

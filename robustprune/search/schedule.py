@@ -9,8 +9,7 @@ from robustprune.targets import Target
 
 def default_steps(target: Target, per_step: float = 0.1) -> int:
     """Enough steps that no step removes more than ``per_step`` of the original cost."""
-    deepest = min(v for v in (target.macs, target.params) if v is not None)
-    return max(1, math.ceil((1.0 - deepest) / per_step - 1e-9))
+    return max(1, math.ceil((1.0 - target.deepest) / per_step - 1e-9))
 
 
 def step_targets(target: Target, steps: int) -> list[Target]:
