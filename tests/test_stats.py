@@ -1,0 +1,68 @@
+"""Paired statistics used to call a comparison a win, a tie or a loss."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from robustprune.evaluate.stats import compare, mcnemar, mean_ci, paired_bootstrap, verdict
+
+
+def test_mean_ci_matches_the_t_interval():
+    values = [84.4, 86.7, 83.9]
+    mean, half = mean_ci(values)
+    low, high = sps.t.interval(0.95, 2, loc=np.mean(values), scale=sps.sem(values))
+    assert mean == pytest.approx(np.mean(values))
+    assert mean - half == pytest.approx(low) and mean + half == pytest.approx(high)
+    assert mean_ci([3.0]) == (3.0, 0.0)
+
+
+def test_mcnemar_counts_only_discordant_images():
+    a = np.array([1] * 10 + [1] * 50 + [0] * 40)
+    b = np.array([0] * 10 + [1] * 50 + [0] * 40)
+    assert mcnemar(a, b) == pytest.approx(2 * 0.5**10)
+    assert mcnemar(a, a) == 1.0
+    # swapping which images are discordant (not how many) leaves p unchanged
+    assert mcnemar(b, a) == pytest.approx(mcnemar(a, b))
+
+
+def test_identical_methods_tie_with_a_zero_interval():
+    rng = np.random.default_rng(0)
+    a = (rng.random((3, 500)) < 0.8).astype(float)
+    diff, low, high = paired_bootstrap(a, a, n_resamples=200)
+    assert (diff, low, high) == (0.0, 0.0, 0.0)
+    assert verdict(low, high) == "tie"
+
+
+def test_a_clear_gain_is_a_win_and_its_reverse_a_loss():
+    rng = np.random.default_rng(1)
+    b = (rng.random((3, 2000)) < 0.7).astype(float)
+    a = b.copy()
+    a[:, :200] = 1.0  # A fixes some of B's mistakes on the same images
+    result = compare(a, b, n_resamples=500)
+    assert result.verdict == "win" and result.low > 0
+    assert compare(b, a, n_resamples=500).verdict == "loss"
+    assert all(p < 0.05 for p in result.mcnemar_p)
+    assert result.difference == pytest.approx(100 * (a.mean() - b.mean()))
+
+
+def test_noise_alone_is_a_tie_and_the_interval_covers_the_truth():
+    rng = np.random.default_rng(2)
+    shared = rng.random((3, 3000)) < 0.85
+    flip_a = rng.random((3, 3000)) < 0.05  # independent 5% disagreement each, no true difference
+    flip_b = rng.random((3, 3000)) < 0.05
+    a = (shared ^ flip_a).astype(float)
+    b = (shared ^ flip_b).astype(float)
+    diff, low, high = paired_bootstrap(a, b, n_resamples=1000)
+    assert low < 0 < high
+    assert verdict(low, high) == "tie"
+
+
+def test_the_bootstrap_is_deterministic_per_seed_and_checks_shapes():
+    rng = np.random.default_rng(3)
+    a = (rng.random((2, 300)) < 0.6).astype(float)
+    b = (rng.random((2, 300)) < 0.6).astype(float)
+    assert paired_bootstrap(a, b, n_resamples=300, seed=5) == paired_bootstrap(a, b, n_resamples=300, seed=5)
+    with pytest.raises(ValueError, match="same seeds and images"):
+        paired_bootstrap(a, b[:, :200])
+    with pytest.raises(ValueError, match="0/1"):
+        paired_bootstrap(a * 2, b)
