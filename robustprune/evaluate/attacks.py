@@ -1,4 +1,4 @@
-"""White-box L-inf robustness (FGSM, PGD) in pixel space, via torchattacks.
+"""White-box L-inf robustness (FGSM, PGD, APGD-CE) in pixel space, via torchattacks.
 
 Attacks live in pixel space ([0, 1], where ``eps`` means something to a human);
 models consume normalized inputs. torchattacks bridges the two with
@@ -20,9 +20,10 @@ from torch import nn
 from robustprune.evaluate.metrics import _eval_mode, _model_device, accuracy, predict_logits
 from robustprune.spec import InputSpec
 
-__all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy"]
+__all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct"]
 
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd")
+#: apgd-ce is APGD on cross-entropy, the first component of AutoAttack (Croce & Hein, 2020).
+ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce")
 
 
 def _validate(
@@ -44,8 +45,8 @@ def _validate(
         eps_ok = False
     if not eps_ok:
         raise ValueError(f"eps must be a number in [0, 1] (pixel space), got {eps!r}")
-    if attack == "pgd" and steps < 1:
-        raise ValueError(f"PGD needs steps >= 1, got {steps}")
+    if attack in ("pgd", "apgd-ce") and steps < 1:
+        raise ValueError(f"{attack} needs steps >= 1, got {steps}")
     if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if batch_size < 1:
@@ -71,6 +72,8 @@ def _build_attack(
 ) -> torchattacks.attack.Attack:
     if attack == "fgsm":
         atk = torchattacks.FGSM(model, eps=eps)
+    elif attack == "apgd-ce":
+        atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce")
     else:
         atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
     channels = spec.shape[0]
@@ -162,3 +165,25 @@ def robust_accuracy(
     )
     logits = predict_logits(model, spec, x_adv, batch_size=batch_size, device=device)
     return accuracy(logits, labels)
+
+
+def robust_correct(
+    model: nn.Module,
+    spec: InputSpec,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    attack: str | None = "pgd",
+    eps: float = 0.1,
+    steps: int = 10,
+    batch_size: int = 250,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-image correctness (bool) under ``attack`` (``None``: clean), for paired comparisons on shared images."""
+    labels = torch.as_tensor(labels)
+    if attack is not None:
+        pixels = adversarial_examples(
+            model, spec, pixels, labels, attack, eps, steps, batch_size=batch_size, seed=seed, device=device
+        )
+    logits = predict_logits(model, spec, pixels, batch_size=batch_size, device=device)
+    return logits.argmax(dim=1).cpu() == labels.cpu()
