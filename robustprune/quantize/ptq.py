@@ -1,0 +1,105 @@
+"""int8 post-training quantization with PyTorch's PT2E flow (torchao), calibrated on given inputs.
+
+The flow: ``torch.export`` the float model with a dynamic batch dimension, insert observers
+(``prepare_pt2e``) as the backend's quantizer annotates the graph, run the calibration
+inputs through it, and ``convert_pt2e`` to a graph of quantize / dequantize nodes around
+float ops. That graph computes int8 arithmetic's results; the speed comes when a backend
+lowers it (``torch.compile`` with inductor freezing turns it into oneDNN int8 kernels on x86).
+
+Export is ``strict``: the non-strict tracer names graph nodes by module, so a module called
+twice in one forward (a residual block's shared ``self.relu``, as in torchvision's ResNet)
+becomes one partition with two outputs, which the x86 quantizer refuses.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustprune.spec import InputSpec
+
+__all__ = ["BACKENDS", "QuantizeError", "load_quantized", "quantize_int8", "save_quantized"]
+
+#: Quantizers: "x86" (X86InductorQuantizer, for servers and desktops), "xnnpack" (ARM/mobile, ExecuTorch's).
+BACKENDS: tuple[str, ...] = ("x86", "xnnpack")
+
+
+class QuantizeError(ValueError):
+    """The model cannot be quantized as asked (one line saying why)."""
+
+
+def _quantizer(backend: str):
+    try:
+        if backend == "x86":
+            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+            quantizer = xiq.X86InductorQuantizer()
+            quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+            return quantizer
+        from torchao.quantization.pt2e.quantizer import xnnpack_quantizer as xq
+
+        quantizer = xq.XNNPACKQuantizer()
+        quantizer.set_global(xq.get_symmetric_quantization_config())
+        return quantizer
+    except ImportError as exc:
+        raise QuantizeError(f"int8 quantization needs torchao: pip install 'robustprune[quantize]' ({exc})") from None
+
+
+def _export(model: nn.Module, example: torch.Tensor, strict: bool) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=strict)
+
+
+def quantize_int8(
+    model: nn.Module,
+    spec: InputSpec,
+    calibration: torch.Tensor,
+    *,
+    backend: str = "x86",
+    batch_size: int = 64,
+) -> torch.export.ExportedProgram:
+    """An int8 exported program of ``model``, its activation ranges observed on ``calibration`` (pixel space).
+
+    ``model`` is not changed (a private copy is exported). The result runs any batch size:
+    ``program.module()(spec.normalize(pixels))``; save it with :func:`save_quantized`.
+    """
+    if backend not in BACKENDS:
+        raise QuantizeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if calibration.dim() != len(spec.shape) + 1 or tuple(calibration.shape[1:]) != tuple(spec.shape):
+        raise QuantizeError(
+            f"calibration must be (N, {', '.join(map(str, spec.shape))}), got {tuple(calibration.shape)}"
+        )
+    if calibration.shape[0] < 2:
+        raise QuantizeError("calibration needs at least 2 inputs")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = _quantizer(backend)
+    work = copy.deepcopy(model).cpu().eval()
+    example = spec.normalize(calibration[:2].float())
+    try:
+        prepared = prepare_pt2e(_export(work, example, strict=True).module(), quantizer)
+    except Exception as exc:  # torch.export / the quantizer raise many types; the user needs one line
+        raise QuantizeError(f"could not export and annotate the model for int8: {type(exc).__name__}: {exc}") from exc
+    with torch.no_grad():
+        for start in range(0, calibration.shape[0], batch_size):
+            prepared(spec.normalize(calibration[start : start + batch_size].float()))
+    converted = convert_pt2e(prepared)
+    return _export(converted, example, strict=False)
+
+
+def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLike) -> Path:
+    """Write the program atomically (``torch.export.save``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.export.save(program, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_quantized(path: str | os.PathLike) -> nn.Module:
+    """The saved int8 program as a callable module (``torch.export.load``)."""
+    return torch.export.load(str(path)).module()
