@@ -1,0 +1,64 @@
+"""Deployment formats: each file reloads to the model's outputs for any batch size."""
+
+import pytest
+import torch
+from torch import nn
+
+from robustprune.deploy import DeployError, check_onnx, save_model
+from robustprune.spec import InputSpec
+
+SPEC = InputSpec(shape=(1, 10, 10), mean=(0.5,), std=(0.5,), num_classes=3)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+
+
+def _reload(path, fmt):
+    if fmt == "torchscript":
+        return torch.jit.load(str(path))
+    if fmt == "torch-export":
+        return torch.export.load(str(path)).module()
+    model = _model()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "state_dict"])
+def test_torch_formats_reload_exactly_for_any_batch(tmp_path, fmt):
+    model = _model()
+    path = save_model(model, SPEC, tmp_path / "m", fmt)
+    loaded = _reload(path, fmt)
+    for n in (1, 7):
+        x = torch.randn(n, *SPEC.shape)
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_onnx_is_written_and_checked_against_the_model(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    model = _model()
+    path = save_model(model, SPEC, tmp_path / "m.onnx", "onnx")
+    assert check_onnx(path, model, SPEC, batch_size=9) <= 1e-4
+    other = _model()
+    with torch.no_grad():
+        other[-1].bias += 1.0
+    with pytest.raises(DeployError, match="differs"):
+        check_onnx(path, other, SPEC)
+
+
+def test_an_untraceable_model_fails_in_one_line_and_leaves_no_file(tmp_path):
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3] if x.sum().item() > 0 else x.flatten(1)[:, 3:6]
+
+    with pytest.raises(DeployError, match="could not write torch-export"):
+        save_model(Branchy(), SPEC, tmp_path / "m.pt2", "torch-export")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(DeployError, match="unknown format"):
+        save_model(_model(), SPEC, tmp_path / "m", "tflite")
