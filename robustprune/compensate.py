@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from robustprune._modes import eval_mode
 from robustprune.importance import _consumer_columns, _incoming_vectors
 from robustprune.structure.masks import _module_masks, group_mask, masked
 from robustprune.structure.space import Candidate, PruneSpace
@@ -197,10 +198,8 @@ def bn_reestimate_overrides(
     handles = [m.register_forward_pre_hook(make_pre_hook(name)) for name, m in norms.items()]
     if one_batch:
         handles += [m.register_forward_hook(make_hook(name)) for name, m in norms.items()]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), masked(space, candidate):
+        with eval_mode(model), torch.no_grad(), masked(space, candidate):
             while True:
                 sums.clear(), squares.clear(), counts.clear()
                 overrides = dict(base)
@@ -224,7 +223,6 @@ def bn_reestimate_overrides(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     overrides: dict[str, torch.Tensor] = {}
     for name, (mean, var) in final.items():

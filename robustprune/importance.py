@@ -56,6 +56,7 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from robustprune._modes import eval_mode
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1")
@@ -518,11 +519,9 @@ def _taylor_all(
     params = list(model.parameters())
     grads_before = {id(p): p.grad for p in params}
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
-    was_training = model.training
     handles = [modules[name].register_forward_hook(make_hook(name)) for name in watch]
-    model.eval()
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             for start in range(0, inputs.shape[0], _TAYLOR_BATCH):
                 x = inputs[start : start + _TAYLOR_BATCH].detach().to(space.device, dtype)
                 x.requires_grad_(True)
@@ -551,7 +550,6 @@ def _taylor_all(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
         for p in params:
             p.grad = grads_before[id(p)]
         captured.clear()

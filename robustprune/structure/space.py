@@ -21,6 +21,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec, validate_model
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -87,9 +88,7 @@ class PruneSpace:
         if unknown:
             raise ValueError(f"excluded modules not found in the model: {', '.join(sorted(unknown))}")
         example = torch.zeros(1, *spec.shape, device=self.device)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             output_layers = _output_layers(model, example)
             self.output_layer = names[output_layers[0]]
             try:
@@ -100,8 +99,6 @@ class PruneSpace:
                 ) from exc
             raw_groups = list(self.graph.get_all_groups(ignored_layers=output_layers, root_module_types=_LAYER_TYPES))
             shapes = _output_shapes(model, example)
-        finally:
-            model.train(was_training)
 
         groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
