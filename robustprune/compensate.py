@@ -150,7 +150,8 @@ def bn_reestimate_overrides(
     norms = {name: m for name, m in model.named_modules() if isinstance(m, _NORM_TYPES) and m.running_mean is not None}
     if not norms:
         return {}
-    keep_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))
+    module_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))
+    keep_masks = {name: mask for name, (mask, _axis) in module_masks.items()}
     one_batch = inputs.shape[0] <= batch_size
     ancestors = _bn_ancestors(space, norms)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
