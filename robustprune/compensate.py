@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from robustprune._modes import eval_mode
 from robustprune.importance import _consumer_columns, _incoming_vectors
 from robustprune.structure.masks import _module_masks, group_mask, masked
 from robustprune.structure.space import Candidate, PruneSpace
@@ -149,7 +150,8 @@ def bn_reestimate_overrides(
     norms = {name: m for name, m in model.named_modules() if isinstance(m, _NORM_TYPES) and m.running_mean is not None}
     if not norms:
         return {}
-    keep_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))
+    module_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))
+    keep_masks = {name: mask for name, (mask, _axis) in module_masks.items()}
     one_batch = inputs.shape[0] <= batch_size
     ancestors = _bn_ancestors(space, norms)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -197,10 +199,8 @@ def bn_reestimate_overrides(
     handles = [m.register_forward_pre_hook(make_pre_hook(name)) for name, m in norms.items()]
     if one_batch:
         handles += [m.register_forward_hook(make_hook(name)) for name, m in norms.items()]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), masked(space, candidate):
+        with eval_mode(model), torch.no_grad(), masked(space, candidate):
             while True:
                 sums.clear(), squares.clear(), counts.clear()
                 overrides = dict(base)
@@ -224,7 +224,6 @@ def bn_reestimate_overrides(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     overrides: dict[str, torch.Tensor] = {}
     for name, (mean, var) in final.items():

@@ -37,8 +37,8 @@ Criteria (``CRITERIA``):
     89.7 / 58.3 for l1; results/criterion_choice.md).
 
 If a torch-pruning importance returns None or raises for a group (e.g. ``bn_scale``
-on a group without BatchNorm), the group silently falls back to ``l1``; if ``l1``
-fails too, the error propagates.
+on a group without BatchNorm), the group falls back to ``l1`` with a warning that names
+the criterion, the group and the reason; if ``l1`` fails too, a RuntimeError says why.
 
 The helpers ``_effective_incoming``, ``_incoming_vectors`` and ``_consumer_columns``
 are shared with ``robustprune.compensate`` (neuron merging).
@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -56,6 +57,8 @@ import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
+from robustprune._modes import eval_mode
+from robustprune.structure.masks import channel_axis
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1")
@@ -91,7 +94,7 @@ def all_scores(
     _check_criterion(criterion)
     if criterion in _NEEDS_INPUTS:
         return _input_scores(space, inputs, list(range(len(space.groups))), criterion)
-    return {g.name: _data_free_scores(space, i, criterion, seed) for i, g in enumerate(space.groups)}
+    return {g.name: _data_free_scores(space, i, criterion, seed, stacklevel=4) for i, g in enumerate(space.groups)}
 
 
 def taylor_scores(
@@ -209,8 +212,9 @@ def _tp_importance(criterion: str):
     raise AssertionError(criterion)
 
 
-def _tp_scores(space: PruneSpace, index: int, criterion: str) -> torch.Tensor | None:
-    """torch-pruning's score, normalised by the group mean as its default ``normalizer="mean"`` does.
+def _tp_scores(space: PruneSpace, index: int, criterion: str) -> tuple[torch.Tensor | None, str]:
+    """torch-pruning's score, normalised by the group mean as its default ``normalizer="mean"`` does,
+    or (None, why it could not score the group).
 
     The normalisation is done here so that an all-zero group gives zeros, not 0/0 = NaN.
     """
@@ -219,29 +223,33 @@ def _tp_scores(space: PruneSpace, index: int, criterion: str) -> torch.Tensor | 
     try:
         tp_group = space.graph.get_pruning_group(root, handler, list(range(group.size)))
         scores = _tp_importance(criterion)(tp_group)
-    except Exception:  # noqa: BLE001 - a criterion that does not apply falls back to l1
-        return None
-    if scores is None or scores.numel() != group.size:
-        return None
+    except Exception as exc:  # noqa: BLE001 - a criterion that does not apply falls back to l1 (with a warning)
+        return None, f"{type(exc).__name__}: {exc}"
+    if scores is None:
+        return None, "it has no BatchNorm" if criterion == "bn_scale" else "torch-pruning returned no scores"
+    if scores.numel() != group.size:
+        return None, f"torch-pruning returned {scores.numel()} scores for {group.size} channels"
     scores = scores.detach().to("cpu", torch.float32)
     if not torch.isfinite(scores).all():
-        return None
+        return None, "the scores are not finite"
     mean = scores.mean()
-    return scores / mean if mean > 0 else scores
+    return (scores / mean if mean > 0 else scores), ""
 
 
-def _data_free_scores(space: PruneSpace, index: int, criterion: str, seed: int) -> torch.Tensor:
+def _data_free_scores(space: PruneSpace, index: int, criterion: str, seed: int, stacklevel: int = 3) -> torch.Tensor:
     group = space.groups[index]
     if criterion == "random":
         gen = torch.Generator().manual_seed(_stable_seed(seed, index))
         return torch.rand(group.size, generator=gen)
     if criterion == "merge_saliency":
         return _merge_saliency(space, index)
-    scores = _tp_scores(space, index, criterion)
+    scores, why = _tp_scores(space, index, criterion)
     if scores is None and criterion != "l1":
-        scores = _tp_scores(space, index, "l1")
+        message = f"importance {criterion!r} cannot score group {group.name!r} ({why}); using 'l1' for it"
+        warnings.warn(message, stacklevel=stacklevel)  # points at the caller of the public function
+        scores, why = _tp_scores(space, index, "l1")
     if scores is None:
-        raise RuntimeError(f"torch-pruning could not score group {group.name!r} with l1")
+        raise RuntimeError(f"torch-pruning could not score group {group.name!r} with l1: {why}")
     return scores
 
 
@@ -460,13 +468,11 @@ def _consumer_columns(space: PruneSpace, index: int) -> list[tuple[str, nn.Modul
 
 
 # -- Taylor on synthetic labels -----------------------------------------------------------------------
-def _per_channel(t: torch.Tensor, channels: int) -> torch.Tensor:
-    """(N, C): ``t`` summed over every axis but the batch and the channel axis (dim 1, or last for (N, *, C))."""
+def _per_channel(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """(N, C): ``t`` summed over every axis but the batch and the channel ``axis`` (``channel_axis``)."""
     if t.dim() == 2:
         return t
-    if t.shape[1] != channels:
-        t = t.movedim(-1, 1)
-    return t.flatten(2).sum(2)
+    return t.movedim(axis, 1).flatten(2).sum(2)
 
 
 def _taylor_all(
@@ -518,11 +524,9 @@ def _taylor_all(
     params = list(model.parameters())
     grads_before = {id(p): p.grad for p in params}
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
-    was_training = model.training
     handles = [modules[name].register_forward_hook(make_hook(name)) for name in watch]
-    model.eval()
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             for start in range(0, inputs.shape[0], _TAYLOR_BATCH):
                 x = inputs[start : start + _TAYLOR_BATCH].detach().to(space.device, dtype)
                 x.requires_grad_(True)
@@ -541,7 +545,7 @@ def _taylor_all(
                     if grad is None:
                         continue  # the member does not influence the loss
                     act = captured[name].detach()
-                    contrib = _per_channel(act * grad, _channels(modules[name])).to("cpu", torch.float64)
+                    contrib = _per_channel(act * grad, channel_axis(modules[name])).to("cpu", torch.float64)
                     for gi, cmap in watch[name]:
                         if gi not in signed:
                             signed[gi] = torch.zeros(contrib.shape[0], len(cmap), dtype=torch.float64)
@@ -551,13 +555,8 @@ def _taylor_all(
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
         for p in params:
             p.grad = grads_before[id(p)]
         captured.clear()
     n = inputs.shape[0]
     return {space.groups[gi].name: (totals[gi] / n).to(torch.float32) for gi in indices}
-
-
-def _channels(module: nn.Module) -> int:
-    return getattr(module, "out_channels", None) or getattr(module, "out_features", None) or module.num_features

@@ -22,8 +22,10 @@ temperature decreases as the layer's quota fills (:func:`temperature`); the cumu
 of the pairs already accepted in the step is used (a candidate is scored on the accumulated
 output intervals plus its own); the first layer's intervals are propagated from the input box.
 
-Scope: only ``nn.Sequential`` chains ``[Flatten] Linear (ReLU Linear)*`` (``Identity`` and
-``Dropout`` are tolerated anywhere) are accepted. Conv layers are NOT supported: the original
+Scope: models that compute ``[Flatten] Linear (ReLU Linear)*``, however they are written (an
+``nn.Sequential``, a module holding a Flatten and a Sequential, ``F.relu`` in a forward; ``Identity``
+and ``Dropout`` are tolerated anywhere): the Linear layers are taken in call order and the model's
+output is checked against the chain they form. Conv layers are NOT supported: the original
 gave them plain L1 filter pruning, which this baseline leaves out; a model with any other module
 raises a ValueError that names the first unsupported one.
 
@@ -43,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec
 
 __all__ = [
@@ -190,7 +193,7 @@ def propagate_intervals(model: nn.Module, spec: InputSpec) -> list[tuple[Tensor,
     They start from :func:`input_intervals` and so bound the outputs of every input in the spec's
     value range; the last entry bounds the logits.
     """
-    layers = [m for _, m in _dense_chain(model)]
+    layers = [m for _, m in _dense_chain(model, spec)]
     lo, hi = input_intervals(spec, layers[0].in_features)
     with torch.no_grad():
         return _chain_intervals(
@@ -341,41 +344,93 @@ def select_pairs(
 # --------------------------------------------------------------------------- model handling
 
 
-def _dense_chain(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The Linear layers of a supported ``[Flatten] Linear (ReLU Linear)*`` chain, or a ValueError."""
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(
-            f"paoding: only nn.Sequential chains of Linear/ReLU layers are supported; got {type(model).__name__}"
-        )
-    linears: list[tuple[str, nn.Linear]] = []
-    expect_linear = True
-    for name, module in model.named_children():
-        if isinstance(module, nn.Identity | nn.Dropout):
-            continue
-        if isinstance(module, nn.Flatten) and not linears and module.start_dim == 1 and module.end_dim == -1:
-            continue
-        if isinstance(module, nn.Linear) and expect_linear:
-            if linears and linears[-1][1].out_features != module.in_features:
-                raise ValueError(
-                    f"paoding: Linear '{name}' takes {module.in_features} inputs but the previous Linear "
-                    f"'{linears[-1][0]}' gives {linears[-1][1].out_features}"
-                )
-            linears.append((name, module))
-            expect_linear = False
-            continue
-        if isinstance(module, nn.ReLU) and not expect_linear:
-            expect_linear = True
-            continue
-        hint = " (conv layers are not supported by this dense-only baseline)" if "Conv" in type(module).__name__ else ""
-        raise ValueError(
-            f"paoding: unsupported module '{name}' ({type(module).__name__}){hint}; expected "
-            f"[Flatten] Linear (ReLU Linear)*"
-        )
-    if not linears or expect_linear:
-        raise ValueError("paoding: the model must be [Flatten] Linear (ReLU Linear)* and end with a Linear layer")
+_PASSIVE = (nn.Identity, nn.Dropout, nn.Flatten, nn.ReLU)  # modules a dense chain may hold besides Linear
+
+
+def _dense_chain(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear]]:
+    """The Linear layers, in call order, of a model that computes ``[Flatten] Linear (ReLU Linear)*``,
+    however it is written (a module holding a Flatten and a Sequential, ``F.relu`` in a forward),
+    or a ValueError naming what is not supported."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or (next(module.children(), None) is not None and not _owns_tensors(module)):
+            continue  # a Linear, or a container without tensors of its own
+        if not isinstance(module, _PASSIVE):
+            conv = "Conv" in type(module).__name__
+            hint = " (conv layers are not supported by this dense-only baseline)" if conv else ""
+            raise ValueError(
+                f"paoding: unsupported module '{name}' ({type(module).__name__}){hint}; expected "
+                f"[Flatten] Linear (ReLU Linear)*"
+            )
+    linears = _linears_in_call_order(model, spec)
+    for (prev_name, prev), (name, module) in zip(linears, linears[1:], strict=False):
+        if prev.out_features != module.in_features:
+            raise ValueError(
+                f"paoding: Linear '{name}' takes {module.in_features} inputs but the previous Linear "
+                f"'{prev_name}' gives {prev.out_features}"
+            )
     if len(linears) < 2:
         raise ValueError("paoding: the model has no hidden dense layer to prune")
+    first_name, first = linears[0]
+    if first.in_features != math.prod(spec.shape):
+        raise ValueError(
+            f"paoding: the first Linear '{first_name}' takes {first.in_features} inputs, but one input of shape "
+            f"{spec.shape} has {math.prod(spec.shape)} values; expected [Flatten] Linear (ReLU Linear)*"
+        )
+    _check_computes_chain(model, spec, [m for _, m in linears])
     return linears
+
+
+def _owns_tensors(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
+def _probe_inputs(spec: InputSpec, like: torch.Tensor, n: int = 32) -> Tensor:
+    """Normalized inputs spread over the spec's value range (both corners included), a fixed draw."""
+    low, high = spec.value_range
+    gen = torch.Generator().manual_seed(0)
+    pixels = low + (high - low) * torch.rand(n, *spec.shape, generator=gen, dtype=torch.float64)
+    pixels[0], pixels[-1] = low, high
+    return spec.normalize(pixels.to(like.dtype)).to(like.device)
+
+
+def _linears_in_call_order(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear]]:
+    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if not names:
+        raise ValueError("paoding: the model has no Linear layer")
+    calls: list[nn.Linear] = []
+    handles = [m.register_forward_hook(lambda mod, _i, _o: calls.append(mod)) for m in names]
+    x = _probe_inputs(spec, next(iter(names)).weight, n=2)
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    except Exception as exc:
+        raise ValueError(f"paoding: the model failed on an input of shape {spec.shape}: {exc}") from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+    unused = [names[m] for m in names if m not in calls]
+    if unused or len(calls) != len(set(calls)):
+        what = f"Linear '{unused[0]}' is never called" if unused else "a Linear is called more than once"
+        raise ValueError(f"paoding: {what}; expected [Flatten] Linear (ReLU Linear)*")
+    return [(names[m], m) for m in calls]
+
+
+def _check_computes_chain(model: nn.Module, spec: InputSpec, layers: list[nn.Linear]) -> None:
+    """The model's output equals ``Linear (ReLU Linear)*`` of its flattened input, so the interval
+    bounds and merges of the paper apply to it (an activation other than ReLU, a skip connection or
+    an input transform would break them)."""
+    x = _probe_inputs(spec, layers[0].weight)
+    with eval_mode(model), torch.no_grad():
+        got = model(x)
+        expected = x.flatten(1)
+        for k, layer in enumerate(layers):
+            expected = layer(torch.relu(expected) if k else expected)
+    tolerance = 1e-5 * (1 + float(expected.abs().max()))
+    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=tolerance):
+        raise ValueError(
+            "paoding: the model does not compute [Flatten] Linear (ReLU Linear)* over its Linear layers "
+            f"{', '.join(repr(n) for n, m in model.named_modules() if m in layers)}"
+        )
 
 
 def _quota(fraction: float, n: int) -> int:
@@ -405,7 +460,7 @@ def paoding_prune(model: nn.Module, spec: InputSpec, config: PaodingConfig) -> t
     accordingly and carry the merged outgoing weights. The second value maps each hidden Linear's
     name (as in ``model.named_children()``) to the kept indices of its original output neurons.
     """
-    chain = _dense_chain(model)
+    chain = _dense_chain(model, spec)
     names = [name for name, _ in chain]
     with torch.no_grad():
         weights = [m.weight.detach().to("cpu", _DTYPE).clone() for _, m in chain]
@@ -462,7 +517,8 @@ def paoding_prune(model: nn.Module, spec: InputSpec, config: PaodingConfig) -> t
         if b is not None:
             layer.bias.requires_grad_(old.bias.requires_grad)
         layer.train(old.training)
-        setattr(pruned, name, layer)
+        parent, _, child = name.rpartition(".")
+        setattr(pruned.get_submodule(parent), child, layer)
     return pruned, {names[k]: kept[k] for k in range(hidden)}
 
 
@@ -473,7 +529,7 @@ def _prune_to_budget(
         raise TypeError(f"paoding_prune_to_{what}: 'target' is chosen by the search; do not pass it")
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"paoding_prune_to_{what}: keep fraction must be in (0, 1], got {keep_fraction}")
-    chain = _dense_chain(model)
+    chain = _dense_chain(model, spec)
     in_features = chain[0][1].in_features
     widths = [m.out_features for _, m in chain]
     biased = [what == "macs" or m.bias is not None for _, m in chain]
@@ -503,7 +559,7 @@ def _prune_to_budget(
                 lo_target = mid
     config = PaodingConfig(target=hi_target, seed=seed, **kw)
     pruned, kept = paoding_prune(model, spec, config)
-    landed = _cost(in_features, [m.out_features for _, m in _dense_chain(pruned)], biased) / original
+    landed = _cost(in_features, [m.out_features for _, m in _dense_chain(pruned, spec)], biased) / original
     if landed < keep_fraction - 0.02:
         warnings.warn(
             f"paoding_prune_to_{what}: asked for {keep_fraction:.4f} of the {what}, the nearest width step "

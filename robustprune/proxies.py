@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from robustprune._modes import eval_mode
 from robustprune.evaluate.attacks import adversarial_examples
 from robustprune.probes.probeset import ProbeSet, penultimate_features
 from robustprune.structure.masks import batched_masks, masked
@@ -123,32 +124,20 @@ def score(
     """
     model = space.model
     module = _Candidate(model, overrides or {})
-    was_training = model.training
-    model.eval()
-    try:
-        with masked(space, candidate):
-            with torch.no_grad():
-                logits, features = penultimate_features(model, space.output_layer, probes.inputs(), call=module)
-            scores = _from_outputs(probes, logits, features)
-            if attack:
-                scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), masked(space, candidate):
+        with torch.no_grad():
+            logits, features = penultimate_features(model, space.output_layer, probes.inputs(), call=module)
+        scores = _from_outputs(probes, logits, features)
+        if attack:
+            scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack)
     return scores
 
 
 def score_batch(space: PruneSpace, probes: ProbeSet, candidates: Sequence[Candidate]) -> list[dict[str, float]]:
     """The forward-pass proxies for K candidates in one batched pass (no overrides, no attack)."""
     model = space.model
-    was_training = model.training
-    model.eval()
     inputs = probes.inputs()
-    try:
-        with torch.no_grad(), batched_masks(space, candidates) as k:
-            logits, features = penultimate_features(
-                model, space.output_layer, inputs.repeat(k, *[1] * (inputs.dim() - 1))
-            )
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), batched_masks(space, candidates) as k:
+        logits, features = penultimate_features(model, space.output_layer, inputs.repeat(k, *[1] * (inputs.dim() - 1)))
     n = len(inputs)
     return [_from_outputs(probes, logits[i * n : (i + 1) * n], features[i * n : (i + 1) * n]) for i in range(k)]

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robustprune._modes import eval_mode
+
 
 class SpecError(ValueError):
     """A model or input does not match its InputSpec."""
@@ -100,16 +102,12 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    was_training = model.training
-    model.eval()
     probe = torch.zeros(2, *spec.shape, device=device)
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(probe)
     except Exception as exc:  # the model's own error, re-raised with context
         raise SpecError(f"model failed on an input of shape (2, {', '.join(map(str, spec.shape))}): {exc}") from exc
-    finally:
-        model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise SpecError(f"model output must have shape (N, {spec.num_classes}) for N=2 inputs, got {got}")

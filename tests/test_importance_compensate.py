@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from robustprune import importance
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides, merge_overrides
 from robustprune.importance import CRITERIA, all_scores, channel_scores, select_keep
 from robustprune.spec import InputSpec
@@ -127,7 +128,9 @@ def test_bn_scale_ranks_zero_gamma_lowest_and_falls_back_to_l1(cnn_space, mlp_sp
     assert int(s.argmin()) == 5 and s[5] == 0
     assert not torch.equal(s, channel_scores(space, "8", "l1"))
     for name in mlp_space.group_names():  # no BatchNorm anywhere
-        assert torch.equal(channel_scores(mlp_space, name, "bn_scale"), channel_scores(mlp_space, name, "l1"))
+        with pytest.warns(UserWarning, match="no BatchNorm"):
+            s = channel_scores(mlp_space, name, "bn_scale")
+        assert torch.equal(s, channel_scores(mlp_space, name, "l1"))
 
 
 def test_merge_saliency_duplicate_is_free_and_formula():
@@ -501,3 +504,23 @@ def test_taylor_scores_against_given_targets():
     assert any(not torch.allclose(default[k], other[k]) for k in default)
     with pytest.raises(ValueError, match="targets must have shape"):
         taylor_scores(space, inputs, targets=own[:3])
+
+
+def test_a_criterion_that_cannot_score_a_group_says_so_and_names_the_fallback(cnn_space, mlp_space, monkeypatch):
+    group = mlp_space.group_names()[0]
+    with pytest.warns(UserWarning, match=rf"'bn_scale' cannot score group '{group}' \(it has no BatchNorm\).*'l1'"):
+        channel_scores(mlp_space, group, "bn_scale")
+
+    original = importance._tp_importance
+
+    def broken(criterion):
+        def score(_group):
+            raise RuntimeError("boom")
+
+        return score if criterion == "fpgm" else original(criterion)
+
+    monkeypatch.setattr(importance, "_tp_importance", broken)
+    name = cnn_space.group_names()[0]
+    with pytest.warns(UserWarning, match=rf"'fpgm' cannot score group '{name}' \(RuntimeError: boom\).*'l1'"):
+        s = channel_scores(cnn_space, name, "fpgm")
+    assert torch.equal(s, channel_scores(cnn_space, name, "l1"))

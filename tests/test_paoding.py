@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -5,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune import InputSpec
+from robustprune import InputSpec, baseline
 from robustprune.paoding import (
     PaodingConfig,
     input_intervals,
@@ -195,7 +196,69 @@ def test_prune_to_params_lands_and_leaves_the_model_alone():
 def test_unsupported_models_are_named():
     with pytest.raises(ValueError, match=r"'0' \(Conv2d\)"):
         paoding_prune(cnn(), SPEC, PaodingConfig())
-    with pytest.raises(ValueError, match="Sequential"):
+    with pytest.raises(ValueError, match="failed on an input of shape"):
         paoding_prune(nn.Linear(3, 2), SPEC, PaodingConfig())
+    with pytest.raises(ValueError, match="no hidden dense layer"):
+        paoding_prune(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), SPEC, PaodingConfig())
     with pytest.raises(ValueError, match=r"'1' \(Tanh\)"):
         paoding_prune(nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), SPEC, PaodingConfig())
+
+
+class PaperMLP(nn.Module):
+    """The paper's MLP as users write it: a module holding a Flatten and a Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.net = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.net(self.flatten(x))
+
+
+class FunctionalMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(784, 128), nn.Linear(128, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = x.view(x.size(0), -1)
+        return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _sequential_twin(model: nn.Module) -> nn.Sequential:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    twin = nn.Sequential(nn.Flatten(), linears[0], nn.ReLU(), linears[1], nn.ReLU(), linears[2])
+    return copy.deepcopy(twin).eval()
+
+
+@pytest.mark.parametrize("build", [PaperMLP, FunctionalMLP])
+def test_a_module_computing_the_chain_prunes_as_its_sequential_twin(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    twin = _sequential_twin(model)
+    pruned, kept, _ = paoding_prune_to_params(model, SPEC, 0.6, seed=3)
+    twin_pruned, twin_kept, _ = paoding_prune_to_params(twin, SPEC, 0.6, seed=3)
+    assert list(kept.values()) == list(twin_kept.values())
+    assert type(pruned) is build and all(isinstance(m, nn.Linear) for m in pruned.modules() if m._parameters)
+    x = torch.rand(16, *SPEC.shape)
+    with torch.no_grad():
+        assert torch.equal(pruned(x), twin_pruned(x))
+    result = baseline(model, SPEC, "paoding", target_params=0.6, seed=3)  # the CLI's route
+    assert list(result.candidate.values()) == [tuple(v) for v in kept.values()]
+
+
+def test_a_module_that_does_not_compute_the_chain_is_refused():
+    class Skip(FunctionalMLP):
+        def forward(self, x):
+            h = torch.relu(self.fc1(x.flatten(1)))
+            return self.out(torch.relu(self.fc2(h)) + h)
+
+    class Leaky(FunctionalMLP):
+        def forward(self, x):
+            h = torch.nn.functional.leaky_relu(self.fc1(x.flatten(1)), 0.1)
+            return self.out(torch.relu(self.fc2(h)))
+
+    for build in (Skip, Leaky):
+        with pytest.raises(ValueError, match="does not compute"):
+            paoding_prune(build().eval(), SPEC, PaodingConfig())

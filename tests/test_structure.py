@@ -180,6 +180,34 @@ def test_untraceable_and_unsupported_models_name_the_problem():
 
     PruneSpace(DataDependent().eval(), zoo.FASHION_MNIST_SPEC)  # supported
 
+    class ThroughPython(nn.Module):  # values leave autograd: torch-pruning cannot see the conv's channels
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            scale = 1.0 + 0.0 * y.sum().item()
+            return self.fc(torch.tensor(y.tolist()) * scale)
+
+    with pytest.raises(UnsupportedModelError, match="could not trace the model: layer 'conv'") as info:
+        PruneSpace(ThroughPython().eval(), zoo.FASHION_MNIST_SPEC)
+    assert "\n" not in str(info.value)
+
+    class ConcatAdded(nn.Module):  # each concat branch carries half of the residual group's channels
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.mix = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3), nn.Conv2d(8, 8, 1)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), self.b(x)], dim=1)
+            return self.fc((y + self.mix(y)).mean((2, 3)))
+
+    with pytest.raises(UnsupportedModelError, match="'[ab]' carries 4 of the 8 channels.*exclude 'mix'"):
+        PruneSpace(ConcatAdded().eval(), zoo.FASHION_MNIST_SPEC)
+
     class WithGroupNorm(nn.Module):
         def __init__(self):
             super().__init__()

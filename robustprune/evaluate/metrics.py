@@ -9,14 +9,12 @@ never have to remember which space a batch lives in.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from robustprune._modes import eval_mode as _eval_mode
 from robustprune.spec import InputSpec
 
 __all__ = [
@@ -27,22 +25,6 @@ __all__ = [
     "ood_auroc",
     "predict_logits",
 ]
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore every submodule's own flag afterwards.
-
-    ``model.train(was_training)`` is not enough: it would force one flag onto all
-    submodules, silently un-freezing (say) BatchNorm layers a caller had put in eval.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from robustprune._modes import eval_mode
 from robustprune.probes.adversarial import adversarial_probes
 from robustprune.probes.cache import cached_generate
 from robustprune.probes.synthetic import SyntheticConfig, _model_device
@@ -147,13 +148,8 @@ def build_probes(
         "undesired": undesired.to(device),
     }
     probes = ProbeSet(spec, pixels, {}, torch.empty(0), config, seconds)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits, features = penultimate_features(model, output_layer, probes.inputs())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        logits, features = penultimate_features(model, output_layer, probes.inputs())
     probes.logits = {kind: logits[sl] for kind, sl in probes.slices().items()}
     probes.features = features[probes.slices()["synthetic"]]
     return probes

@@ -324,7 +324,9 @@ def search(
             + ", ".join(f"{k} {v:.4f}" for k, v in criterion_scores.items())
             + f" on the proxies (uniform candidate at the target) -> {choice}"
         )
-        config = dataclasses.replace(config, importance=choice)
+        # rescore ranks only input-based criteria again: with a data-free choice (l1) there is nothing to redo
+        rescore = config.rescore if choice in RESCORED_CRITERIA else "off"
+        config = dataclasses.replace(config, importance=choice, rescore=rescore)
     else:
         scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
     evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)

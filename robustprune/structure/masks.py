@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from robustprune.structure.space import Candidate, PruneSpace
 
@@ -35,10 +36,17 @@ def group_mask(space: PruneSpace, candidate: Candidate, device=None) -> dict[str
     return masks
 
 
-def _module_masks(space: PruneSpace, per_group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Group keep-vectors -> keep-vectors over each member module's channel axis (last dim of the mask)."""
+def channel_axis(module: nn.Module) -> int:
+    """The axis of ``module``'s output that holds its channels: the last one for a Linear (it maps the
+    last axis, whatever comes before it, e.g. (N, L, C) tokens), axis 1 for convs and batch norms."""
+    return -1 if isinstance(module, nn.Linear) else 1
+
+
+def _module_masks(space: PruneSpace, per_group: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, int]]:
+    """Group keep-vectors -> (keep-vector over the member's channels (last dim of the mask), the
+    member's channel axis) per member module."""
     modules = dict(space.model.named_modules())
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, tuple[torch.Tensor, int]] = {}
     for name, mask in per_group.items():
         group = space.group(name)
         for member, cmap in zip(group.members, group.channel_maps, strict=True):
@@ -47,31 +55,34 @@ def _module_masks(space: PruneSpace, per_group: dict[str, torch.Tensor]) -> dict
                 getattr(module, "out_channels", None) or getattr(module, "out_features", None) or module.num_features
             )
             if list(cmap) == list(range(channels)):
-                out[member] = mask
+                full = mask
             else:
                 full = torch.ones(*mask.shape[:-1], channels, device=mask.device)
                 full[..., list(cmap)] = mask
-                out[member] = full
+            out[member] = (full, channel_axis(module))
     return out
 
 
-def _hook(mask: torch.Tensor):
+def _hook(mask: torch.Tensor, axis: int):
     def apply(_module, _inputs, output):
+        channel = axis % output.dim()
         if mask.dim() == 1:  # one candidate for the whole batch
-            shape = [1, -1] + [1] * (output.dim() - 2)
-            if output.dim() == 2 or output.dim() > 2 and output.shape[1] == mask.numel():
-                return output * mask.view(shape)
-            return output * mask  # (N, *, C) linear output
+            shape = [1] * output.dim()
+            shape[channel] = -1
+            return output * mask.view(shape)
+        # (K, C): block k of the batch sees row k
         per_sample = mask.repeat_interleave(output.shape[0] // mask.shape[0], dim=0)
-        return output * per_sample.view(*per_sample.shape, *([1] * (output.dim() - 2)))
+        shape = [1] * output.dim()
+        shape[0], shape[channel] = per_sample.shape
+        return output * per_sample.view(shape)
 
     return apply
 
 
 @contextmanager
-def _hooked(space: PruneSpace, module_masks: dict[str, torch.Tensor]) -> Iterator[None]:
+def _hooked(space: PruneSpace, module_masks: dict[str, tuple[torch.Tensor, int]]) -> Iterator[None]:
     modules = dict(space.model.named_modules())
-    handles = [modules[name].register_forward_hook(_hook(mask)) for name, mask in module_masks.items()]
+    handles = [modules[name].register_forward_hook(_hook(*masks)) for name, masks in module_masks.items()]
     try:
         yield
     finally:

@@ -21,6 +21,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec, validate_model
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -87,9 +88,7 @@ class PruneSpace:
         if unknown:
             raise ValueError(f"excluded modules not found in the model: {', '.join(sorted(unknown))}")
         example = torch.zeros(1, *spec.shape, device=self.device)
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             output_layers = _output_layers(model, example)
             self.output_layer = names[output_layers[0]]
             try:
@@ -100,8 +99,7 @@ class PruneSpace:
                 ) from exc
             raw_groups = list(self.graph.get_all_groups(ignored_layers=output_layers, root_module_types=_LAYER_TYPES))
             shapes = _output_shapes(model, example)
-        finally:
-            model.train(was_training)
+        _check_traced(self.graph, shapes, names)
 
         groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
@@ -135,6 +133,12 @@ class PruneSpace:
                 continue
             if not members:
                 continue
+            for member, cmap in zip(members, maps, strict=True):
+                if len(cmap) != size:  # e.g. one branch of a concat that is then added to another tensor
+                    raise UnsupportedModelError(
+                        f"module '{member}' carries {len(cmap)} of the {size} channels of group '{members[0]}' "
+                        f"(a concat joined by an add?), which is not supported; exclude '{members[0]}'"
+                    )
             groups.append(
                 ChannelGroup(
                     name=members[0],
@@ -229,6 +233,18 @@ class PruneSpace:
                 f"  {g.name:<32} {g.size:>5} ch  {g.macs_per_channel:>9} MACs/ch  members: {', '.join(g.members)}"
             )
         return "\n".join(rows)
+
+
+def _check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
+    """Refuse a model whose conv/linear layers run but are missing from the traced graph: their
+    channels would be invisible to the prune space (torch-pruning traces through autograd)."""
+    for module in shapes:
+        if isinstance(module, _LAYER_TYPES) and module not in graph.module2node:
+            raise UnsupportedModelError(
+                f"torch-pruning could not trace the model: layer '{names[module]}' runs but its output does not "
+                "reach the model output through autograd (.detach(), .item(), .tolist(), numpy, torch.no_grad() "
+                "or requires_grad=False parameters cut the trace)"
+            )
 
 
 def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
