@@ -17,7 +17,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustprune.evaluate.metrics import _eval_mode, _model_device, accuracy, predict_logits
+from robustprune._modes import eval_mode
+from robustprune.evaluate.metrics import _model_device, accuracy, predict_logits
 from robustprune.spec import InputSpec
 
 __all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct"]
@@ -125,7 +126,7 @@ def adversarial_examples(
     atk.set_device(run_on)
     chunks = []
     # enable_grad: the attacks differentiate w.r.t. the input, which fails if the caller is inside no_grad.
-    with _eval_mode(model), _fork_all_rngs(), torch.enable_grad():
+    with eval_mode(model), _fork_all_rngs(), torch.enable_grad():
         torch.manual_seed(seed)
         for start in range(0, pixels.shape[0], batch_size):
             x = pixels[start : start + batch_size].to(run_on, dtype=torch.float32)

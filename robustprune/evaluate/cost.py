@@ -14,7 +14,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune.evaluate.metrics import _eval_mode, _model_device
+from robustprune._modes import eval_mode
+from robustprune.evaluate.metrics import _model_device
 from robustprune.spec import InputSpec
 
 __all__ = ["count_macs_params", "latency_ms"]
@@ -68,7 +69,7 @@ def latency_ms(
             torch.cuda.synchronize(run_on)
 
     times = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(warmup + repeats):
             sync()
             start = time.perf_counter()

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from robustprune._modes import eval_mode
 from robustprune._progress import progress_bar
 from robustprune.spec import InputSpec
 
@@ -200,7 +201,7 @@ def bn_statistics_loss(model: nn.Module, inputs_normalized: torch.Tensor, *, bat
 
     device = _model_device(model)
     dtype = _model_dtype(model)
-    with _eval_mode(model), _hooks(layers, hook), torch.no_grad():
+    with eval_mode(model), _hooks(layers, hook), torch.no_grad():
         for start in range(0, inputs_normalized.shape[0], batch_size):
             model(inputs_normalized[start : start + batch_size].to(device=device, dtype=dtype))
     losses = []
@@ -235,18 +236,6 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
         if t.is_floating_point():
             return t.dtype
     return torch.float32
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then every module's own training flag back."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 @contextlib.contextmanager
@@ -418,7 +407,7 @@ def generate(
         bar = progress_bar(len(sizes) * config.steps, f"{config.kind} images", quiet=progress is None, unit="step")
         if not bar.disable:
             say = lambda _line: None  # noqa: E731
-        with _eval_mode(model), _frozen(model), bar:
+        with eval_mode(model), _frozen(model), bar:
             for b, size in enumerate(sizes, start=1):
                 z0 = torch.maximum(torch.minimum(z_all[offset : offset + size], hi), lo).to(target_device)
                 t = targets[offset : offset + size].to(target_device) if targets is not None else None
