@@ -18,6 +18,15 @@ from robustprune.recover.losses import depth_weights, kd_loss, sp_loss
 from robustprune.recover.overparam import ExpandedConv, ExpandedLinear
 from robustprune.structure import PruneSpace, export, load_pruned
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread start-up costs more than it saves, above all on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SPEC = InputSpec(shape=(1, 8, 8), mean=(0.3,), std=(0.35,), num_classes=3)
 
 
