@@ -18,6 +18,7 @@ from robustprune.recover.losses import depth_weights, kd_loss, sp_loss
 from robustprune.recover.overparam import ExpandedConv, ExpandedLinear
 from robustprune.structure import PruneSpace, export, load_pruned
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny tensors: thread start-up costs more than it saves, above all on a shared machine."""
@@ -131,7 +132,6 @@ def test_expanded_model_equals_compact_at_init(factory, shape, expand):
     chains = [m for m in expanded.modules() if isinstance(m, ExpandedConv | ExpandedLinear)]
     assert len(chains) == sum(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear) for m in compact.modules())
     assert params(expanded) > params(compact) or expand == 1
-    assert_same_weights(compact, nn.Module.__new__(type(compact)) if False else compact)
     for k, v in compact.state_dict().items():  # the compact model is untouched
         assert torch.equal(v, before[k])
 
@@ -209,7 +209,7 @@ def test_auto_feature_layers_are_block_outputs():
 
 def test_kept_channels_follow_the_candidate():
     original, pruned, candidate = pruned_pair()
-    kept = kept_channels(original, SPEC, candidate, ["layers.0", "layers.1"])
+    kept = kept_channels(PruneSpace(original, SPEC), candidate, ["layers.0", "layers.1"])
     assert set(kept) == {"layers.0", "layers.1"}
     with torch.no_grad():
         out = pruned.layers(pruned.stem(torch.zeros(1, *SPEC.shape)))

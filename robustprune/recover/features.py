@@ -9,7 +9,6 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from robustprune.spec import InputSpec
 from robustprune.structure.space import PruneSpace
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -53,26 +52,22 @@ def resolve_feature_layers(features: str | tuple[str, ...], student: nn.Module, 
 
 
 def kept_channels(
-    original: nn.Module,
-    spec: InputSpec,
-    candidate: Mapping[str, Sequence[int]],
-    layers: Iterable[str],
-    exclude: Iterable[str] = (),
+    space: PruneSpace, candidate: Mapping[str, Sequence[int]], layers: Iterable[str]
 ) -> dict[str, list[int]]:
     """Per feature layer, the original output channels the pruned model kept (from the search's candidate).
 
-    A layer's output channels are those of the last conv / linear / BN inside it that carries a
-    prunable channel group (for a residual block, its last BN, tied to the shortcut by the add).
+    ``space`` is the original's prune space. A layer's output channels are those of the last
+    conv / linear / BN inside it that carries a prunable channel group (for a residual block,
+    its last BN, tied to the shortcut by the add).
     Layers whose channels no group carries keep them all and are left out of the result.
     """
-    space = PruneSpace(original, spec, exclude=exclude)
     space.kept_counts(candidate)  # validates the candidate against this architecture
     carrier: dict[str, list[int]] = {}
     for group in space.groups:
         keep = list(candidate.get(group.name, range(group.size)))
         for member, channel_map in zip(group.members, group.channel_maps, strict=True):
             carrier[member] = sorted(channel_map[j] for j in keep)
-    order = [n for n, _ in original.named_modules()]
+    order = [n for n, _ in space.model.named_modules()]
     result = {}
     for layer in layers:
         inside = [n for n in order if n in carrier and (n == layer or n.startswith(layer + "."))]

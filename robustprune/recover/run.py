@@ -170,7 +170,7 @@ def recover(
     active = config.feature_weight > 0 or config.sp_weight > 0
     layers = resolve_feature_layers(config.features, student, teacher) if active else []
     space = PruneSpace(original, spec, exclude=exclude) if candidate is not None else None
-    kept = kept_channels(original, spec, candidate, layers, exclude) if candidate is not None and layers else {}
+    kept = kept_channels(space, candidate, layers) if space is not None and layers else {}
     adapters = _build_adapters(student, teacher, spec, layers, kept, run_on, config.seed)
     if config.feature_weight == 0:
         adapters = nn.ModuleDict()
