@@ -328,6 +328,8 @@ def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):
     recover(pruned, original, SPEC, FAST, candidate=candidate, quiet=True, checkpoint_dir=tmp_path)
     with pytest.raises(CheckpointMismatchError, match="lr"):
         recover(pruned, original, SPEC, dataclasses.replace(FAST, lr=0.1), quiet=True, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="original_sha256"):
+        recover(pruned, tiny_res(seed=1), SPEC, FAST, quiet=True, checkpoint_dir=tmp_path)
 
 
 def test_bn_modes():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustprune.evaluate.attacks import adversarial_examples
+from robustprune.probes.cache import weights_hash
 from robustprune.probes.synthetic import generate
 from robustprune.recover.config import RecoverConfig
 from robustprune.spec import InputSpec
@@ -43,11 +44,12 @@ def synthetic_pool(
     """``config.pool_size`` inverted images (pixel space, CPU) and the seconds it took (0 when read from the cache).
 
     With ``cache_dir``, the pool is stored there (``pool.pt``, read back with weights_only=True)
-    together with the synthetic settings, and reused by a resumed run with the same settings.
+    together with the synthetic settings and a hash of the original's weights, and reused by a
+    run with the same settings and original (a resumed one).
     """
     synth = dataclasses.replace(config.synthetic, n=config.pool_size, seed=config.seed)
-    key = {"synthetic": synth.to_dict(), "spec": spec.to_dict()}
     path = cache_dir / POOL_FILE if cache_dir is not None else None
+    key = {"synthetic": synth.to_dict(), "spec": spec.to_dict(), "original": weights_hash(original) if path else None}
     if path is not None and path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if saved.get("key") == repr(key) and tuple(saved["pixels"].shape) == (config.pool_size, *spec.shape):

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from robustprune._progress import progress_bar
+from robustprune.probes.cache import weights_hash
 from robustprune.recover.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from robustprune.recover.config import RecoverConfig
 from robustprune.recover.features import captured, kept_channels, resolve_feature_layers
@@ -186,7 +187,13 @@ def recover(
         losses: list[float] = []
         parts: dict[str, list[float]] = {}
         start, previous_seconds = 0, 0.0
-        state = load_checkpoint(cache_dir, config.to_dict()) if cache_dir is not None else None
+        # a checkpoint belongs to these settings and these two models
+        identity = {
+            **config.to_dict(),
+            "original_sha256": weights_hash(original),
+            "pruned_sha256": weights_hash(pruned),
+        }
+        state = load_checkpoint(cache_dir, identity) if cache_dir is not None else None
         if state is not None:
             student.load_state_dict(state["student"])
             adapters.load_state_dict(state["adapters"])
@@ -244,7 +251,7 @@ def recover(
                             "rng": rng_state(run_on),
                             "losses": torch.tensor(losses, dtype=torch.float64),
                             "parts": json.dumps(parts),
-                            "config": json.dumps(config.to_dict()),
+                            "config": json.dumps(identity),
                         },
                     )
                 if step % every == 0 or step == config.steps:
