@@ -207,6 +207,17 @@ def test_auto_feature_layers_are_block_outputs():
     assert auto_feature_layers(mlp) == ["1"]  # no blocks, no BN: hidden layers, not the logits
 
 
+@pytest.mark.parametrize(
+    "name, count, first",
+    [("resnet20", 9, "layer1.0"), ("mobilenetv2", 8, "features.3"), ("cnn", 3, "1"), ("mlp", 3, "1")],
+)
+def test_auto_feature_layers_of_the_zoo(name, count, first):
+    from robustprune.zoo import build
+
+    layers = auto_feature_layers(build(name))
+    assert len(layers) == count and layers[0] == first
+
+
 def test_kept_channels_follow_the_candidate():
     original, pruned, candidate = pruned_pair()
     kept = kept_channels(PruneSpace(original, SPEC), candidate, ["layers.0", "layers.1"])
