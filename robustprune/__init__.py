@@ -17,6 +17,7 @@ from robustprune.baselines import METHODS as BASELINES  # noqa: E402
 from robustprune.baselines import PruneResult, baseline  # noqa: E402
 from robustprune.evaluate.harness import EvalSettings, evaluate  # noqa: E402
 from robustprune.models import load_model  # noqa: E402
+from robustprune.recover import RecoverConfig, RecoverResult, recover  # noqa: E402
 from robustprune.search import SearchConfig, SearchResult, search  # noqa: E402
 from robustprune.spec import InputSpec, SpecError, validate_model  # noqa: E402
 from robustprune.structure import PruneSpace, export, load_pruned, masked, save_pruned  # noqa: E402
@@ -28,6 +29,8 @@ __all__ = [
     "InputSpec",
     "PruneResult",
     "PruneSpace",
+    "RecoverConfig",
+    "RecoverResult",
     "SearchConfig",
     "SearchResult",
     "SpecError",
@@ -39,6 +42,7 @@ __all__ = [
     "load_model",
     "load_pruned",
     "masked",
+    "recover",
     "save_pruned",
     "search",
     "validate_model",

@@ -1,0 +1,58 @@
+"""Resumable recovery: a checkpoint of everything the next step depends on, read back with weights_only=True."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_FILE = "recover.ckpt"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint folder holds a run with different settings; the message says which."""
+
+
+def checkpoint_path(directory: str | Path) -> Path:
+    return Path(directory) / CHECKPOINT_FILE
+
+
+def save_checkpoint(directory: str | Path, state: dict) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
+    path = checkpoint_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(directory: str | Path, config: dict) -> dict | None:
+    """The saved state, or None when there is none; CheckpointMismatchError if it was written with another config."""
+    path = checkpoint_path(directory)
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    if saved != json.loads(json.dumps(config)):
+        changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config)).get(k))
+        raise CheckpointMismatchError(
+            f"{path} was written with different recovery settings ({', '.join(changed)}); "
+            "use another checkpoint folder or the same settings"
+        )
+    return state
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global CPU RNG state and, on CUDA, the device's (dropout and other global draws)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
