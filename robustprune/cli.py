@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import re
 import signal
 import sys
 import traceback
@@ -115,6 +117,28 @@ def _check_eval_data(args: argparse.Namespace, required: bool = False) -> None:
     root = getattr(args, "data_root", None)
     if required or fashion_mnist_available(root):
         check_fashion_mnist("test", root)
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Drop Optuna's report of a trial that raised: the exception reaches the CLI, which says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None and not _FAILED_WITH_NONE.match(record.getMessage())
+
+
+_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.")
+
+
+def _quiet_trial_failures(args: argparse.Namespace) -> None:
+    """Without --debug, a Ctrl-C or a bug inside a trial prints one line, not Optuna's traceback."""
+    import optuna
+
+    if getattr(args, "debug", False):
+        return
+    optuna.logging.get_logger("optuna")  # makes Optuna's handler
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoTrialTracebacks) for f in handler.filters):
+            handler.addFilter(_NoTrialTracebacks())
 
 
 def _save_run(args: argparse.Namespace, out: Path, write) -> None:
@@ -317,6 +341,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     _check_storage(args.storage)
     _check_eval_data(args)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
+    _quiet_trial_failures(args)
     result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
 
     def write(staging: Path) -> None:
@@ -359,6 +384,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     before = _report_for_run(model, spec, args.model, args)
+    _quiet_trial_failures(args)
     result = search(model, spec, config=config, quiet=args.quiet)
 
     def write(staging: Path) -> None:
@@ -410,6 +436,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print((out / "summary.md").read_text())
         return 0
     _check_eval_data(args, required=True)
+    _quiet_trial_failures(args)
     try:
         run_suite(
             suite,

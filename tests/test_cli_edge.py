@@ -316,6 +316,14 @@ _INTERRUPTED = textwrap.dedent(
         print("READY", flush=True)
         time.sleep(120)
 
+    def build_parser():
+        wait()  # where the command line imports torch and the search modules
+
+    if where == "imports":
+        import robustprune.cli as cli
+
+        cli.build_parser = build_parser
+
     def baseline(*args, **kwargs):
         if where == "work":
             wait()
@@ -369,3 +377,44 @@ def test_report_json_of_a_run_is_valid(tmp_path):
     out = tmp_path / "run"
     assert main(["baseline", *FAST_BASELINE, "--out", str(out)]) == 0
     assert json.loads((out / "report.json").read_text())["provenance"]["method"] == "l1_uniform"
+
+
+def test_sigint_while_the_modules_load_is_one_line_exit_130(tmp_path):
+    result = interrupt("imports", tmp_path / "run")
+    assert result.returncode == 130
+    assert result.stderr.strip().splitlines() == ["robustprune: interrupted"], result.stderr
+
+
+def test_the_command_line_module_loads_without_torch():
+    """So that a Ctrl-C during the slow imports happens inside main, which reports it in one line."""
+    code = "import sys, robustprune.cli"
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_lazy_package_keeps_its_public_names():
+    import robustprune
+    from robustprune.search import engine as search_engine
+
+    assert robustprune.search is search_engine.search  # the function, not the subpackage
+    assert robustprune.SearchConfig is SearchConfig and callable(robustprune.load_pruned)
+    assert "search" in dir(robustprune)
+    with pytest.raises(AttributeError):
+        robustprune.no_such_name  # noqa: B018
+
+
+def test_sigint_inside_a_trial_prints_no_optuna_traceback(tmp_path, monkeypatch, capfd):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.Evaluator, "evaluate", interrupted)
+    argv = ["search", "--model", "zoo:mlp", "--target-params", "0.8", *TINY_SEARCH, "--out", str(tmp_path / "r")]
+    assert main(argv) == 130
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == ["robustprune search: interrupted"], err
+    assert not (tmp_path / "r").exists()
