@@ -243,6 +243,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
     if args.target_macs is None and args.target_params is None:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
+    if args.method == "paoding" and args.target_macs is not None and args.target_params is not None:
+        raise UsageError("the paoding baseline takes one target: --target-macs or --target-params")
     out = _check_run_dir(args, "baseline")
     _check_eval_data(args)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
@@ -778,6 +780,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.models import ModelRefError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
+    from robustprune.targets import UnreachableTargetError
 
     return (
         UsageError,
@@ -788,6 +791,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ModelRefError,
         SpecError,
         UnsupportedModelError,
+        UnreachableTargetError,
     )
 
 

@@ -418,3 +418,17 @@ def test_sigint_inside_a_trial_prints_no_optuna_traceback(tmp_path, monkeypatch,
     err = capfd.readouterr().err.strip().splitlines()
     assert err == ["robustprune search: interrupted"], err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "l1_uniform", "--target-params", "0.0001"], "cannot be reached"),
+        (["--method", "paoding", "--target-params", "0.5", "--target-macs", "0.5"], "one target"),
+    ],
+)
+def test_user_errors_from_the_library_stay_exit_2(argv, message, tmp_path, capsys):
+    """Now that a bare ValueError means a bug (exit 1), the user's mistakes keep their own classes."""
+    assert main(["baseline", "--model", "zoo:mlp", *argv, "--no-eval", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert message in one_line(capsys)
+    assert not (tmp_path / "r").exists()
