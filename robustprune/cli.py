@@ -256,15 +256,20 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         synthetic = SEARCH_PROBES.seeded(args.seed).synthetic
         progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
         inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
-    result = baseline(
-        model,
-        spec,
-        args.method,
-        target_macs=args.target_macs,
-        target_params=args.target_params,
-        seed=args.seed,
-        inputs=inputs,
-    )
+    try:
+        result = baseline(
+            model,
+            spec,
+            args.method,
+            target_macs=args.target_macs,
+            target_params=args.target_params,
+            seed=args.seed,
+            inputs=inputs,
+        )
+    except ValueError as exc:
+        if args.method == "paoding" and str(exc).startswith("paoding"):  # a model that is no dense chain Paoding takes
+            raise UsageError(_one_line(exc)) from None
+        raise
     reached = result.kept_fraction
     if not args.quiet:
         print(
