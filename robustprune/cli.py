@@ -559,6 +559,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from robustprune.baselines import METHODS
+    from robustprune.evaluate.harness import EvalSettings
     from robustprune.importance import CRITERIA
     from robustprune.probes.synthetic import KINDS
     from robustprune.proxies import PROXIES
@@ -603,11 +604,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
-    p.add_argument("--eps", type=float, default=0.1, help="L-inf attack radius in [0,1] pixel space (default 0.1)")
-    p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--n-attack", type=int, default=1000, help="test images attacked (fixed seeded subset)")
-    p.add_argument("--n-corruption", type=int, default=1000, help="test images per corruption and severity")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=EvalSettings.eps,
+        help="L-inf attack radius in [0,1] pixel space (default %(default)s)",
+    )
+    p.add_argument("--pgd-steps", type=int, default=EvalSettings.pgd_steps)
+    p.add_argument(
+        "--n-attack", type=int, default=EvalSettings.n_attack, help="test images attacked (fixed seeded subset)"
+    )
+    p.add_argument(
+        "--n-corruption",
+        type=int,
+        default=EvalSettings.n_corruption,
+        help="test images per corruption and severity",
+    )
+    p.add_argument("--seed", type=int, default=EvalSettings.seed)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress or table output")
@@ -629,7 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
-    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument(
+        "--eps",
+        type=_eps,
+        default=EvalSettings.eps,
+        help="L-inf radius of the evaluation's attacks (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_baseline)
@@ -719,7 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
-    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument(
+        "--eps",
+        type=_eps,
+        default=EvalSettings.eps,
+        help="L-inf radius of the evaluation's attacks (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_search)
