@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         model, spec = zoo.load(name)
         space = PruneSpace(model, spec)
         for seed in args.seeds:
-            probe_config = suite.search_config("macs", 0.5, seed).probes
+            probe_config = suite.search_config("macs", 0.5, seed).probe_config
             probes = build_probes(model, spec, space.output_layer, probe_config)
             n_syn = len(probes.pixels["synthetic"])
             inputs = probes.inputs()[:n_syn]

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/search_device_time.py " + " ".join(sys.argv[1:] if argv is None else argv)
     model, spec = zoo.load(args.model)
     config = SearchConfig(target_macs=args.target)
-    cached_generate(model, spec, config.probes.synthetic)  # so no device pays for the synthesis
+    cached_generate(model, spec, config.probe_config.synthetic)  # so no device pays for the synthesis
     rows = []
     for device in args.devices:
         start = time.time()

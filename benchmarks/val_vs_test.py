@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         config = suite.search_config(kind, args.target, seed)
         rows["search"].append(measure(search(model, spec, config=config, quiet=True).model))
-        inputs = spec.normalize(cached_generate(model, spec, config.probes.synthetic).pixels)
+        inputs = spec.normalize(cached_generate(model, spec, config.probe_config.synthetic).pixels)
         for rival in RIVALS:
             pruned, _ = baseline_model(model, spec, f"{rival}+bn", inputs, seed=seed, **{f"target_{kind}": args.target})
             rows[f"{rival}+bn"].append(measure(pruned))

@@ -1,11 +1,36 @@
-"""Crash-safe file output: write to a temporary name in the same folder, then rename."""
+"""Crash-safe file output: write to a temporary name in the same folder, then rename; run folders
+that robustprune fills are checked before the work and replaced file by file, never wholesale."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+#: Staging folders are named ``.partial-<pid>-<random>``: the pid says whose they are.
+STAGING_PREFIX = ".partial-"
+
+#: The files robustprune writes into a run folder, by kind of run (paths relative to the folder).
+PLOT_NAMES = ("front", "steps", "amounts")  # robustprune.plots.plot_run's figures
+PLOT_SUFFIXES = (".png", ".svg")
+_PLOTS = tuple(f"plots/{name}{suffix}" for name in PLOT_NAMES for suffix in PLOT_SUFFIXES)
+RUN_FILES = {
+    "baseline": ("pruned.pt", "spec.json", "report.json"),
+    "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),
+    "demo": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", "original.json", *_PLOTS),
+}
+#: Every file robustprune may have written into a run folder, whatever the kind.
+OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)
+
+
+class RunFolderError(ValueError):
+    """An output folder that cannot be used as asked (unwritable, or holding other files): one line for the user."""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -28,33 +53,211 @@ def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C for the block (a few renames), then raise it: the block runs whole or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def check_writable_file(path: str | Path) -> Path:
+    """``path`` is a file that can be created: its folder exists and really takes a new file."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise RunFolderError(f"output folder {parent} does not exist")
+    if out.is_dir():
+        raise RunFolderError(f"{out} is a folder, not a file name")
+    _probe_writable(parent)
+    return out
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a temporary file in ``folder``: os.access says yes to /proc and /sys."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".robustprune-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise RunFolderError(f"output folder {folder} is not writable ({exc.strerror or exc})") from None
+
+
+def _owned_temp(name: str) -> bool:
+    """A temporary file an interrupted atomic write of one of our files left behind."""
+    return name.startswith(".") and ".tmp" in name and any(name[1:].startswith(Path(f).name) for f in OWNED_FILES)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_staging(path: Path) -> bool:
+    """A staging folder (or temp file) of a process that no longer runs."""
+    if path.name.startswith(STAGING_PREFIX):
+        pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
+        return not (pid.isdigit() and _pid_alive(int(pid)))
+    return _owned_temp(path.name)
+
+
+def remove_stale_staging(directory: str | Path) -> list[Path]:
+    """Remove what killed runs left in ``directory`` (staging folders of dead processes, temp files of our
+    own files); returns what was removed. Other processes' live staging and users' files stay."""
+    directory = Path(directory)
+    removed = []
+    for folder in (directory, directory / "plots"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if _stale_staging(path):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _files(directory: Path) -> list[str]:
+    """Relative paths of the files under ``directory`` (symlinks count as files)."""
+    out = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_symlink() or not path.is_dir():
+            out.append(path.relative_to(directory).as_posix())
+    return out
+
+
+def run_kind(directory: str | Path) -> str | None:
+    """The kind of robustprune run a folder holds by its files (None: no run files)."""
+    directory = Path(directory)
+    if (directory / "original.json").exists():
+        return "demo"
+    if (directory / "history.json").exists():
+        return "search"
+    if (directory / "pruned.pt").exists() or (directory / "spec.json").exists():
+        return "baseline"
+    return None
+
+
+def check_run_folder(path: str | Path, kind: str, overwrite: bool = False) -> Path:
+    """Check an output run folder before any expensive work.
+
+    It must be creatable (a new folder in an existing, writable one) or an existing writable folder
+    that is empty or holds only a robustprune run of the same ``kind``; anything else needs
+    ``overwrite`` (which then replaces robustprune's own files only). Raises RunFolderError.
+    """
+    out = Path(path)
+    if not out.exists():
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise RunFolderError(f"output folder {parent} does not exist")
+        _probe_writable(parent)
+        return out
+    if not out.is_dir():
+        raise RunFolderError(f"{out} exists and is not a folder")
+    _probe_writable(out)
+    blocked = [name for name in sorted(OWNED_FILES) if (out / name).is_dir() and not (out / name).is_symlink()]
+    if blocked:
+        raise RunFolderError(f"{out / blocked[0]} is a folder where robustprune writes a file; move it away")
+    if overwrite:
+        return out
+    present = [f for f in _files(out) if not any(_stale_staging(out / p) for p in _prefixes(f))]
+    foreign = [f for f in present if f not in OWNED_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise RunFolderError(
+            f"{out} is not empty and holds files robustprune did not write ({shown}); give --overwrite to write "
+            "the run there anyway (robustprune's own files are replaced, others are kept) or choose another --out"
+        )
+    existing = run_kind(out)
+    if existing is not None and existing != kind:
+        raise RunFolderError(
+            f"{out} holds a robustprune {existing} run; give --overwrite to replace it with this {kind} run "
+            "or choose another --out"
+        )
+    return out
+
+
+def _prefixes(relative: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b', 'a/b/c']: a file is stale if any folder above it is stale staging."""
+    parts = relative.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
 class staged_directory:
     """Write a run's files into a hidden staging folder, then move them into place together.
 
-    On an exception (Ctrl-C included) the staging folder is removed, so ``directory``
-    never holds a half-written result::
+    On an exception (Ctrl-C included) the staging folder is removed and ``directory`` keeps its
+    old contents (a folder made for the run is removed again). On success every staged file
+    replaces its namesake; ``owned`` files of an earlier run that this one did not write are
+    removed (so no stale result stays beside the new ones); files nobody staged and that are not
+    ``owned`` (the user's) are never touched. Ctrl-C is held back while the files move::
 
-        with staged_directory(out) as tmp:
+        with staged_directory(out, owned=OWNED_FILES) as tmp:
             write(tmp / "report.json")
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, owned: Iterable[str] = ()) -> None:
         self.directory = Path(directory)
+        self.owned = frozenset(owned)
 
     def __enter__(self) -> Path:
+        self.created = not self.directory.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=self.directory))
+        remove_stale_staging(self.directory)
+        self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.directory))
         return self.staging
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        import shutil
-
         try:
             if exc_type is None:
-                for item in sorted(self.staging.iterdir()):
-                    target = self.directory / item.name
-                    if target.is_dir() and item.is_dir():
-                        shutil.rmtree(target)
-                    os.replace(item, target)
+                with sigint_deferred():
+                    self._commit()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
+            if exc_type is not None and self.created:
+                with contextlib.suppress(OSError):
+                    self.directory.rmdir()  # only when empty: the run made it and wrote nothing there
+
+    def _commit(self) -> None:
+        written = _files(self.staging)
+        for relative in written:
+            target = self.directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / relative, target)
+        for relative in sorted(self.owned - set(written)):
+            target = self.directory / relative
+            if target.is_file() or target.is_symlink():
+                target.unlink()
+        for folder in {Path(r).parent for r in self.owned} - {Path(".")}:
+            with contextlib.suppress(OSError):
+                (self.directory / folder).rmdir()  # an owned subfolder left empty; kept when the user has files in it
+
+
+__all__ = [
+    "OWNED_FILES",
+    "RUN_FILES",
+    "RunFolderError",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_run_folder",
+    "check_writable_file",
+    "remove_stale_staging",
+    "run_kind",
+    "sigint_deferred",
+    "staged_directory",
+]

@@ -39,8 +39,6 @@ from robustprune.compensate import apply_overrides, bn_reestimate_overrides
 from robustprune.evaluate.harness import EvalSettings, evaluate
 from robustprune.plots import plot_methods
 from robustprune.probes.cache import cached_generate
-from robustprune.probes.probeset import ProbeConfig
-from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.search import SearchConfig, search
 from robustprune.search.engine import SEARCH_PROBES
 from robustprune.structure import export
@@ -71,14 +69,10 @@ class Suite:
 
     def search_config(self, kind: str, target: float, seed: int) -> SearchConfig:
         options = copy.deepcopy(self.search)  # never mutate the suite: every cell reads it
-        probes = options.pop("probes", None)
-        probe_config = SEARCH_PROBES
-        if probes:
-            synthetic = {**SEARCH_PROBES.synthetic.to_dict(), **probes.pop("synthetic", {})}
-            probe_config = ProbeConfig(synthetic=SyntheticConfig(**synthetic), **probes)
-        probe_config = dataclasses.replace(
-            probe_config, seed=seed, synthetic=dataclasses.replace(probe_config.synthetic, seed=seed)
-        )
+        probes = options.pop("probes", {})
+        # the suite's probe settings on top of the search's own (eps and all): one set of defaults
+        synthetic = dataclasses.replace(SEARCH_PROBES.synthetic, **probes.pop("synthetic", {}))
+        probe_config = dataclasses.replace(SEARCH_PROBES, synthetic=synthetic, **probes)
         return SearchConfig(**{f"target_{kind}": target}, probes=probe_config, seed=seed, **options)
 
 
@@ -155,7 +149,7 @@ def run_cell(
         base = method.removesuffix("+bn")
         synthetic = None
         if method.endswith("+bn") or base == "taylor_uniform":  # the search's own synthetic inputs
-            synthetic = cached_generate(model, spec, config.probes.synthetic, cache_dir=cache_dir).pixels
+            synthetic = cached_generate(model, spec, config.probe_config.synthetic, cache_dir=cache_dir).pixels
         inputs = spec.normalize(synthetic) if synthetic is not None else None
         pruned, kept = baseline_model(model, spec, method, inputs, seed=seed, **{f"target_{kind}": target})
     seconds = time.time() - start
@@ -198,11 +192,15 @@ def suite_settings(suite: Suite) -> dict:
     return {"search": suite.search, "eval": suite.eval}
 
 
+class SuiteError(ValueError):
+    """A suite that cannot run as asked (e.g. into a folder of cells computed under other settings)."""
+
+
 def _check_settings(suite: Suite, path: Path) -> None:
     """Refuse to mix cells computed under other settings into one table (resume must not lie)."""
     stored = json.loads(path.read_text()).get("suite_settings")
     if stored != json.loads(json.dumps(suite_settings(suite))):
-        raise ValueError(
+        raise SuiteError(
             f"{path} was computed with other suite settings ({stored}) than suite {suite.name!r} "
             f"({suite_settings(suite)}); use another --out directory or delete {path.parent}"
         )

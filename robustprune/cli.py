@@ -1,8 +1,9 @@
 """The ``robustprune`` command line.
 
-Exit codes: 0 success, 2 bad usage or missing inputs (one line on stderr saying why),
-130 interrupted. Output files are written atomically, so Ctrl-C never leaves a
-half-written result.
+Exit codes: 0 success, 1 an unexpected (internal) error (one line; the traceback with
+--debug), 2 bad usage or input (one line on stderr saying why), 130 interrupted. Run
+folders are checked before any work and written before the evaluation; output files are
+written atomically, so Ctrl-C never leaves a half-written result.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
+import logging
+import re
+import signal
 import sys
+import traceback
 from pathlib import Path
 
 from robustprune import __version__
@@ -59,26 +63,92 @@ class UsageError(Exception):
 
 
 def _check_output_path(path: str) -> Path:
-    out = Path(path)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"output folder {parent} is not writable")
-    return out
+    from robustprune._io import check_writable_file
+
+    return check_writable_file(path)
 
 
-def _check_run_dir(path: str) -> Path:
-    """A run folder: an existing writable folder, or a new one in an existing writable folder."""
-    out = Path(path)
-    if out.exists():
-        if not out.is_dir():
-            raise UsageError(f"{out} exists and is not a folder")
-        if not os.access(out, os.W_OK):
-            raise UsageError(f"output folder {out} is not writable")
-        return out
-    _check_output_path(str(out))
-    return out
+def _check_run_dir(args: argparse.Namespace, kind: str) -> Path:
+    """The run folder ``--out``: creatable, really writable, and empty or holding a run of this kind
+    (anything else needs --overwrite)."""
+    from robustprune._io import check_run_folder
+
+    return check_run_folder(args.out, kind, overwrite=getattr(args, "overwrite", False))
+
+
+def _check_device(device: str | None) -> None:
+    from robustprune.models import check_device
+
+    if device is None:
+        return
+    try:
+        check_device(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_storage(url: str | None) -> None:
+    """Connect to the Optuna storage once, before any synthesis (a typo must not cost a search)."""
+    if url is None:
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, a missing driver (ImportError), ...
+        raise UsageError(f"--storage {url!r} is not a database URL such as sqlite:///search.db ({exc})") from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise UsageError(f"--storage {url!r}: cannot connect ({reason})") from None
+    finally:
+        engine.dispose()
+
+
+def _check_eval_data(args: argparse.Namespace, required: bool = False) -> None:
+    """Read the evaluation data once before the expensive work: a corrupt file fails now, not after the search.
+    Missing data is an error only when ``required`` (elsewhere the report is cost only)."""
+    from robustprune.data.fashion_mnist import check_fashion_mnist, fashion_mnist_available
+
+    if getattr(args, "no_eval", False):
+        return
+    root = getattr(args, "data_root", None)
+    if required or fashion_mnist_available(root):
+        check_fashion_mnist("test", root)
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Drop Optuna's report of a trial that raised: the exception reaches the CLI, which says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None and not _FAILED_WITH_NONE.match(record.getMessage())
+
+
+_FAILED_WITH_NONE = re.compile(r"Trial \d+ failed with value None\.")
+
+
+def _quiet_trial_failures(args: argparse.Namespace) -> None:
+    """Without --debug, a Ctrl-C or a bug inside a trial prints one line, not Optuna's traceback."""
+    import optuna
+
+    if getattr(args, "debug", False):
+        return
+    optuna.logging.get_logger("optuna")  # makes Optuna's handler
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _NoTrialTracebacks) for f in handler.filters):
+            handler.addFilter(_NoTrialTracebacks())
+
+
+def _save_run(args: argparse.Namespace, out: Path, write) -> None:
+    """Write the run's files (all but report.json) into ``out`` together, before the evaluation:
+    a failed or interrupted evaluation then still leaves the pruned model."""
+    from robustprune._io import OWNED_FILES, staged_directory
+
+    with staged_directory(out, owned=OWNED_FILES) as staging:
+        write(staging)
+    args.saved_run = out
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -98,6 +168,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    _check_device(args.device)
+    _check_eval_data(args, required=True)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
     report = evaluate(
         model, spec, root=args.data_root, settings=settings, device=args.device, model_ref=args.model, quiet=args.quiet
@@ -131,6 +203,16 @@ def _eps(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> dict:
     """Real-data metrics when Fashion-MNIST is installed; otherwise cost only, saying how to get the data."""
     from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
@@ -154,43 +236,50 @@ def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> di
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune._io import atomic_write_json
     from robustprune.baselines import baseline
     from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
 
     if args.target_macs is None and args.target_params is None:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
-    out = _check_run_dir(args.out)
+    if args.method == "paoding" and args.target_macs is not None and args.target_params is not None:
+        raise UsageError("the paoding baseline takes one target: --target-macs or --target-params")
+    out = _check_run_dir(args, "baseline")
+    _check_eval_data(args)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
     inputs = None
     if args.method == "taylor_uniform":  # ranks channels on the search's default synthetic inputs (disk-cached)
         from robustprune.probes.cache import cached_generate
         from robustprune.search.engine import SEARCH_PROBES
 
-        synthetic = dataclasses.replace(SEARCH_PROBES.synthetic, seed=args.seed)
+        synthetic = SEARCH_PROBES.seeded(args.seed).synthetic
         progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
         inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
-    result = baseline(
-        model,
-        spec,
-        args.method,
-        target_macs=args.target_macs,
-        target_params=args.target_params,
-        seed=args.seed,
-        inputs=inputs,
-    )
+    try:
+        result = baseline(
+            model,
+            spec,
+            args.method,
+            target_macs=args.target_macs,
+            target_params=args.target_params,
+            seed=args.seed,
+            inputs=inputs,
+        )
+    except ValueError as exc:
+        if args.method == "paoding" and str(exc).startswith("paoding"):  # a model that is no dense chain Paoding takes
+            raise UsageError(_one_line(exc)) from None
+        raise
     reached = result.kept_fraction
     if not args.quiet:
         print(
             f"{args.method}: kept {100 * reached['macs']:.1f}% of MACs, {100 * reached['params']:.1f}% of params",
             file=sys.stderr,
         )
+    _save_run(args, out, lambda staging: result.save(staging, model_ref=args.model))
     report = _report_for_run(result.model, spec, f"{args.model} ({args.method})", args)
     report["provenance"].update(method=args.method, target={"macs": args.target_macs, "params": args.target_params})
-    with staged_directory(out) as staging:
-        result.save(staging, model_ref=args.model)
-        atomic_write_json(staging / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     if args.json:
         print(json.dumps(report, indent=2))
     elif not args.quiet:
@@ -213,15 +302,18 @@ def _parse_floors(items: list[str]) -> dict[str, float]:
 
 
 def search_config_from_args(args: argparse.Namespace):
-    from robustprune.probes.probeset import ProbeConfig
-    from robustprune.probes.synthetic import SyntheticConfig
+    """The SearchConfig of ``robustprune search``: every option not given keeps the library default
+    (``SearchConfig`` and ``SEARCH_PROBES``), so equal arguments give the config ``rp.search`` runs."""
     from robustprune.search import SearchConfig
+    from robustprune.search.engine import SEARCH_PROBES
 
     if args.target_macs is None and args.target_params is None:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
     try:
-        synthetic = SyntheticConfig(kind=args.synthetic, n=args.n_probes, steps=args.probe_steps, seed=args.seed)
-        probes = ProbeConfig(synthetic=synthetic, seed=args.seed)
+        synthetic = dataclasses.replace(
+            SEARCH_PROBES.synthetic, kind=args.synthetic, n=args.n_probes, steps=args.probe_steps
+        )
+        probes = dataclasses.replace(SEARCH_PROBES, synthetic=synthetic, eps=args.probe_eps, seed=args.probe_seed)
         return SearchConfig(
             target_macs=args.target_macs,
             target_params=args.target_params,
@@ -244,22 +336,29 @@ def search_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune._io import atomic_write_json
     from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
     from robustprune.plots import plot_run
     from robustprune.search import search
 
     config = search_config_from_args(args)
-    out = _check_run_dir(args.out)
+    _check_device(args.device)
+    out = _check_run_dir(args, "search")
+    _check_storage(args.storage)
+    _check_eval_data(args)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
+    _quiet_trial_failures(args)
     result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
+
+    def write(staging: Path) -> None:
+        result.save(staging, model_ref=args.model)
+        plot_run(staging, staging / "plots")
+
+    _save_run(args, out, write)
     report = _report_for_run(result.model, spec, f"{args.model} (search)", args)
     report["provenance"].update(method="search", search=result.summary())
-    with staged_directory(out) as staging:
-        result.save(staging, model_ref=args.model)
-        atomic_write_json(staging / "report.json", report)
-        plot_run(staging, staging / "plots")
+    atomic_write_json(out / "report.json", report)
     if args.json:
         print(json.dumps(report, indent=2))
     elif not args.quiet:
@@ -269,21 +368,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from robustprune._io import atomic_write_json, staged_directory
+    from robustprune._io import atomic_write_json
     from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
     from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
     from robustprune.plots import plot_run
     from robustprune.search import SearchConfig, search
 
-    if args.out == DEMO_OUT:
-        Path(DEMO_OUT).parent.mkdir(exist_ok=True)  # the default lives in ./runs, made on first use
-    out = _check_run_dir(args.out)
-    model, spec = load_model(args.model)
     try:
         config = SearchConfig(target_macs=args.target_macs, trials=args.trials, seed=args.seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    if args.out == DEMO_OUT:
+        Path(DEMO_OUT).parent.mkdir(exist_ok=True)  # the default lives in ./runs, made on first use
+    out = _check_run_dir(args, "demo")
+    _check_eval_data(args)
+    model, spec = load_model(args.model)
     has_data = fashion_mnist_available(args.data_root)
     print(
         f"robustprune demo: {args.model} -> at most {100 * args.target_macs:.0f}% of its MACs, no data used for "
@@ -291,14 +391,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     before = _report_for_run(model, spec, args.model, args)
+    _quiet_trial_failures(args)
     result = search(model, spec, config=config, quiet=args.quiet)
-    after = _report_for_run(result.model, spec, f"{args.model} (search)", args)
-    after["provenance"].update(method="search", search=result.summary())
-    with staged_directory(out) as staging:
+
+    def write(staging: Path) -> None:
         result.save(staging, model_ref=args.model)
-        atomic_write_json(staging / "report.json", after)
         atomic_write_json(staging / "original.json", before)
         plot_run(staging, staging / "plots")
+
+    _save_run(args, out, write)
+    after = _report_for_run(result.model, spec, f"{args.model} (search)", args)
+    after["provenance"].update(method="search", search=result.summary())
+    atomic_write_json(out / "report.json", after)
     print()
     print(format_table({"original": before, "pruned": after}))
     if not has_data:
@@ -319,15 +423,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from robustprune.bench import CellsFailed, load_suite, run_suite
 
-    suite = load_suite(args.suite)
-    out = _check_run_dir(args.out)
+    try:
+        suite = load_suite(args.suite)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:  # the suite file is the user's input
+        raise UsageError(_one_line(exc) if not isinstance(exc, KeyError) else f"suite lacks the key {exc}") from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    from robustprune.models import check_device
-
+    _check_run_parent(out)
     for device in (args.eval_device, args.search_device):
-        if device is not None:
-            check_device(device)  # before hours of cells, not in the first one
+        _check_device(device)  # before hours of cells, not in the first one
     if args.summarize_only:
         from robustprune.bench import summarize_suite
 
@@ -335,6 +442,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"no finished cells of suite {suite.name!r} in {out}")
         print((out / "summary.md").read_text())
         return 0
+    _check_eval_data(args, required=True)
+    _quiet_trial_failures(args)
     try:
         run_suite(
             suite,
@@ -354,6 +463,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_run_parent(out: Path) -> None:
+    """``out`` (a folder) exists and is writable, or can be made in an existing writable folder."""
+    from robustprune._io import check_writable_file
+
+    check_writable_file(out / ".probe" if out.is_dir() else out)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -368,18 +489,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
         source = Path(args.spec).parent
     else:
         raise UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
+    missing = [name for name in ("spec.json", "pruned.pt") if not (source / name).is_file()]
+    if missing:
+        raise UsageError(f"{source} is not a run folder (no {' or '.join(missing)})")
     out = _check_output_path(args.out)
     model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle)
     tmp = out.with_name(f".{out.name}.tmp")
     example = torch.zeros(2, *spec.shape)
-    if args.format == "torchscript":
-        torch.jit.save(torch.jit.trace(model, example), str(tmp))
-    elif args.format == "torch-export":
-        batch = {0: torch.export.Dim("batch", min=1)}  # any batch size, not just the example's
-        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=(batch,)), str(tmp))
-    else:
-        torch.save(model.state_dict(), tmp)
-    tmp.replace(out)
+    try:
+        if args.format == "torchscript":
+            torch.jit.save(torch.jit.trace(model, example), str(tmp))
+        elif args.format == "torch-export":
+            batch = {0: torch.export.Dim("batch", min=1)}  # any batch size, not just the example's
+            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=(batch,)), str(tmp))
+        else:
+            torch.save(model.state_dict(), tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())
     if not args.quiet:
         print(f"wrote {out} ({args.format}) and {out.name}.inputspec.json")
@@ -392,7 +519,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     for run in args.runs:
         if not (Path(run) / "history.json").is_file():
             raise UsageError(f"{run} is not a search run folder (no history.json)")
+        missing = [name for name in ("front.json", "spec.json") if not (Path(run) / name).is_file()]
+        if missing:
+            raise UsageError(f"{run} is an incomplete search run folder (no {' or '.join(missing)})")
     if len(args.runs) == 1:
+        if args.out:
+            _check_run_parent(Path(args.out))
         written = plot_run(args.runs[0], args.out)
     else:
         out = Path(args.out or ".")
@@ -426,21 +558,41 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from robustprune.baselines import METHODS
+    from robustprune.evaluate.harness import EvalSettings
+    from robustprune.importance import CRITERIA
+    from robustprune.probes.synthetic import KINDS
+    from robustprune.proxies import PROXIES
+    from robustprune.search import SearchConfig
+    from robustprune.search.engine import RESCORE_AT_MOST, RESCORE_INPUTS, SEARCH_PROBES
+    from robustprune.search.objective import COMPENSATIONS
+    from robustprune.search.samplers import SAMPLERS
+
+    search_default = {f.name: f.default for f in dataclasses.fields(SearchConfig)}  # the library's defaults
     parser = _Parser(
         prog="robustprune",
         description="Data-free, robustness-preserving structured pruning of pretrained PyTorch models.",
     )
     parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        p = sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=EXAMPLES.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # also after the command; SUPPRESS keeps the global flag's value when it is not repeated here
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return p
+
+    overwrite_help = (
+        "write into a folder that holds other files or another kind of run: robustprune's own files are "
+        "replaced, all others are kept"
+    )
 
     p = add(
         "eval",
@@ -452,11 +604,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
-    p.add_argument("--eps", type=float, default=0.1, help="L-inf attack radius in [0,1] pixel space (default 0.1)")
-    p.add_argument("--pgd-steps", type=int, default=10)
-    p.add_argument("--n-attack", type=int, default=1000, help="test images attacked (fixed seeded subset)")
-    p.add_argument("--n-corruption", type=int, default=1000, help="test images per corruption and severity")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=EvalSettings.eps,
+        help="L-inf attack radius in [0,1] pixel space (default %(default)s)",
+    )
+    p.add_argument("--pgd-steps", type=int, default=EvalSettings.pgd_steps)
+    p.add_argument(
+        "--n-attack", type=int, default=EvalSettings.n_attack, help="test images attacked (fixed seeded subset)"
+    )
+    p.add_argument(
+        "--n-corruption",
+        type=int,
+        default=EvalSettings.n_corruption,
+        help="test images per corruption and severity",
+    )
+    p.add_argument("--seed", type=int, default=EvalSettings.seed)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress or table output")
@@ -469,15 +633,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         required=True,
-        choices=["l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude", "paoding"],
+        choices=METHODS,
     )
     p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
     p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run folder: gets pruned.pt, spec.json, report.json")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
-    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument(
+        "--eps",
+        type=_eps,
+        default=EvalSettings.eps,
+        help="L-inf radius of the evaluation's attacks (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_baseline)
@@ -488,48 +658,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
     p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
-    p.add_argument("--sampler", default="tpe", choices=["tpe", "cmaes", "gp", "qmc", "random", "nsga2"])
+    p.add_argument("--sampler", default=search_default["sampler"], choices=SAMPLERS)
     p.add_argument("--multi-objective", action="store_true", help="fidelity and robustness as two objectives")
     p.add_argument(
-        "--steps", type=int, help="progressive steps (default: one per 10%% of the cost, 5%% without BatchNorm)"
+        "--steps",
+        type=_positive_int,
+        default=search_default["steps"],
+        help="progressive steps (default: one per 10%% of the cost, 5%% without BatchNorm)",
     )
-    p.add_argument("--trials", type=int, default=24, help="Optuna trials per step (default 24)")
+    p.add_argument(
+        "--trials",
+        type=_positive_int,
+        default=search_default["trials"],
+        help="Optuna trials per step (default %(default)s)",
+    )
     p.add_argument(
         "--max-increment",
         type=float,
-        default=0.15,
-        help="most a group's removed fraction may grow per step (default 0.15)",
+        default=search_default["max_increment"],
+        help="most a group's removed fraction may grow per step (default %(default)s)",
     )
     p.add_argument(
         "--importance",
-        default="auto",
+        default=search_default["importance"],
+        choices=("auto", *CRITERIA),
         help="channel ranking inside a group (default auto: with BatchNorm, taylor_l1 (the rank sum of "
         "taylor_synthetic and l1) unless one of those two scores clearly higher on the proxies; merge_saliency "
         "without)",
     )
     p.add_argument(
         "--compensation",
-        default="auto",
-        help="comma list of bn,merge, '' for none, or auto (default: bn with BatchNorm, merge without)",
+        default=search_default["compensation"],
+        help="comma list of " + ",".join(COMPENSATIONS) + ", '' for none, or auto "
+        "(default: bn with BatchNorm, merge without)",
     )
     p.add_argument(
         "--rescore",
-        default="auto",
-        choices=["auto", "off", "synthetic", "synthetic+adversarial"],
+        default=search_default["rescore"],
+        choices=RESCORE_INPUTS,
         help="rank the channels again on each committed candidate (Taylor criteria only; default auto: "
-        "synthetic when the target keeps at most 60%% of the cost, else off)",
+        f"synthetic when the target keeps at most {100 * RESCORE_AT_MOST:.0f}%% of the cost, else off)",
     )
-    p.add_argument("--synthetic", default="inversion", choices=["gaussian", "bn_stats", "inversion"])
-    p.add_argument("--n-probes", type=int, default=256, help="synthetic probe inputs (default 256)")
-    p.add_argument("--probe-steps", type=int, default=100, help="Adam steps of the synthesis (default 100)")
-    p.add_argument("--floor", action="append", metavar="PROXY=VALUE", help="stop before a proxy crosses VALUE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic", default=SEARCH_PROBES.synthetic.kind, choices=KINDS)
+    p.add_argument(
+        "--n-probes",
+        type=_positive_int,
+        default=SEARCH_PROBES.synthetic.n,
+        help="synthetic probe inputs (default %(default)s)",
+    )
+    p.add_argument(
+        "--probe-steps",
+        type=_positive_int,
+        default=SEARCH_PROBES.synthetic.steps,
+        help="Adam steps of the synthesis (default %(default)s)",
+    )
+    p.add_argument(
+        "--probe-eps",
+        type=_eps,
+        default=SEARCH_PROBES.eps,
+        help="L-inf radius of the adversarial probes the search scores on (default %(default)s)",
+    )
+    p.add_argument(
+        "--probe-seed",
+        type=int,
+        default=SEARCH_PROBES.seed,
+        help="seed of the probes (default: the --seed)",
+    )
+    p.add_argument(
+        "--floor",
+        action="append",
+        metavar="PROXY=VALUE",
+        help="stop before a proxy crosses VALUE (PROXY one of " + ", ".join(PROXIES) + ")",
+    )
+    p.add_argument("--seed", type=int, default=search_default["seed"])
     p.add_argument("--storage", help="Optuna storage URL (sqlite:///file.db) to make the search resumable")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where the search and the evaluation run")
     p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
-    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument(
+        "--eps",
+        type=_eps,
+        default=EvalSettings.eps,
+        help="L-inf radius of the evaluation's attacks (default %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_search)
@@ -537,9 +750,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", "The main job on the built-in default: search-prune zoo:resnet20 to half its MACs and compare.")
     p.add_argument("--model", default="zoo:resnet20")
     p.add_argument("--target-macs", type=_fraction, default=0.5)
-    p.add_argument("--trials", type=int, default=24, help="Optuna trials per step")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=_positive_int, default=search_default["trials"], help="Optuna trials per step")
+    p.add_argument("--seed", type=int, default=search_default["seed"])
     p.add_argument("--out", default=DEMO_OUT)
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument(
         "--eps",
@@ -586,24 +800,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    from robustprune.data.fashion_mnist import DataNotFoundError
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (exit 2, one line). Anything else is a bug (exit 1)."""
+    from robustprune._io import RunFolderError
+    from robustprune.bench import SuiteError
+    from robustprune.data.fashion_mnist import DataError, DataNotFoundError
     from robustprune.models import ModelRefError
     from robustprune.spec import SpecError
+    from robustprune.structure.space import UnsupportedModelError
+    from robustprune.targets import UnreachableTargetError
 
+    return (
+        UsageError,
+        RunFolderError,
+        SuiteError,
+        DataError,
+        DataNotFoundError,
+        ModelRefError,
+        SpecError,
+        UnsupportedModelError,
+        UnreachableTargetError,
+    )
+
+
+def _where_saved(args: argparse.Namespace) -> str:
+    saved = getattr(args, "saved_run", None)
+    return f"; the pruned model is saved in {saved} (without report.json)" if saved else ""
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
-    except (UsageError, ModelRefError, SpecError, DataNotFoundError, FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"robustprune {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print("robustprune: interrupted; no partial output was written", file=sys.stderr)
+        print(f"robustprune {args.command}: interrupted{_where_saved(args)}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if isinstance(exc, _user_errors()):
+            print(f"robustprune {args.command}: error: {_one_line(exc)}{_where_saved(args)}", file=sys.stderr)
+            return 2
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        hint = "" if getattr(args, "debug", False) else " (rerun with --debug for the traceback)"
+        print(
+            f"robustprune {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)}"
+            f"{_where_saved(args)}{hint}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success, 1 an unexpected (internal) error, 2 bad usage or input, 130 interrupted."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        code = _run(args)
+    except KeyboardInterrupt:  # while the heavy modules are imported or the parser is built
+        print("robustprune: interrupted", file=sys.stderr)
+        code = 130
+    if code == 130 and argv is None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting prints no traceback
+    return code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import matplotlib
 
+from robustprune._io import PLOT_NAMES, PLOT_SUFFIXES
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -18,7 +20,7 @@ WIDE = (7.0, 2.8)
 def _save(fig, path: Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix in (".png", ".svg"):
+    for suffix in PLOT_SUFFIXES:
         target = path.with_suffix(suffix)
         tmp = target.with_name(f".{target.name}.tmp{suffix}")
         fig.savefig(tmp, dpi=200, bbox_inches="tight")
@@ -105,11 +107,8 @@ def plot_group_amounts(run, path: str | Path) -> list[Path]:
 def plot_run(run: str | Path, out_dir: str | Path | None = None) -> list[Path]:
     """All figures of a search run folder into ``out_dir`` (default: RUN/plots)."""
     out = Path(out_dir) if out_dir else Path(run) / "plots"
-    written = []
-    written += plot_search_front(run, out / "front")
-    written += plot_step_trace(run, out / "steps")
-    written += plot_group_amounts(run, out / "amounts")
-    return written
+    front, steps, amounts = (out / name for name in PLOT_NAMES)  # the names a run folder's owner list knows
+    return [*plot_search_front(run, front), *plot_step_trace(run, steps), *plot_group_amounts(run, amounts)]
 
 
 def plot_methods(

@@ -15,6 +15,10 @@ from collections.abc import Callable, Sequence
 from robustprune.structure.space import PruneSpace
 
 
+class UnreachableTargetError(ValueError):
+    """The model cannot be pruned that far: even one channel per group costs more than the target."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Target:
     """Fractions of the original MACs and/or parameters to keep, each in (0, 1)."""
@@ -66,7 +70,9 @@ def uniform_counts(space: PruneSpace, amount: float) -> list[int]:
 def smallest_feasible(lo: int, hi: int, feasible: Callable[[int], bool]) -> int:
     """Smallest k in [lo, hi] with feasible(k) true, for a feasibility that is monotone in k."""
     if not feasible(hi):
-        raise ValueError("the target cannot be reached even when every group keeps a single channel")
+        raise UnreachableTargetError(
+            "the target cannot be reached even when every group keeps a single channel; ask for a larger fraction"
+        )
     while lo < hi:
         mid = (lo + hi) // 2
         if feasible(mid):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +44,34 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get(ROOT_ENV_VAR) or DEFAULT_ROOT)
 
 
+class DataError(ValueError):
+    """An evaluation data file is there but unreadable (corrupt gzip, wrong format, truncated)."""
+
+
 def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DataError(f"{path} is not a readable gzip file ({exc}); reinstall it: {INSTALL_HINT}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
     dims = raw[3]
     if dims != expected_dims:
-        raise ValueError(f"{path} has {dims} dimensions, expected {expected_dims}")
+        raise DataError(f"{path} has {dims} dimensions, expected {expected_dims}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     offset = 4 + 4 * dims
     data = np.frombuffer(raw, dtype=np.uint8, offset=offset)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {data.size} bytes of data")
+        raise DataError(f"{path} is truncated: header says {shape}, found {data.size} bytes of data")
     return data.reshape(shape)
 
 
 def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(images, labels)``: float images (N, 1, 28, 28) in [0, 1] and int64 labels.
 
-    Raises DataNotFoundError naming the Debian package when the files are missing.
+    Raises DataNotFoundError naming the Debian package when the files are missing, DataError when
+    they are unreadable.
     """
     if split not in _FILES:
         raise ValueError(f"split must be one of {sorted(_FILES)}, got {split!r}")
@@ -77,7 +86,7 @@ def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = Non
     images = _read_idx(directory / image_name, 3)
     labels = _read_idx(directory / label_name, 1)
     if len(images) != len(labels) or len(images) != count:
-        raise ValueError(
+        raise DataError(
             f"Fashion-MNIST {split}: {len(images)} images and {len(labels)} labels, expected {count} of each"
         )
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
@@ -88,3 +97,9 @@ def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = Non
 def fashion_mnist_available(root: str | os.PathLike | None = None) -> bool:
     directory = resolve_root(root)
     return all((directory / n).is_file() for f in _FILES.values() for n in f[:2])
+
+
+def check_fashion_mnist(split: str = "test", root: str | os.PathLike | None = None) -> None:
+    """Read ``split`` once so that a missing or corrupt file is reported before any expensive work
+    (DataNotFoundError or DataError)."""
+    load_fashion_mnist(split, root)

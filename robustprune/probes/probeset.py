@@ -29,14 +29,36 @@ KIND_ORDER = ("synthetic", "adversarial", "undesired")
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
-    """What to probe with. The defaults balance proxy quality against search time on 2 CPU cores."""
+    """What to probe with. The defaults balance proxy quality against search time on 2 CPU cores.
+
+    ``seed`` seeds every probe: the synthesis, the attack's random start and the undesired inputs.
+    None (the default) follows the seed of the search the probes are built for (0 outside a search);
+    a number fixes it for all three (it replaces ``synthetic.seed``); a non-zero ``synthetic.seed`` given
+    without it is taken as the probe seed.
+    """
 
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
     attack: str = "pgd"
     eps: float = 0.1
     attack_steps: int = 10
     n_undesired: int = 256
-    seed: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"ProbeConfig.seed must be None or an integer >= 0, got {self.seed!r}")
+        if self.seed is None and self.synthetic.seed != 0:
+            object.__setattr__(self, "seed", self.synthetic.seed)  # a synthesis seed given alone is the probe seed
+        elif self.seed is not None and self.synthetic.seed != self.seed:  # one seed for every probe
+            object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, seed=self.seed))
+        if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not 0 <= self.eps <= 1:
+            raise ValueError(f"ProbeConfig.eps must be an L-inf radius in [0, 1] pixel space, got {self.eps!r}")
+
+    def seeded(self, seed: int) -> ProbeConfig:
+        """This config with its seed fixed: its own when given, else ``seed`` (the search's)."""
+        if self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=seed, synthetic=dataclasses.replace(self.synthetic, seed=seed))
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -125,7 +147,7 @@ def build_probes(
     """Generate (or load from the cache) the synthetic inputs, attack them, add undesired inputs,
     and record the original model's logits and penultimate features. ``model`` is not changed;
     the probes are on its device."""
-    config = config or ProbeConfig()
+    config = (config or ProbeConfig()).seeded(0)
     say = progress or (lambda _m: None)
     seconds = {}
     start = time.time()

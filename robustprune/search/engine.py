@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -26,6 +27,7 @@ from robustprune.compensate import apply_overrides, overrides_applied
 from robustprune.importance import CRITERIA, all_scores, rank_sum, removed_last, taylor_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_layers
+from robustprune.proxies import PROXIES
 from robustprune.search.objective import (
     COMPENSATIONS,
     DEFAULT_WEIGHTS,
@@ -64,6 +66,21 @@ STEP_FRACTION = 0.1
 STEP_FRACTION_NO_BN = 0.05
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_floors(floors: Mapping[str, float]) -> None:
+    """Every floor must be a finite value inside its proxy's range: one outside can never be met
+    (every step would cross it) or never be crossed."""
+    for name, value in floors.items():
+        (low, high), _better = PROXIES[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"floor {name}={value!r} must be a finite number")
+        if not low <= value <= high:
+            raise ValueError(f"floor {name}={value:g} is outside the range of {name}, [{low:g}, {high:g}]")
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """Everything that decides what the search commits (and so goes into its provenance)."""
@@ -82,6 +99,7 @@ class SearchConfig:
     compensation: tuple[str, ...] | str = "auto"
     weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # the probes' seed follows ``seed`` unless the ProbeConfig fixes its own (``probe_config``)
     probes: ProbeConfig = dataclasses.field(default_factory=lambda: SEARCH_PROBES)
     seed: int = 0
     # True: each step's first trial is the even step (every group's amount grows by the same
@@ -100,14 +118,21 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         Target(macs=self.target_macs, params=self.target_params)  # validates
-        if self.trials < 1:
-            raise ValueError(f"trials per step must be >= 1, got {self.trials}")
+        if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
+            raise ValueError(f"steps must be an integer >= 1 (or None for the default schedule), got {self.steps!r}")
+        if not _is_int(self.trials) or self.trials < 1:
+            raise ValueError(f"trials per step must be an integer >= 1, got {self.trials!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.probes, ProbeConfig):
+            raise ValueError(f"probes must be a ProbeConfig, got {type(self.probes).__name__}")
         if not 0 < self.max_increment <= 1:
             raise ValueError(f"max_increment must be in (0, 1], got {self.max_increment}")
         if not 0 < self.max_amount < 1:
             raise ValueError(f"max_amount must be in (0, 1), got {self.max_amount}")
         check_weights(self.weights)
         check_weights({**self.floors, "fidelity": 1.0})
+        check_floors(self.floors)
         if self.compensation != "auto":
             if isinstance(self.compensation, str):
                 raise ValueError(f"compensation is 'auto' or a tuple of {', '.join(COMPENSATIONS)}")
@@ -154,7 +179,19 @@ class SearchConfig:
         if rescore == "auto":
             rescorable = importance in ("auto", *RESCORED_CRITERIA)  # merge saliency, l1, ...: nothing to redo
             rescore = "synthetic" if self.target.deepest <= RESCORE_AT_MOST and rescorable else "off"
-        return dataclasses.replace(self, importance=importance, compensation=compensation, steps=steps, rescore=rescore)
+        return dataclasses.replace(
+            self,
+            importance=importance,
+            compensation=compensation,
+            steps=steps,
+            rescore=rescore,
+            probes=self.probe_config,
+        )
+
+    @property
+    def probe_config(self) -> ProbeConfig:
+        """The probes this search is scored on, their seed fixed (the search's seed unless the probes give one)."""
+        return self.probes.seeded(self.seed)
 
     @property
     def target(self) -> Target:
@@ -162,7 +199,7 @@ class SearchConfig:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        data["probes"] = self.probes.to_dict()
+        data["probes"] = self.probe_config.to_dict()
         data["weights"], data["floors"] = dict(self.weights), dict(self.floors)
         return data
 
@@ -265,6 +302,23 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
+def search_config(
+    config: SearchConfig | None = None,
+    *,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
+) -> SearchConfig:
+    """The config :func:`search` runs: ``config`` (default ``SearchConfig()``) with the keyword overrides
+    that are given. The probes follow an overridden seed unless the ProbeConfig fixes its own."""
+    given = {"target_macs": target_macs, "target_params": target_params, "sampler": sampler, "seed": seed}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if config is None:
+        return SearchConfig(**overrides)
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
 def search(
     model: nn.Module,
     spec: InputSpec,
@@ -288,20 +342,7 @@ def search(
     object) makes the search resumable: rerun the same call and it continues after the
     last committed step and the last completed trial.
     """
-    if config is None:
-        config = SearchConfig(target_macs=target_macs, target_params=target_params)
-    overrides_given = {
-        k: v
-        for k, v in (
-            ("target_macs", target_macs),
-            ("target_params", target_params),
-            ("sampler", sampler),
-            ("seed", seed),
-        )
-        if v is not None
-    }
-    if overrides_given:
-        config = dataclasses.replace(config, **overrides_given)
+    config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
     say = log or ((lambda m: None) if quiet else write_line)
     bars = log is None and bars_enabled(quiet)
     trial_say = (lambda m: None) if bars else say  # with a bar, per-trial lines become its postfix
