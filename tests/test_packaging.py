@@ -60,6 +60,15 @@ def _venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
+def _setuptools_builds_wheels() -> bool:
+    """Whether this environment's setuptools builds wheels itself (>= 70.1, no `wheel` package needed)."""
+    try:
+        version = importlib.metadata.version("setuptools")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2]) >= (70, 1)
+
+
 def _build_wheel(tmp_path: Path) -> Path:
     """Build the wheel from a copy of the sources, so the build leaves nothing in the checkout."""
     src = tmp_path / "src"
@@ -69,7 +78,9 @@ def _build_wheel(tmp_path: Path) -> Path:
         shutil.copy2(ROOT / name, src / name)
     dist = tmp_path / "dist"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)], check=True)
+    # a fresh Python 3.11 venv has setuptools 65, which needs the isolated build (pyproject: setuptools>=68)
+    isolation = ["--no-build-isolation"] if _setuptools_builds_wheels() else []
+    subprocess.run([*pip, "wheel", "--no-deps", *isolation, "-w", str(dist), str(src)], check=True)
     (wheel,) = dist.glob("robustprune-*.whl")
     return wheel
 
@@ -133,3 +144,41 @@ def test_suite_names_lists_the_packaged_suites():
     from robustprune.bench import suite_names
 
     assert suite_names() == sorted(p.stem for p in (PACKAGE / "suites").glob("*.json"))
+
+
+def _ci(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(root / ".ci" / "run"), *args], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
+def _fake_checkout(tmp_path: Path, *lines: str) -> Path:
+    """A folder holding .ci/run and a README whose first bash block holds ``lines``."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy2(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
+    block = "\n".join(["```bash", "# a comment", *lines, "```"])
+    (tmp_path / "README.md").write_text(f"# x\n\n{block}\n\n```bash\nnot a ci command\n```\n")
+    return tmp_path
+
+
+def test_ci_runs_the_readme_quick_start_commands():
+    out = _ci(ROOT, "--print")
+    assert out.returncode == 0, out.stderr
+    install, tests = out.stdout.splitlines()
+    # the first command installs the core package only (no extras) and runs the demo
+    assert "pip install -e . " in install and "[" not in install and install.endswith("robustprune demo")
+    assert "pytest" in tests
+
+
+def test_ci_refuses_a_readme_block_without_exactly_two_commands(tmp_path):
+    root = _fake_checkout(tmp_path, "echo one", "echo two", "echo three")
+    out = _ci(root, "--print")
+    assert out.returncode == 1 and "found 3" in out.stderr
+
+
+def test_ci_runs_the_commands_in_a_fresh_venv_and_fails_on_their_exit_code(tmp_path):
+    root = _fake_checkout(tmp_path, 'python -c "import sys; print(sys.prefix)" > prefix.txt', "exit 5")
+    out = _ci(root, PYTHON=sys.executable)
+    assert out.returncode == 5, out.stderr  # e.g. pytest's "no tests ran" must fail CI
+    prefix = Path((root / "prefix.txt").read_text().strip())
+    assert prefix.name == "venv" and prefix != Path(sys.base_prefix) and not prefix.exists(), prefix
