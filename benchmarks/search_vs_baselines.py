@@ -2,7 +2,7 @@
 
     python benchmarks/search_vs_baselines.py [--seeds 0 1 2] [--models resnet20 cnn mobilenetv2 mlp]
 
-Runs the claim's part of the ``full`` suite (benchmarks/suites/full.json: the four models of
+Runs the claim's part of the ``full`` suite (robustprune/suites/full.json: the four models of
 the claim, every method, both targets, 3 seeds) through the bench runner into results/full
 (resumable: finished cells are kept in results/full/cells and shared with
 ``robustprune bench --suite full --out results/full``), then writes results/search.md: the
@@ -54,7 +54,7 @@ def _setting_section(name: str, title: str, notes: tuple[str, ...], suite, rows:
     sub = dataclasses.replace(suite, models=models, targets=side.targets)
     seconds = [r["prune_seconds"] for r in side_rows]
     return [
-        f"## {title} (benchmarks/suites/{name}.json)",
+        f"## {title} (robustprune/suites/{name}.json)",
         "",
         f"`robustprune bench --suite {name} --out results/{name}`: {side.description} {len(side_rows)} of "
         f"{len(side.cells())} cells; search wall time {min(seconds):.0f}-{max(seconds):.0f}s "

@@ -1,6 +1,6 @@
 """Benchmark suites: models x methods x targets x seeds, each cell evaluated on real data.
 
-A suite is a JSON file (``benchmarks/suites/NAME.json``)::
+A suite is a JSON file: a packaged one by name (``robustprune/suites/NAME.json``) or any path::
 
     {"models": {"resnet20": "macs", "mlp": "params"},   # model -> which cost the target limits
      "methods": ["search", "l1_uniform", "l1_uniform+bn", ...],
@@ -19,6 +19,7 @@ import concurrent.futures
 import copy
 import csv
 import dataclasses
+import importlib.resources
 import io
 import json
 import multiprocessing
@@ -43,7 +44,8 @@ from robustprune.search import SearchConfig, search
 from robustprune.search.engine import SEARCH_PROBES
 from robustprune.structure import export
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "suites"
+# packaged suites ship as package data, so ``--suite NAME`` works from a wheel as well as from a clone
+SUITE_DIR = importlib.resources.files("robustprune") / "suites"
 
 
 @dataclasses.dataclass
@@ -76,16 +78,26 @@ class Suite:
         return SearchConfig(**{f"target_{kind}": target}, probes=probe_config, seed=seed, **options)
 
 
+def suite_names() -> list[str]:
+    """Names of the suites packaged with robustprune (``load_suite(name)`` loads each)."""
+    if not SUITE_DIR.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".json") for p in SUITE_DIR.iterdir() if p.name.endswith(".json"))
+
+
 def load_suite(name_or_path: str) -> Suite:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = SUITE_DIR / f"{name_or_path}.json"
+    """A packaged suite by name (``quick``) or a suite JSON file by path."""
+    if Path(name_or_path).suffix:
+        path, name = Path(name_or_path), Path(name_or_path).stem
+    else:
+        path, name = SUITE_DIR / f"{name_or_path}.json", name_or_path
     if not path.is_file():
-        known = sorted(p.stem for p in SUITE_DIR.glob("*.json")) if SUITE_DIR.is_dir() else []
-        raise FileNotFoundError(f"no benchmark suite {name_or_path!r} (looked for {path}); known: {', '.join(known)}")
+        raise FileNotFoundError(
+            f"no benchmark suite {name_or_path!r} (looked for {path}); known: {', '.join(suite_names())}"
+        )
     data = json.loads(path.read_text())
     suite = Suite(
-        name=path.stem,
+        name=name,
         models=data["models"],
         methods=data["methods"],
         targets=data["targets"],
@@ -445,4 +457,4 @@ def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path, co
         )
 
 
-__all__ = ["Suite", "load_suite", "run_suite"]
+__all__ = ["Suite", "load_suite", "run_suite", "suite_names"]

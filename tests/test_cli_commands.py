@@ -132,6 +132,7 @@ def test_demo_runs_on_a_small_model(tmp_path, capsys):
     assert {"report.json", "original.json", "pruned.pt", "plots"} <= {p.name for p in out.iterdir()}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
 def test_bench_quick_suite_produces_tables_and_resumes(tmp_path, capsys):
     out = tmp_path / "bench"

@@ -98,6 +98,7 @@ def test_eval_json_has_all_keys_and_matches_manifest(tmp_path):
     assert report["provenance"]["model"] == "zoo:mlp" and report["provenance"]["seed"] == 0
 
 
+@pytest.mark.slow
 @needs_data
 def test_evaluation_is_deterministic_for_a_seed():
     model, spec = zoo.load("cnn")

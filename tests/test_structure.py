@@ -89,7 +89,7 @@ def test_masked_equals_physical_on_zoo(name):
     check_equivalence(model, spec, torch.rand(6, 1, 28, 28))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "vgg11_bn"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", pytest.param("vgg11_bn", marks=pytest.mark.slow)])
 def test_masked_equals_physical_on_torchvision(name):
     check_equivalence(torchvision_model(name), TV_SPEC, torch.rand(2, 3, 64, 64))
 
