@@ -75,9 +75,11 @@ def quantize_int8(
         )
     if calibration.shape[0] < 2:
         raise QuantizeError("calibration needs at least 2 inputs")
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     quantizer = _quantizer(backend)
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as exc:
+        raise QuantizeError(f"int8 quantization needs torchao: pip install 'robustprune[quantize]' ({exc})") from None
     work = copy.deepcopy(model).cpu().eval()
     example = spec.normalize(calibration[:2].float())
     try:
