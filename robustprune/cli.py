@@ -369,7 +369,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         raise UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
     out = _check_output_path(args.out)
-    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle)
+    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
     tmp = out.with_name(f".{out.name}.tmp")
     example = torch.zeros(2, *spec.shape)
     if args.format == "torchscript":
@@ -570,6 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="pruned.pt next to --spec")
     p.add_argument("--format", default="torchscript", choices=["torchscript", "torch-export", "state_dict"])
     p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let a run folder whose spec names package.module:factory import and run it (trusted folders only)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
