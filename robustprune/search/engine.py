@@ -358,6 +358,8 @@ def _search(
     storage, study_base, owner = stack.enter_context(
         owned_search(storage, study_name, identity, on_stale=lambda study, trial: say(_stale_message(study, trial)))
     )
+    if storage is not None and not isinstance(storage, optuna.storages.InMemoryStorage):
+        say(f"storage: this search's studies are {study_base}-step1, -step2, ...")
     probes = build_probes(work, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
     attack = "fgsm" if config.weights.get("attack_robustness") else None
     synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]

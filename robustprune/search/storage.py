@@ -279,6 +279,9 @@ def owned_search(
     opened = open_storage(storage, on_stale=on_stale)
     check_storage(opened, study_name, identity, where)
     owner = SearchOwner(opened, study_name, identity, where)
+    if storage is None:  # a private in-memory storage: no other process can see it, nothing to own
+        yield opened, owner.base, owner
+        return
     owner.acquire()
     try:
         check_storage(opened, study_name, identity, where)  # another search may have started at the same moment
