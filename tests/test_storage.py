@@ -18,7 +18,7 @@ import torch
 from robustprune import zoo
 from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig
-from robustprune.search import SearchConfig, StorageBusyError, StorageMismatchError, search
+from robustprune.search import SearchConfig, StorageBusyError, StorageError, StorageMismatchError, search
 from robustprune.search import storage as storage_mod
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,3 +205,12 @@ def test_second_process_refuses_a_live_search_and_leaves_it_undisturbed(tmp_path
     assert child.returncode == 0, output
     amounts = json.loads((tmp_path / "amounts.json").read_text())
     assert amounts == [r.amounts for r in clean.history]
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "not a url", "sqlite:////no/such/folder/x.db"])
+def test_bad_storage_url_is_one_line_before_any_work(url, cache_dir):
+    model, spec = zoo.load("mlp")
+    with pytest.raises(StorageError, match="cannot open storage") as info:
+        search(model, spec, config=tiny(), storage=url, cache_dir=cache_dir / "unused", quiet=True)
+    assert "\n" not in str(info.value)
+    assert not (cache_dir / "unused").exists(), "no probes were built"

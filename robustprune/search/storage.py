@@ -97,7 +97,15 @@ def _differences(theirs: dict, ours: dict) -> str:
 
 
 def _describe(storage: str | BaseStorage) -> str:
-    return storage if isinstance(storage, str) else type(storage).__name__
+    """The storage as messages name it (a URL without its password)."""
+    if not isinstance(storage, str):
+        return type(storage).__name__
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: opening it will say so
+        return storage
 
 
 def open_storage(
@@ -126,7 +134,7 @@ def open_storage(
                     time.sleep(0.05 * (attempt + 1))  # another process is creating the schema: let it finish
                     continue
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-                raise StorageError(f"cannot open storage {storage!r}: {reason}") from exc
+                raise StorageError(f"cannot open storage {_describe(storage)!r}: {reason}") from exc
     raise AssertionError("unreachable")
 
 
@@ -190,7 +198,7 @@ class SearchOwner:
         owners = self._owners()
         if owners:
             latest = max(owners)
-            info = owners[latest].user_attrs.get("owner", {})
+            info = self._owner_info(owners[latest])
             if _alive(info):
                 raise StorageBusyError(
                     f"another process (pid {info.get('pid')} on {info.get('host')}) is running this search on "
@@ -214,6 +222,16 @@ class SearchOwner:
                 self.storage.delete_study(study._study_id)
         self._thread = threading.Thread(target=self._run, name="robustprune-owner-heartbeat", daemon=True)
         self._thread.start()
+
+    def _owner_info(self, study: optuna.study.FrozenStudy) -> dict:
+        """The owner's heartbeat record; an owner study that has none yet was created a moment ago: wait for it."""
+        info = study.user_attrs.get("owner")
+        for _ in range(10):
+            if info:
+                return info
+            time.sleep(0.1)
+            info = self.storage.get_study_user_attrs(study._study_id).get("owner")
+        return info or {}  # still none: its process died between creating it and its first heartbeat
 
     def _beat(self, released: bool = False) -> None:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "beat": time.time()}
