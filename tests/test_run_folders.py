@@ -16,7 +16,7 @@ from robustprune.models import ModelRefError, load_model
 from robustprune.search import SearchResult
 from robustprune.spec import SpecError
 from robustprune.structure import PruneSpace, export, load_pruned, save_pruned
-from robustprune.structure.persist import UntrustedCodeError
+from robustprune.structure.persist import RunFolderError, UntrustedCodeError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,4 +197,19 @@ def test_torchscript_shape_error_is_one_line(tmp_path):
     spec = zoo.FASHION_MNIST_SPEC.__class__(shape=(3, 32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=10)
     with pytest.raises(SpecError, match="cannot be multiplied") as info:
         load_model(str(scripted), spec=spec)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("{not json", "not valid JSON"), ('{"model": "zoo:mlp", "groups": {"g": {"size": 3, "keep": [7]}}}', "not a")],
+)
+def test_damaged_spec_is_one_line(tmp_path, text, message):
+    model, spec = zoo.load("mlp")
+    space = PruneSpace(model, spec)
+    candidate = random_candidate(space, 0.3)
+    save_pruned(tmp_path, space, candidate, export(space, candidate), model_ref="zoo:mlp")
+    (tmp_path / "spec.json").write_text(text)
+    with pytest.raises(RunFolderError, match=message) as info:
+        load_pruned(tmp_path)
     assert "\n" not in str(info.value)

@@ -25,6 +25,14 @@ from robustprune.structure.surgery import export
 FORMAT_VERSION = 1
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be loaded: a spec that is not a robustprune pruning spec, or does not fit."""
+
+
+class UntrustedCodeError(RunFolderError):
+    """A run folder names code to import (``package.module:factory``) and the caller did not opt in."""
+
+
 def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
     """The JSON-serialisable description of ``candidate`` on ``space``."""
     space.kept_counts(candidate)
@@ -65,22 +73,22 @@ def save_pruned(
 def apply_spec(model: nn.Module, spec_data: dict) -> nn.Module:
     """Physically prune a fresh ``model`` of the original architecture as ``spec_data`` says."""
     if spec_data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise RunFolderError(
             f"unsupported pruning spec format {spec_data.get('format_version')!r}; expected {FORMAT_VERSION}"
         )
     space = PruneSpace(model, InputSpec.from_dict(spec_data["input_spec"]), exclude=spec_data.get("exclude", ()))
     groups = spec_data["groups"]
     missing = set(groups) - set(space.group_names())
     if missing:
-        raise ValueError(f"the pruning spec names groups this architecture does not have: {', '.join(sorted(missing))}")
+        raise RunFolderError(
+            f"the pruning spec names groups this architecture does not have: {', '.join(sorted(missing))}"
+        )
     for name, entry in groups.items():
         if space.group(name).size != entry["size"]:
-            raise ValueError(f"group {name!r} has {space.group(name).size} channels here, {entry['size']} in the spec")
+            raise RunFolderError(
+                f"group {name!r} has {space.group(name).size} channels here, {entry['size']} in the spec"
+            )
     return export(space, {name: entry["keep"] for name, entry in groups.items()})
-
-
-class UntrustedCodeError(ValueError):
-    """A run folder names code to import (``package.module:factory``) and the caller did not opt in."""
 
 
 def load_pruned(
@@ -103,14 +111,38 @@ def load_pruned(
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; a pruned-model folder holds spec.json and pruned.pt")
-    spec_data = json.loads(spec_path.read_text())
+    spec_data = _read_spec(spec_path)
     ref = spec_data.get("model")
+    name = "build" if build is not None else str(ref)
     if build is None:
         build = _builder(ref, spec_path, trust_code)
-    model = apply_spec(build_from(build, ref if isinstance(ref, str) else "build").eval(), spec_data)
+    model = apply_spec(build_from(build, name).eval(), spec_data)
     state = _load_weights(weights_path, allow_pickle)
     load_checked(model, state, weights_path)
     return model.eval(), InputSpec.from_dict(spec_data["input_spec"]), spec_data
+
+
+def _read_spec(path: Path) -> dict:
+    """``spec.json`` checked for the fields loading reads, so a damaged file fails in one line."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is not valid JSON ({exc})") from exc
+    groups = data.get("groups") if isinstance(data, dict) else None
+    valid = (
+        isinstance(groups, dict)
+        and isinstance(data.get("input_spec"), dict)
+        and all(
+            isinstance(g, dict)
+            and isinstance(g.get("size"), int)
+            and isinstance(g.get("keep"), list)
+            and all(isinstance(i, int) and 0 <= i < g["size"] for i in g["keep"])
+            for g in groups.values()
+        )
+    )
+    if not valid:
+        raise RunFolderError(f"{path} is not a robustprune pruning spec (input_spec and groups of size/keep)")
+    return data
 
 
 def _load_weights(path: Path, allow_pickle: bool) -> dict:
@@ -134,7 +166,7 @@ def _builder(ref: object, spec_path: Path, trust_code: bool) -> Callable[[], nn.
     if isinstance(ref, str) and ref.startswith("zoo:"):
         name = ref[4:]
         if name not in zoo.names():
-            raise ValueError(f"{spec_path} names an unknown zoo model {name!r}; known: {', '.join(zoo.names())}")
+            raise RunFolderError(f"{spec_path} names an unknown zoo model {name!r}; known: {', '.join(zoo.names())}")
         return lambda: zoo.build(name)
     if isinstance(ref, str) and ":" in ref:
         if not trust_code:
@@ -143,4 +175,4 @@ def _builder(ref: object, spec_path: Path, trust_code: bool) -> Callable[[], nn.
                 "run folder pass trust_code=True (CLI: --allow-code), or pass build=<your factory>"
             )
         return resolve_factory(ref)
-    raise ValueError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")
+    raise RunFolderError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")
