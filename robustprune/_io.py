@@ -30,7 +30,7 @@ OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)
 
 
 class RunFolderError(ValueError):
-    """An output folder that cannot be used as asked (unwritable, or holding other files): one line for the user."""
+    """A run folder that cannot be written or loaded as asked (unwritable, foreign files, a spec that does not fit)."""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

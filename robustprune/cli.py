@@ -256,20 +256,15 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         synthetic = SEARCH_PROBES.seeded(args.seed).synthetic
         progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
         inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
-    try:
-        result = baseline(
-            model,
-            spec,
-            args.method,
-            target_macs=args.target_macs,
-            target_params=args.target_params,
-            seed=args.seed,
-            inputs=inputs,
-        )
-    except ValueError as exc:
-        if args.method == "paoding" and str(exc).startswith("paoding"):  # a model that is no dense chain Paoding takes
-            raise UsageError(_one_line(exc)) from None
-        raise
+    result = baseline(
+        model,
+        spec,
+        args.method,
+        target_macs=args.target_macs,
+        target_params=args.target_params,
+        seed=args.seed,
+        inputs=inputs,
+    )
     reached = result.kept_fraction
     if not args.quiet:
         print(
@@ -493,7 +488,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"{source} is not a run folder (no {' or '.join(missing)})")
     out = _check_output_path(args.out)
-    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle)
+    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
     tmp = out.with_name(f".{out.name}.tmp")
     example = torch.zeros(2, *spec.shape)
     try:
@@ -784,6 +779,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="pruned.pt next to --spec")
     p.add_argument("--format", default="torchscript", choices=["torchscript", "torch-export", "state_dict"])
     p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let a run folder whose spec names package.module:factory import and run it (trusted folders only)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export)
@@ -806,6 +806,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.bench import SuiteError
     from robustprune.data.fashion_mnist import DataError, DataNotFoundError
     from robustprune.models import ModelRefError
+    from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
     from robustprune.targets import UnreachableTargetError
@@ -817,6 +818,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DataError,
         DataNotFoundError,
         ModelRefError,
+        StorageError,
         SpecError,
         UnsupportedModelError,
         UnreachableTargetError,

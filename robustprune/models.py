@@ -10,13 +10,15 @@ Accepted references:
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from robustprune import zoo
-from robustprune.spec import InputSpec, validate_model
+from robustprune.spec import InputSpec, SpecError, validate_model
 
 
 class ModelRefError(ValueError):
@@ -38,11 +40,77 @@ def _load_state_dict(model: nn.Module, weights: str | Path, allow_pickle: bool) 
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelRefError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    load_checked(model, state, path)
+
+
+def _shape(tensor: object) -> str:
+    return str(tuple(tensor.shape)) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+
+
+def load_checked(model: nn.Module, state: dict, source: str | Path) -> None:
+    """``model.load_state_dict(state)``; a ModelRefError naming the first tensor that does not fit, and both shapes."""
+    own = model.state_dict()
+    problems = [
+        f"{name} has shape {_shape(state[name])} in {source}, {_shape(tensor)} in the model"
+        for name, tensor in own.items()
+        if name in state and (not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape)
+    ]
+    problems += [f"{name} is missing from {source}" for name in own if name not in state]
+    problems += [f"{source} has {name}, which the model does not" for name in state if name not in own]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelRefError(f"weights do not fit the model: {problems[0]}{more}")
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ModelRefError(f"weights in {path} do not fit the model: {first}") from exc
+    except RuntimeError as exc:  # what the checks above do not cover: one line of torch's reason
+        raise ModelRefError(f"weights in {source} do not fit the model: {one_line(exc)}") from exc
+
+
+def one_line(exc: BaseException) -> str:
+    """The line of ``exc``'s message that says what went wrong (TorchScript puts it last, after its traceback)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return exc.__class__.__name__
+    if len(lines) > 1 and lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1]
+    return lines[0]
+
+
+def resolve_factory(ref: str) -> Callable[[], nn.Module]:
+    """The callable ``package.module:factory`` names (importing the module runs its code)."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelRefError(f"cannot import {attr!r} from module {module_name!r}: {one_line(exc)}") from exc
+    if not callable(factory):
+        raise ModelRefError(f"{ref} is not callable ({type(factory).__name__}); name a function returning a model")
+    return factory
+
+
+def build_from(factory: Callable[[], nn.Module], name: str) -> nn.Module:
+    """Call ``factory()`` (named ``name`` in messages); a ModelRefError if it needs arguments, raises, or
+    returns something other than an nn.Module."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        needed = [
+            p.name
+            for p in inspect.signature(factory).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        raise ModelRefError(
+            f"{name} needs arguments ({', '.join(needed)}); name a factory that takes none (wrap it in a function)"
+        ) from None
+    except ValueError:  # no signature (some builtins): calling it is the only check
+        pass
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelRefError(f"{name} raised {exc.__class__.__name__}: {one_line(exc)}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelRefError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -87,14 +155,7 @@ def load_model(
             ) from exc
         spec = spec or zoo.FASHION_MNIST_SPEC
     elif ":" in ref:
-        module_name, _, attr = ref.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ModelRefError(f"cannot import {attr!r} from module {module_name!r}: {exc}") from exc
-        model = factory()
-        if not isinstance(model, nn.Module):
-            raise ModelRefError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
+        model = build_from(resolve_factory(ref), ref)
         if weights is None:
             raise ModelRefError(f"{ref} needs --weights FILE (a state dict); refusing to use random weights")
         _load_state_dict(model, weights, allow_pickle)
@@ -104,5 +165,12 @@ def load_model(
             f"model reference {ref!r} is neither zoo:NAME, an existing TorchScript file, nor package.module:factory"
         )
     model = model.to(device).eval()
-    validate_model(model, spec)
+    try:
+        validate_model(model, spec)
+    except SpecError as exc:  # TorchScript errors carry their own multi-line traceback: keep the line that says why
+        message, cause = str(exc), exc.__cause__
+        if "\n" not in message:
+            raise
+        prefix = message.partition(str(cause))[0] if cause is not None and str(cause) in message else ""
+        raise SpecError(prefix + one_line(cause if prefix else exc)) from exc
     return model, spec

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec
+from robustprune.structure.space import UnsupportedModelError
 
 __all__ = [
     "PaodingConfig",
@@ -357,22 +358,22 @@ def _dense_chain(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear
         if not isinstance(module, _PASSIVE):
             conv = "Conv" in type(module).__name__
             hint = " (conv layers are not supported by this dense-only baseline)" if conv else ""
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"paoding: unsupported module '{name}' ({type(module).__name__}){hint}; expected "
                 f"[Flatten] Linear (ReLU Linear)*"
             )
     linears = _linears_in_call_order(model, spec)
     for (prev_name, prev), (name, module) in zip(linears, linears[1:], strict=False):
         if prev.out_features != module.in_features:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"paoding: Linear '{name}' takes {module.in_features} inputs but the previous Linear "
                 f"'{prev_name}' gives {prev.out_features}"
             )
     if len(linears) < 2:
-        raise ValueError("paoding: the model has no hidden dense layer to prune")
+        raise UnsupportedModelError("paoding: the model has no hidden dense layer to prune")
     first_name, first = linears[0]
     if first.in_features != math.prod(spec.shape):
-        raise ValueError(
+        raise UnsupportedModelError(
             f"paoding: the first Linear '{first_name}' takes {first.in_features} inputs, but one input of shape "
             f"{spec.shape} has {math.prod(spec.shape)} values; expected [Flatten] Linear (ReLU Linear)*"
         )

@@ -24,6 +24,12 @@ def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("probes")
 
 
+def step_study(storage, k: int) -> str:
+    """The name of step ``k``'s study: the only one in ``storage`` that ends so."""
+    (name,) = [n for n in optuna.get_all_study_names(storage) if n.endswith(f"-step{k}")]
+    return name
+
+
 def tiny(**kw) -> SearchConfig:
     base = dict(target_params=0.6, steps=3, trials=5, probes=TINY_PROBES, max_increment=0.2)
     base.update(kw)
@@ -148,8 +154,8 @@ def test_resume_continues_without_repeating_trials(cache_dir, tmp_path):
 
     with pytest.raises(Interrupt):
         search(model, spec, config=config, storage=storage, cache_dir=cache_dir, log=killer)
-    step1 = optuna.load_study(study_name="robustprune-step1", storage=storage)
-    step2 = optuna.load_study(study_name="robustprune-step2", storage=storage)
+    step1 = optuna.load_study(study_name=step_study(storage, 1), storage=storage)
+    step2 = optuna.load_study(study_name=step_study(storage, 2), storage=storage)
     assert "committed" in step1.user_attrs
     done_before = [t.params for t in step2.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done_before) == 1  # trial 0 completed; trial 1 died while logging
@@ -161,7 +167,7 @@ def test_resume_continues_without_repeating_trials(cache_dir, tmp_path):
         m.startswith("  trial")
         for m in messages[: messages.index(next(m for m in messages if m.startswith("step 2/")))]
     )
-    step2 = optuna.load_study(study_name="robustprune-step2", storage=storage)
+    step2 = optuna.load_study(study_name=step_study(storage, 2), storage=storage)
     complete = [t for t in step2.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4 and complete[0].params == done_before[0]
     assert dataclasses.asdict(result.history[0]) is not None
@@ -173,7 +179,7 @@ def test_enqueue_uniform_starts_each_step_with_the_even_step_and_never_commits_b
     result = search(model, spec, config=tiny(enqueue_uniform=True), storage=storage, cache_dir=cache_dir, quiet=True)
     previous = {name: 0.0 for name in result.amounts}
     for record in result.history:
-        study = optuna.load_study(study_name=f"robustprune-step{record.step}", storage=storage)
+        study = optuna.load_study(study_name=step_study(storage, record.step), storage=storage)
         first = study.trials[0]
         assert set(first.params.values()) == {1.0}
         grown = {round(first.user_attrs["amounts"][n] - previous[n], 9) for n in previous}
@@ -182,7 +188,7 @@ def test_enqueue_uniform_starts_each_step_with_the_even_step_and_never_commits_b
         previous = record.amounts
     storage = optuna.storages.InMemoryStorage()
     search(model, spec, config=tiny(), storage=storage, cache_dir=cache_dir, quiet=True)
-    first = optuna.load_study(study_name="robustprune-step1", storage=storage).trials[0]
+    first = optuna.load_study(study_name=step_study(storage, 1), storage=storage).trials[0]
     assert set(first.params.values()) != {1.0}, "by default the sampler proposes the first trial"
 
 

@@ -2,5 +2,14 @@
 
 from robustprune.search.engine import SearchConfig, search
 from robustprune.search.result import SearchResult, StepRecord
+from robustprune.search.storage import StorageBusyError, StorageError, StorageMismatchError
 
-__all__ = ["SearchConfig", "SearchResult", "StepRecord", "search"]
+__all__ = [
+    "SearchConfig",
+    "SearchResult",
+    "StepRecord",
+    "StorageBusyError",
+    "StorageError",
+    "StorageMismatchError",
+    "search",
+]

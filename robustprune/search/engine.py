@@ -11,6 +11,7 @@ best feasible candidate is committed and the next step starts from it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -40,6 +41,7 @@ from robustprune.search.objective import (
 from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps, step_targets
+from robustprune.search.storage import open_step, owned_search, search_identity
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, masked
 from robustprune.targets import Target, removed_count
@@ -271,6 +273,10 @@ def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> 
     return removed_last(taylor, candidate)
 
 
+def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    return f"{study.study_name}: trial {trial.number} was left running by a process that stopped; marked failed"
+
+
 def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
     """How far past the target (as a fraction of the original): <= 0 is feasible."""
     parts = []
@@ -294,12 +300,6 @@ def _midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | No
             return None
         mid[name] = (start + goal) / 2
     return Target(**mid)
-
-
-def _fail_stale_trials(study: optuna.Study) -> None:
-    """Trials left RUNNING by a killed process are marked failed so they are neither counted nor reused."""
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 def search_config(
@@ -340,8 +340,49 @@ def search(
     The user's model is never modified (the search works on one private copy).
     ``storage`` (an Optuna storage URL such as ``sqlite:///search.db``, or a storage
     object) makes the search resumable: rerun the same call and it continues after the
-    last committed step and the last completed trial.
+    last committed step and the last completed trial. Its studies are named
+    ``{study_name}-{fingerprint}-step{k}``, the fingerprint covering the model's weights, the
+    input spec and the resolved config (seed and target included); a storage holding another
+    search's ``study_name`` studies is refused (``StorageMismatchError``), and so is one where
+    another live process runs this search (``StorageBusyError``; see ``robustprune.search.storage``).
     """
+    with contextlib.ExitStack() as stack:  # holds the storage's owner claim until the search ends
+        return _search(
+            model,
+            spec,
+            target_macs,
+            target_params,
+            config=config,
+            sampler=sampler,
+            seed=seed,
+            storage=storage,
+            study_name=study_name,
+            exclude=exclude,
+            cache_dir=cache_dir,
+            quiet=quiet,
+            log=log,
+            stack=stack,
+        )
+
+
+def _search(
+    model: nn.Module,
+    spec: InputSpec,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    *,
+    config: SearchConfig | None = None,
+    sampler: str | None = None,
+    seed: int | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str = "robustprune",
+    exclude: tuple[str, ...] = (),
+    cache_dir=None,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    stack: contextlib.ExitStack,
+) -> SearchResult:
+    """``search``, with ``stack`` holding the storage's owner claim."""
     config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
     say = log or ((lambda m: None) if quiet else write_line)
     bars = log is None and bars_enabled(quiet)
@@ -354,6 +395,12 @@ def search(
         f"{space.full_params / 1e3:.1f} k params; target {config.target.describe()}"
     )
     config = config.resolve(space)
+    identity = search_identity(model, space, config)  # before the probes: a wrong storage fails at once
+    storage, study_base, owner = stack.enter_context(
+        owned_search(storage, study_name, identity, on_stale=lambda study, trial: say(_stale_message(study, trial)))
+    )
+    if storage is not None and not isinstance(storage, optuna.storages.InMemoryStorage):
+        say(f"storage: this search's studies are {study_base}-step1, -step2, ...")
     probes = build_probes(work, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
     attack = "fgsm" if config.weights.get("attack_robustness") else None
     synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
@@ -387,14 +434,9 @@ def search(
         step_target = pending.pop(0)
         k += 1
         step_start = time.time()
-        study = optuna.create_study(
-            study_name=f"{study_name}-step{k}",
-            storage=storage,
-            directions=directions,
-            load_if_exists=True,
-            sampler=make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective),
-        )
-        _fail_stale_trials(study)
+        owner.check()
+        sampler_k = make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective)
+        study = open_step(storage, study_base, k, identity, directions, sampler_k)
         if config.enqueue_uniform and "committed" not in study.user_attrs:
             # skip_if_exists: a resumed step does not get the even trial a second time
             study.enqueue_trial({f"g{i}": 1.0 for i in range(len(space.groups))}, skip_if_exists=True)
@@ -411,6 +453,7 @@ def search(
         def objective(
             trial: optuna.Trial, previous=previous, step_target=step_target, k=k, bar=bar, evaluator=evaluator
         ):
+            owner.check()  # taken over by another process: add no trial to its search
             direction = {g.name: trial.suggest_float(f"g{i}", 0.0, 1.0) for i, g in enumerate(space.groups)}
             proposal, feasible = fit_amounts(
                 space, previous, direction, config.max_increment, step_target, config.max_amount
@@ -483,6 +526,7 @@ def search(
             break
         amounts = dict(best.user_attrs["amounts"])
         if "committed" not in study.user_attrs:
+            owner.check()
             study.set_user_attr("committed", {"trial": best.number, "seconds": time.time() - step_start})
         seconds = study.user_attrs["committed"]["seconds"]
         record = StepRecord(

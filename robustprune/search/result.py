@@ -96,9 +96,10 @@ class SearchResult:
         atomic_write_json(directory / "front.json", self.front)
 
     @classmethod
-    def load(cls, directory: str | Path, build=None) -> SearchResult:
+    def load(cls, directory: str | Path, build=None, trust_code: bool = False) -> SearchResult:
+        """A saved run; ``build`` and ``trust_code`` as in ``load_pruned`` (factory references need an opt-in)."""
         directory = Path(directory)
-        model, _spec, spec_data = load_pruned(directory, build=build)
+        model, _spec, spec_data = load_pruned(directory, build=build, trust_code=trust_code)
         history = json.loads((directory / "history.json").read_text())
         front = json.loads((directory / "front.json").read_text())
         candidate = {name: tuple(g["keep"]) for name, g in spec_data["groups"].items()}

@@ -1,7 +1,14 @@
 """Prune space, reversible masks, physical surgery and persistence."""
 
 from robustprune.structure.masks import batched_masks, masked
-from robustprune.structure.persist import apply_spec, load_pruned, pruning_spec, save_pruned
+from robustprune.structure.persist import (
+    RunFolderError,
+    UntrustedCodeError,
+    apply_spec,
+    load_pruned,
+    pruning_spec,
+    save_pruned,
+)
 from robustprune.structure.space import Candidate, ChannelGroup, PruneSpace, UnsupportedModelError
 from robustprune.structure.surgery import export
 
@@ -9,7 +16,9 @@ __all__ = [
     "Candidate",
     "ChannelGroup",
     "PruneSpace",
+    "RunFolderError",
     "UnsupportedModelError",
+    "UntrustedCodeError",
     "apply_spec",
     "batched_masks",
     "export",

@@ -17,12 +17,16 @@ import torch_pruning as tp
 from torch import nn
 
 from robustprune import __version__
-from robustprune._io import atomic_write_json
+from robustprune._io import RunFolderError, atomic_write_json
 from robustprune.spec import InputSpec
 from robustprune.structure.space import Candidate, PruneSpace
 from robustprune.structure.surgery import export
 
 FORMAT_VERSION = 1
+
+
+class UntrustedCodeError(RunFolderError):
+    """A run folder names code to import (``package.module:factory``) and the caller did not opt in."""
 
 
 def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
@@ -65,17 +69,21 @@ def save_pruned(
 def apply_spec(model: nn.Module, spec_data: dict) -> nn.Module:
     """Physically prune a fresh ``model`` of the original architecture as ``spec_data`` says."""
     if spec_data.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise RunFolderError(
             f"unsupported pruning spec format {spec_data.get('format_version')!r}; expected {FORMAT_VERSION}"
         )
     space = PruneSpace(model, InputSpec.from_dict(spec_data["input_spec"]), exclude=spec_data.get("exclude", ()))
     groups = spec_data["groups"]
     missing = set(groups) - set(space.group_names())
     if missing:
-        raise ValueError(f"the pruning spec names groups this architecture does not have: {', '.join(sorted(missing))}")
+        raise RunFolderError(
+            f"the pruning spec names groups this architecture does not have: {', '.join(sorted(missing))}"
+        )
     for name, entry in groups.items():
         if space.group(name).size != entry["size"]:
-            raise ValueError(f"group {name!r} has {space.group(name).size} channels here, {entry['size']} in the spec")
+            raise RunFolderError(
+                f"group {name!r} has {space.group(name).size} channels here, {entry['size']} in the spec"
+            )
     return export(space, {name: entry["keep"] for name, entry in groups.items()})
 
 
@@ -83,34 +91,84 @@ def load_pruned(
     directory: str | Path,
     build: Callable[[], nn.Module] | None = None,
     allow_pickle: bool = False,
+    trust_code: bool = False,
 ) -> tuple[nn.Module, InputSpec, dict]:
     """Load ``spec.json`` + ``pruned.pt`` from ``directory``: (pruned model, InputSpec, spec dict).
 
-    ``build`` returns a fresh instance of the original architecture; by default it
-    is resolved from the spec's model reference (``zoo:NAME`` or ``package.module:factory``).
+    ``build`` returns a fresh instance of the original architecture. By default it is
+    resolved from the spec's model reference: ``zoo:NAME`` always; ``package.module:factory``
+    only with ``trust_code=True``, because importing it runs whatever code that module holds
+    (a run folder is data and may come from anyone).
     """
+    from robustprune.models import build_from, load_checked
+
     directory = Path(directory)
     spec_path, weights_path = directory / "spec.json", directory / "pruned.pt"
     for path in (spec_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; a pruned-model folder holds spec.json and pruned.pt")
-    spec_data = json.loads(spec_path.read_text())
+    spec_data = _read_spec(spec_path)
+    ref = spec_data.get("model")
+    name = "build" if build is not None else str(ref)
     if build is None:
-        build = _builder(spec_data.get("model"))
-    model = apply_spec(build().eval(), spec_data)
-    state = torch.load(weights_path, map_location="cpu", weights_only=not allow_pickle)
-    model.load_state_dict(state)
+        build = _builder(ref, spec_path, trust_code)
+    model = apply_spec(build_from(build, name).eval(), spec_data)
+    state = _load_weights(weights_path, allow_pickle)
+    load_checked(model, state, weights_path)
     return model.eval(), InputSpec.from_dict(spec_data["input_spec"]), spec_data
 
 
-def _builder(ref: str | None) -> Callable[[], nn.Module]:
-    import importlib
+def _read_spec(path: Path) -> dict:
+    """``spec.json`` checked for the fields loading reads, so a damaged file fails in one line."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is not valid JSON ({exc})") from exc
+    groups = data.get("groups") if isinstance(data, dict) else None
+    valid = (
+        isinstance(groups, dict)
+        and isinstance(data.get("input_spec"), dict)
+        and all(
+            isinstance(g, dict)
+            and isinstance(g.get("size"), int)
+            and isinstance(g.get("keep"), list)
+            and all(isinstance(i, int) and 0 <= i < g["size"] for i in g["keep"])
+            for g in groups.values()
+        )
+    )
+    if not valid:
+        raise RunFolderError(f"{path} is not a robustprune pruning spec (input_spec and groups of size/keep)")
+    return data
 
+
+def _load_weights(path: Path, allow_pickle: bool) -> dict:
+    from robustprune.models import ModelRefError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except Exception as exc:
+        hint = "" if allow_pickle else " with weights_only=True; allow_pickle=True (--allow-pickle) if you trust it"
+        raise ModelRefError(f"could not load {path}{hint} ({exc.__class__.__name__})") from exc
+    if not isinstance(state, dict):
+        raise ModelRefError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    return state
+
+
+def _builder(ref: object, spec_path: Path, trust_code: bool) -> Callable[[], nn.Module]:
+    """What rebuilds the original architecture: a zoo model, or (trusted folders only) an imported factory."""
     from robustprune import zoo
+    from robustprune.models import resolve_factory
 
-    if ref and ref.startswith("zoo:"):
-        return lambda: zoo.build(ref[4:])
-    if ref and ":" in ref:
-        module, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(module), attr)
-    raise ValueError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")
+    if isinstance(ref, str) and ref.startswith("zoo:"):
+        name = ref[4:]
+        if name not in zoo.names():
+            raise RunFolderError(f"{spec_path} names an unknown zoo model {name!r}; known: {', '.join(zoo.names())}")
+        return lambda: zoo.build(name)
+    if isinstance(ref, str) and ":" in ref:
+        if not trust_code:
+            raise UntrustedCodeError(
+                f"{spec_path} rebuilds the model with {ref!r}, which imports and runs code; if you trust this "
+                "run folder pass trust_code=True (CLI: --allow-code), or pass build=<your factory>"
+            )
+        return resolve_factory(ref)
+    raise RunFolderError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")
