@@ -471,9 +471,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import torch
-
     from robustprune._io import atomic_write_json
+    from robustprune.deploy import save_model
     from robustprune.structure import load_pruned
 
     if args.run:
@@ -489,19 +488,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{source} is not a run folder (no {' or '.join(missing)})")
     out = _check_output_path(args.out)
     model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
-    tmp = out.with_name(f".{out.name}.tmp")
-    example = torch.zeros(2, *spec.shape)
-    try:
-        if args.format == "torchscript":
-            torch.jit.save(torch.jit.trace(model, example), str(tmp))
-        elif args.format == "torch-export":
-            batch = {0: torch.export.Dim("batch", min=1)}  # any batch size, not just the example's
-            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=(batch,)), str(tmp))
-        else:
-            torch.save(model.state_dict(), tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_model(model, spec, out, args.format)
     atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())
     if not args.quiet:
         print(f"wrote {out} ({args.format}) and {out.name}.inputspec.json")
@@ -554,6 +541,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from robustprune.baselines import METHODS
+    from robustprune.deploy import FORMATS
     from robustprune.evaluate.harness import EvalSettings
     from robustprune.importance import CRITERIA
     from robustprune.probes.synthetic import KINDS
@@ -773,11 +761,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_bench)
 
-    p = add("export", "Turn a pruned run folder into a model file: state dict, TorchScript or torch.export.")
+    p = add("export", "Turn a pruned run folder into a model file: TorchScript, torch.export, ONNX or a state dict.")
     p.add_argument("run", nargs="?", help="run folder with spec.json and pruned.pt")
     p.add_argument("--spec", help="spec.json (instead of a run folder)")
     p.add_argument("--weights", help="pruned.pt next to --spec")
-    p.add_argument("--format", default="torchscript", choices=["torchscript", "torch-export", "state_dict"])
+    p.add_argument(
+        "--format",
+        default="torchscript",
+        choices=FORMATS,
+        help="onnx needs the onnx extra and is checked against the model with ONNX Runtime (default torchscript)",
+    )
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument(
         "--allow-code",
@@ -805,6 +798,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune._io import RunFolderError
     from robustprune.bench import SuiteError
     from robustprune.data.fashion_mnist import DataError, DataNotFoundError
+    from robustprune.deploy import DeployError
     from robustprune.models import ModelRefError
     from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
@@ -819,6 +813,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DataNotFoundError,
         ModelRefError,
         StorageError,
+        DeployError,
         SpecError,
         UnsupportedModelError,
         UnreachableTargetError,

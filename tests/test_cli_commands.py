@@ -99,7 +99,7 @@ def test_search_writes_the_run_folder(search_run):
     assert spec_data["params"] <= 0.6 * spec_data["original_params"]
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "state_dict"])
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "onnx", "state_dict"])
 def test_export_formats(search_run, tmp_path, fmt):
     out = tmp_path / f"model.{fmt}"
     assert main(["export", str(search_run), "--format", fmt, "--out", str(out), "--quiet"]) == 0
@@ -109,6 +109,11 @@ def test_export_formats(search_run, tmp_path, fmt):
         assert torch.allclose(torch.jit.load(str(out))(x), model(x), atol=1e-6)
     elif fmt == "torch-export":
         assert torch.allclose(torch.export.load(str(out)).module()(x), model(x), atol=1e-6)
+    elif fmt == "onnx":
+        ort = pytest.importorskip("onnxruntime")
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        assert torch.allclose(got, model(x), atol=1e-4)
     else:
         state = torch.load(out, weights_only=True)
         assert set(state) == set(model.state_dict())
