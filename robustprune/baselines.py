@@ -29,6 +29,7 @@ from torch import nn
 from robustprune.importance import all_scores
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, save_pruned
+from robustprune.structure.space import UnsupportedModelError
 from robustprune.targets import Target, fill_to_target, smallest_feasible, uniform_amount_for, uniform_counts
 
 METHODS = ("l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude", "paoding")
@@ -111,8 +112,8 @@ def _paoding(space: PruneSpace, target: Target, seed: int) -> tuple[nn.Module, d
             pruned, kept, _ = paoding_prune_to_macs(space.model, space.spec, target.macs, seed=seed)
         else:
             pruned, kept, _ = paoding_prune_to_params(space.model, space.spec, target.params, seed=seed)
-    except ValueError as exc:
-        raise ValueError(
+    except UnsupportedModelError as exc:
+        raise UnsupportedModelError(
             f"{exc} (Paoding merges dense neurons; the paper prunes conv layers with "
             "plain L1 filter norms, which is the l1_uniform baseline)"
         ) from exc

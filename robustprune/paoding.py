@@ -397,7 +397,7 @@ def _probe_inputs(spec: InputSpec, like: torch.Tensor, n: int = 32) -> Tensor:
 def _linears_in_call_order(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear]]:
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     if not names:
-        raise ValueError("paoding: the model has no Linear layer")
+        raise UnsupportedModelError("paoding: the model has no Linear layer")
     calls: list[nn.Linear] = []
     handles = [m.register_forward_hook(lambda mod, _i, _o: calls.append(mod)) for m in names]
     x = _probe_inputs(spec, next(iter(names)).weight, n=2)
@@ -405,14 +405,14 @@ def _linears_in_call_order(model: nn.Module, spec: InputSpec) -> list[tuple[str,
         with eval_mode(model), torch.no_grad():
             model(x)
     except Exception as exc:
-        raise ValueError(f"paoding: the model failed on an input of shape {spec.shape}: {exc}") from exc
+        raise UnsupportedModelError(f"paoding: the model failed on an input of shape {spec.shape}: {exc}") from exc
     finally:
         for handle in handles:
             handle.remove()
     unused = [names[m] for m in names if m not in calls]
     if unused or len(calls) != len(set(calls)):
         what = f"Linear '{unused[0]}' is never called" if unused else "a Linear is called more than once"
-        raise ValueError(f"paoding: {what}; expected [Flatten] Linear (ReLU Linear)*")
+        raise UnsupportedModelError(f"paoding: {what}; expected [Flatten] Linear (ReLU Linear)*")
     return [(names[m], m) for m in calls]
 
 
@@ -428,7 +428,7 @@ def _check_computes_chain(model: nn.Module, spec: InputSpec, layers: list[nn.Lin
             expected = layer(torch.relu(expected) if k else expected)
     tolerance = 1e-5 * (1 + float(expected.abs().max()))
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=tolerance):
-        raise ValueError(
+        raise UnsupportedModelError(
             "paoding: the model does not compute [Flatten] Linear (ReLU Linear)* over its Linear layers "
             f"{', '.join(repr(n) for n, m in model.named_modules() if m in layers)}"
         )

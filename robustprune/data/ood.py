@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 _SIZE = 28
-_SKLEARN_HINT = "pip install scikit-learn  (or: pip install robustprune[eval])"
+_SKLEARN_HINT = "pip install scikit-learn  (a core dependency of robustprune: reinstall it)"
 
 
 def far_ood_digits() -> torch.Tensor:
