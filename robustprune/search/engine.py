@@ -346,44 +346,24 @@ def search(
     search's ``study_name`` studies is refused (``StorageMismatchError``), and so is one where
     another live process runs this search (``StorageBusyError``; see ``robustprune.search.storage``).
     """
+    config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
     with contextlib.ExitStack() as stack:  # holds the storage's owner claim until the search ends
-        return _search(
-            model,
-            spec,
-            target_macs,
-            target_params,
-            config=config,
-            sampler=sampler,
-            seed=seed,
-            storage=storage,
-            study_name=study_name,
-            exclude=exclude,
-            cache_dir=cache_dir,
-            quiet=quiet,
-            log=log,
-            stack=stack,
-        )
+        return _search(model, spec, config, storage, study_name, exclude, cache_dir, quiet, log, stack)
 
 
 def _search(
     model: nn.Module,
     spec: InputSpec,
-    target_macs: float | None = None,
-    target_params: float | None = None,
-    *,
-    config: SearchConfig | None = None,
-    sampler: str | None = None,
-    seed: int | None = None,
-    storage: str | optuna.storages.BaseStorage | None = None,
-    study_name: str = "robustprune",
-    exclude: tuple[str, ...] = (),
-    cache_dir=None,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
+    config: SearchConfig,
+    storage: str | optuna.storages.BaseStorage | None,
+    study_name: str,
+    exclude: tuple[str, ...],
+    cache_dir,
+    quiet: bool,
+    log: Callable[[str], None] | None,
     stack: contextlib.ExitStack,
 ) -> SearchResult:
-    """``search``, with ``stack`` holding the storage's owner claim."""
-    config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
+    """``search`` with its config resolved from the overrides, and ``stack`` holding the storage's owner claim."""
     say = log or ((lambda m: None) if quiet else write_line)
     bars = log is None and bars_enabled(quiet)
     trial_say = (lambda m: None) if bars else say  # with a bar, per-trial lines become its postfix
