@@ -6,6 +6,9 @@
   importance on synthetic inputs (``importance.taylor_synthetic``), the criterion the
   search uses by default; it separates what the search's per-group allocation wins
   from what the criterion alone gives. Needs ``inputs`` (synthetic, normalized).
+- ``taylor_l1_uniform``: the same fractions, channels ranked by ``taylor_l1`` (the rank sum of
+  Taylor on synthetic inputs and L1), the ranking the search chooses most often: the
+  strongest one-shot rival of the search's allocation. Needs ``inputs`` too.
 - ``random_uniform``: the same fractions, channels chosen at random (seeded).
 - ``global_magnitude``: one ranking over all groups of the L1 importance normalised
   by its group mean (torch-pruning's global pruning); the least important channels
@@ -32,7 +35,10 @@ from robustprune.structure import PruneSpace, export, save_pruned
 from robustprune.structure.space import UnsupportedModelError
 from robustprune.targets import Target, fill_to_target, smallest_feasible, uniform_amount_for, uniform_counts
 
-METHODS = ("l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude", "paoding")
+METHODS = ("l1_uniform", "taylor_uniform", "taylor_l1_uniform", "random_uniform", "global_magnitude", "paoding")
+
+#: Baselines that rank channels on synthetic inputs (``baseline(..., inputs=)``), and the criterion each uses.
+INPUT_CRITERIA = {"taylor_uniform": "taylor_synthetic", "taylor_l1_uniform": "taylor_l1"}
 
 
 @dataclasses.dataclass
@@ -135,12 +141,12 @@ def baseline(
 ) -> PruneResult:
     """Prune ``model`` one-shot with ``method`` to the target; returns a new model (``model`` is untouched).
 
-    ``inputs``: normalized synthetic inputs, needed by ``taylor_uniform`` only.
+    ``inputs``: normalized synthetic inputs, needed by the ``INPUT_CRITERIA`` baselines only.
     """
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
-    if method == "taylor_uniform" and inputs is None:
-        raise ValueError("taylor_uniform ranks channels on synthetic inputs: pass inputs= (normalized)")
+    if method in INPUT_CRITERIA and inputs is None:
+        raise ValueError(f"{method} ranks channels on synthetic inputs: pass inputs= (normalized)")
     target = Target(macs=target_macs, params=target_params)
     space = space or PruneSpace(model, spec, exclude=exclude)
     if method == "paoding":
@@ -148,8 +154,8 @@ def baseline(
     else:
         if method == "random_uniform":
             scores = _random_scores(space, seed)
-        elif method == "taylor_uniform":
-            scores = all_scores(space, "taylor_synthetic", inputs=inputs)
+        elif method in INPUT_CRITERIA:
+            scores = all_scores(space, INPUT_CRITERIA[method], inputs=inputs)
         else:
             scores = all_scores(space, "l1")
         if method == "global_magnitude":

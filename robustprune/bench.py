@@ -35,7 +35,7 @@ from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
-from robustprune.baselines import METHODS, baseline
+from robustprune.baselines import INPUT_CRITERIA, METHODS, baseline
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides
 from robustprune.evaluate.harness import EvalSettings, evaluate
 from robustprune.plots import plot_methods
@@ -160,7 +160,7 @@ def run_cell(
     else:
         base = method.removesuffix("+bn")
         synthetic = None
-        if method.endswith("+bn") or base == "taylor_uniform":  # the search's own synthetic inputs
+        if method.endswith("+bn") or base in INPUT_CRITERIA:  # the search's own synthetic inputs
             synthetic = cached_generate(model, spec, config.probe_config.synthetic, cache_dir=cache_dir).pixels
         inputs = spec.normalize(synthetic) if synthetic is not None else None
         pruned, kept = baseline_model(model, spec, method, inputs, seed=seed, **{f"target_{kind}": target})

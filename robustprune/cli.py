@@ -237,7 +237,7 @@ def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> di
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
     from robustprune._io import atomic_write_json
-    from robustprune.baselines import baseline
+    from robustprune.baselines import INPUT_CRITERIA, baseline
     from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
 
@@ -249,7 +249,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     _check_eval_data(args)
     model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
     inputs = None
-    if args.method == "taylor_uniform":  # ranks channels on the search's default synthetic inputs (disk-cached)
+    if args.method in INPUT_CRITERIA:  # ranks channels on the search's default synthetic inputs (disk-cached)
         from robustprune.probes.cache import cached_generate
         from robustprune.search.engine import SEARCH_PROBES
 

@@ -11,13 +11,15 @@ from robustprune.targets import Target
 
 
 def inputs_for(method: str) -> torch.Tensor | None:
-    """taylor_uniform ranks on (synthetic) inputs; any normalized batch exercises it."""
-    return (
-        torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0)) if method == "taylor_uniform" else None
-    )
+    """The Taylor baselines rank on (synthetic) inputs; any normalized batch exercises them."""
+    if method not in ("taylor_uniform", "taylor_l1_uniform"):
+        return None
+    return torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("method", ["l1_uniform", "taylor_uniform", "random_uniform", "global_magnitude"])
+@pytest.mark.parametrize(
+    "method", ["l1_uniform", "taylor_uniform", "taylor_l1_uniform", "random_uniform", "global_magnitude"]
+)
 @pytest.mark.parametrize("name", ["cnn", "resnet20", "mobilenetv2"])
 @pytest.mark.parametrize("fraction", [0.7, 0.5])
 def test_baselines_land_within_two_percent_below_target(method, name, fraction):
@@ -116,6 +118,26 @@ def test_cli_baseline_usage_errors_leave_nothing(tmp_path, capsys):
         main(["baseline", "--model", "zoo:cnn", "--method", "paoding", "--target-macs", "0.5", "--out", str(out)]) == 2
     )
     assert not any(out.glob("*.json")) if out.exists() else True
+
+
+def test_taylor_l1_uniform_keeps_the_rank_sum_top_and_differs_from_both_parts():
+    from robustprune.importance import all_scores
+
+    model, spec = zoo.load("cnn")
+    inputs = inputs_for("taylor_l1_uniform")
+    result = baseline(model, spec, "taylor_l1_uniform", target_macs=0.5, inputs=inputs)
+    scores = all_scores(result.space, "taylor_l1", inputs=inputs)
+    for group in result.space.groups:
+        kept = list(result.candidate[group.name])
+        dropped = [c for c in range(group.size) if c not in kept]
+        if dropped:
+            assert scores[group.name][kept].min() >= scores[group.name][dropped].max()
+    others = [
+        baseline(model, spec, m, target_macs=0.5, inputs=inputs).candidate for m in ("taylor_uniform", "l1_uniform")
+    ]
+    assert all(result.candidate != other for other in others)
+    with pytest.raises(ValueError, match="taylor_l1_uniform ranks channels on synthetic inputs"):
+        baseline(model, spec, "taylor_l1_uniform", target_macs=0.5)
 
 
 def test_taylor_uniform_keeps_the_channels_taylor_ranks_highest():
