@@ -40,9 +40,9 @@ from robustprune.compensate import apply_overrides, bn_reestimate_overrides
 from robustprune.evaluate.harness import EvalSettings, evaluate
 from robustprune.plots import plot_methods
 from robustprune.probes.cache import cached_generate
-from robustprune.search import SearchConfig, search
+from robustprune.search import SEARCH_VARIANTS, SearchConfig, search, variant_config
 from robustprune.search.engine import SEARCH_PROBES
-from robustprune.structure import export
+from robustprune.structure import PruneSpace, export
 
 # packaged suites ship as package data, so ``--suite NAME`` works from a wheel as well as from a clone
 SUITE_DIR = importlib.resources.files("robustprune") / "suites"
@@ -108,7 +108,7 @@ def load_suite(name_or_path: str) -> Suite:
     )
     for method in suite.methods:
         base = method.removesuffix("+bn")
-        if method != "search" and base not in METHODS:
+        if method not in SEARCH_VARIANTS and base not in METHODS:
             raise ValueError(f"suite {suite.name}: unknown method {method!r}")
     for name, kind in suite.models.items():
         if name not in zoo.names() or kind not in ("macs", "params"):
@@ -141,7 +141,8 @@ def run_cell(
     config = suite.search_config(kind, target, seed)
     start = time.time()
     extra: dict = {}
-    if method == "search":
+    if method in SEARCH_VARIANTS:
+        config = variant_config(config, method, PruneSpace(model, spec))
         source = model.to(search_device) if search_device is not None else model
         result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
         pruned = result.model

@@ -3,8 +3,10 @@
 from robustprune.search.engine import SearchConfig, search
 from robustprune.search.result import SearchResult, StepRecord
 from robustprune.search.storage import StorageBusyError, StorageError, StorageMismatchError
+from robustprune.search.variants import SEARCH_VARIANTS, variant_config
 
 __all__ = [
+    "SEARCH_VARIANTS",
     "SearchConfig",
     "SearchResult",
     "StepRecord",
@@ -12,4 +14,5 @@ __all__ = [
     "StorageError",
     "StorageMismatchError",
     "search",
+    "variant_config",
 ]
