@@ -38,6 +38,7 @@ from robustprune._provenance import provenance
 from robustprune.baselines import INPUT_CRITERIA, METHODS, baseline
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides
 from robustprune.evaluate.harness import EvalSettings, evaluate
+from robustprune.evaluate.paired import PairedSettings, correctness, pack
 from robustprune.plots import plot_methods
 from robustprune.probes.cache import cached_generate
 from robustprune.search import SEARCH_VARIANTS, SearchConfig, search, variant_config
@@ -58,6 +59,7 @@ class Suite:
     search: dict
     eval: dict
     description: str = ""
+    paired: dict = dataclasses.field(default_factory=dict)  # PairedSettings: per-image correctness per cell
 
     def cells(self) -> list[tuple[str, str, float, int]]:
         return [
@@ -105,7 +107,12 @@ def load_suite(name_or_path: str) -> Suite:
         search=data.get("search", {}),
         eval=data.get("eval", {}),
         description=data.get("description", ""),
+        paired=data.get("paired", {}),
     )
+    try:
+        PairedSettings(**suite.paired)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"suite {suite.name}: paired settings {suite.paired}: {exc}") from None
     for method in suite.methods:
         base = method.removesuffix("+bn")
         if method not in SEARCH_VARIANTS and base not in METHODS:
@@ -168,9 +175,12 @@ def run_cell(
     seconds = time.time() - start
     if eval_device is not None:
         pruned = pruned.to(eval_device)
-    report = evaluate(
-        pruned, spec, settings=EvalSettings(seed=seed, **suite.eval), model_ref=f"zoo:{model_name}", quiet=True
-    )
+    # a suite may fix the evaluation seed (the same images for every seed) or leave it to the cell's seed
+    settings = EvalSettings(**{"seed": seed, **suite.eval})
+    report = evaluate(pruned, spec, settings=settings, model_ref=f"zoo:{model_name}", quiet=True)
+    if suite.paired:
+        correct = correctness(pruned, spec, PairedSettings(**suite.paired), device=eval_device)
+        extra["per_image"] = {name: pack(values) for name, values in correct.items()}
     return {
         "model": model_name,
         "method": method,
@@ -202,7 +212,8 @@ class CellsFailed(RuntimeError):
 
 def suite_settings(suite: Suite) -> dict:
     """What a finished cell's numbers depend on besides its (model, method, target, seed)."""
-    return {"search": suite.search, "eval": suite.eval}
+    settings = {"search": suite.search, "eval": suite.eval}
+    return {**settings, "paired": suite.paired} if suite.paired else settings
 
 
 class SuiteError(ValueError):

@@ -34,6 +34,11 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000),
 }
 
+#: The zoo trains on train[:TRAIN_IMAGES]; the rest of the training file is the validation split every decision uses.
+TRAIN_IMAGES = 55_000
+#: Evaluation splits: the test set, and the held-out validation split train[55000:].
+EVAL_SPLITS = ("test", "val")
+
 
 class DataNotFoundError(FileNotFoundError):
     """Evaluation data is not installed; the message says how to get it."""
@@ -92,6 +97,16 @@ def load_fashion_mnist(split: str = "test", root: str | os.PathLike | None = Non
     x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
+
+
+def load_eval_split(split: str = "test", root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test set (``"test"``) or the validation split train[55000:] (``"val"``), as ``load_fashion_mnist``."""
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"evaluation split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+    if split == "test":
+        return load_fashion_mnist("test", root)
+    x, y = load_fashion_mnist("train", root)
+    return x[TRAIN_IMAGES:], y[TRAIN_IMAGES:]
 
 
 def fashion_mnist_available(root: str | os.PathLike | None = None) -> bool:
