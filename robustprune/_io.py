@@ -24,6 +24,7 @@ RUN_FILES = {
     "baseline": ("pruned.pt", "spec.json", "report.json"),
     "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),
     "demo": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", "original.json", *_PLOTS),
+    "recover": ("pruned.pt", "spec.json", "recover.json", "recover_loss.png", "report.json"),
 }
 #: Every file robustprune may have written into a run folder, whatever the kind.
 OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)
@@ -146,6 +147,8 @@ def run_kind(directory: str | Path) -> str | None:
     directory = Path(directory)
     if (directory / "original.json").exists():
         return "demo"
+    if (directory / "recover.json").exists():
+        return "recover"
     if (directory / "history.json").exists():
         return "search"
     if (directory / "pruned.pt").exists() or (directory / "spec.json").exists():

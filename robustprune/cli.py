@@ -38,6 +38,10 @@ EXAMPLES = {
     "demo": """examples:
   robustprune demo                              # zoo:resnet20 to half its MACs, into runs/demo
   robustprune demo --model zoo:cnn --target-macs 0.7 --out runs/cnn-demo""",
+    "recover": """examples:
+  robustprune recover runs/r20 --out runs/r20-recovered                  # zoo originals load by name
+  robustprune recover runs/mine --out runs/mine-rec --original mypkg.nets:build --weights net.pt --allow-code
+  robustprune recover runs/r20 --out runs/r20-rec --checkpoint-dir ckpt   # rerun the same line to resume""",
     "bench": """examples:
   robustprune bench --suite quick --out runs/bench-quick
   robustprune bench --suite full --out results/full          # hours; rerun to resume
@@ -415,6 +419,67 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover_config_from_args(args: argparse.Namespace):
+    from robustprune.recover import RecoverConfig
+
+    given = {name: getattr(args, name) for name in ("steps", "batch_size", "pool_size", "expand", "seed")}
+    options = {k: v for k, v in given.items() if v is not None}
+    if args.synthesis_steps is not None:
+        from robustprune.probes.synthetic import SyntheticConfig
+
+        options["synthetic"] = dataclasses.replace(SyntheticConfig(), steps=args.synthesis_steps)
+    try:
+        return RecoverConfig(**options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from robustprune._io import atomic_write_json
+    from robustprune.evaluate.harness import format_table
+    from robustprune.models import load_model
+    from robustprune.recover import recover
+    from robustprune.structure import load_pruned
+
+    source = Path(args.run)
+    missing = [name for name in ("spec.json", "pruned.pt") if not (source / name).is_file()]
+    if missing:
+        raise UsageError(f"{source} is not a run folder (no {' or '.join(missing)})")
+    config = _recover_config_from_args(args)
+    _check_device(args.device)
+    out = _check_run_dir(args, "recover")
+    _check_eval_data(args)
+    pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    reference = args.original or data.get("model")
+    if not reference:
+        raise UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
+    if not reference.startswith("zoo:") and not (args.allow_code or args.original):
+        raise UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
+    original, _ = load_model(reference, weights=args.weights, allow_pickle=args.allow_pickle)
+    candidate = {name: tuple(group["keep"]) for name, group in data["groups"].items()}
+    result = recover(
+        pruned,
+        original,
+        spec,
+        config,
+        candidate=candidate,
+        exclude=tuple(data.get("exclude", ())),
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
+        quiet=args.quiet,
+    )
+    _save_run(args, out, lambda staging: result.save(staging, model_ref=data.get("model")))
+    report = _report_for_run(result.model, spec, f"{reference} (recovered)", args)
+    report["provenance"].update(method="recover", source=str(source), recover=result.summary())
+    atomic_write_json(out / "report.json", report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_table({"recovered": report}))
+        print(f"wrote {out}/pruned.pt, spec.json, recover.json, recover_loss.png, report.json")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from robustprune.bench import CellsFailed, load_suite, run_suite
 
@@ -546,12 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
     from robustprune.importance import CRITERIA
     from robustprune.probes.synthetic import KINDS
     from robustprune.proxies import PROXIES
+    from robustprune.recover import RecoverConfig
     from robustprune.search import SearchConfig
     from robustprune.search.engine import RESCORE_AT_MOST, RESCORE_INPUTS, SEARCH_PROBES
     from robustprune.search.objective import COMPENSATIONS
     from robustprune.search.samplers import SAMPLERS
 
     search_default = {f.name: f.default for f in dataclasses.fields(SearchConfig)}  # the library's defaults
+    recover_default = {f.name: f.default for f in dataclasses.fields(RecoverConfig)}
     parser = _Parser(
         prog="robustprune",
         description="Data-free, robustness-preserving structured pruning of pretrained PyTorch models.",
@@ -747,6 +814,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no per-trial progress")
     p.set_defaults(func=_cmd_demo)
+
+    p = add(
+        "recover",
+        "Distill a pruned run folder from its original on synthetic inputs only (changes weights; opt-in).",
+    )
+    p.add_argument("run", help="run folder with spec.json and pruned.pt (from search or baseline)")
+    p.add_argument("--out", required=True, help="new run folder: pruned.pt, spec.json, recover.json, report.json")
+    p.add_argument("--original", help="the unpruned model (default: the model the run folder names)")
+    p.add_argument("--weights", help="state dict for --original (loaded with weights_only=True)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights")
+    p.add_argument("--allow-code", action="store_true", help="let the run folder's package.module:factory run")
+    p.add_argument("--steps", type=_positive_int, help=f"training steps (default {recover_default['steps']})")
+    p.add_argument("--batch-size", type=_positive_int, help=f"default {recover_default['batch_size']}")
+    p.add_argument("--pool-size", type=_positive_int, help=f"synthetic images (default {recover_default['pool_size']})")
+    p.add_argument("--synthesis-steps", type=_positive_int, help="Adam steps inverting each pool image")
+    p.add_argument("--expand", type=_positive_int, help=f"over-parameterization (default {recover_default['expand']})")
+    p.add_argument("--seed", type=int, default=recover_default["seed"], help="training and evaluation seed")
+    p.add_argument("--checkpoint-dir", help="write checkpoints there and resume from them")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where to train and evaluate")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
+    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_recover)
 
     p = add("bench", "Run a benchmark suite (models x methods x targets x seeds); resumes finished cells.")
     p.add_argument("--suite", required=True, help="quick, full, or a suite JSON file")
