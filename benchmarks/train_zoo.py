@@ -32,7 +32,7 @@ from robustprune.zoo.architectures import ARCHITECTURES, UNTRAINED
 
 TRAINABLE = {**ARCHITECTURES, **UNTRAINED}
 
-EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 5, "vgg11_bn": 10, "mobilenetv2": 6, "inception": 4, "convnext": 5}
+EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 5, "vgg11_bn": 10, "mobilenetv2": 6, "inception": 4, "convnext": 8}
 PEAK_LR = {"mlp": 0.05, "convnext": 3e-3}
 ADAMW = {"convnext"}  # models trained with AdamW; the rest use SGD
 TRAIN_SIZE = 55_000
