@@ -44,8 +44,11 @@ def random_candidate(space: PruneSpace, ratio: float, seed: int = 0) -> dict:
 
 
 def zoo_cases():
-    for name in ARCHITECTURES:
-        yield pytest.param(name, id=name)
+    """Every zoo model; those with LayerNorm are refused until LayerNorm channels become prunable."""
+    for name, factory in ARCHITECTURES.items():
+        has_layernorm = any(isinstance(m, nn.LayerNorm) for m in factory().modules())
+        refused = pytest.mark.xfail(raises=UnsupportedModelError, strict=True, reason="LayerNorm is not prunable yet")
+        yield pytest.param(name, id=name, marks=[refused] if has_layernorm else [])
 
 
 def torchvision_model(name: str) -> nn.Module:
@@ -94,7 +97,7 @@ def test_masked_equals_physical_on_torchvision(name):
     check_equivalence(torchvision_model(name), TV_SPEC, torch.rand(2, 3, 64, 64))
 
 
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", list(zoo_cases()))
 def test_batched_masks_equal_separate_passes(name):
     model = randomize_norms(ARCHITECTURES[name]())
     space = PruneSpace(model, zoo.FASHION_MNIST_SPEC)
@@ -112,7 +115,7 @@ def test_batched_masks_equal_separate_passes(name):
         model(torch.rand(6, 1, 28, 28))
 
 
-@pytest.mark.parametrize("name", list(ARCHITECTURES))
+@pytest.mark.parametrize("name", list(zoo_cases()))
 def test_save_load_roundtrip_is_exact(name, tmp_path):
     model, spec = zoo.load(name)
     space = PruneSpace(model, spec)
