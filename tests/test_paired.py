@@ -75,3 +75,19 @@ def test_the_validation_split_is_the_held_out_tail_of_train():
     assert x.shape == (5000, 1, 28, 28) and y.shape == (5000,)
     with pytest.raises(ValueError, match="evaluation split"):
         load_eval_split("train")
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_the_harness_evaluates_on_the_validation_split_when_asked():
+    from robustprune import zoo
+    from robustprune.evaluate.harness import EvalSettings, evaluate
+    from robustprune.evaluate.metrics import accuracy, predict_logits
+
+    model, spec = zoo.load("mlp")
+    settings = EvalSettings(split="val", n_attack=20, n_corruption=20, n_ood=50, latency=False, eps=0.01)
+    report = evaluate(model, spec, settings=settings, quiet=True)
+    x, y = load_eval_split("val")
+    assert report["clean_accuracy"] == pytest.approx(accuracy(predict_logits(model, spec, x), y))
+    assert report["provenance"]["settings"]["split"] == "val"
+    with pytest.raises(ValueError, match="split"):
+        EvalSettings(split="train")

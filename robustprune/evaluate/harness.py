@@ -17,7 +17,7 @@ from torch import nn
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.data.corruptions import corruption_suite
-from robustprune.data.fashion_mnist import load_fashion_mnist
+from robustprune.data.fashion_mnist import EVAL_SPLITS, load_eval_split
 from robustprune.data.ood import ood_sets
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
@@ -56,8 +56,11 @@ class EvalSettings:
     seed: int = 0
     latency: bool = True
     latency_repeats: int = 20
+    split: str = "test"  # or "val": the held-out train[55000:], where every design decision is made
 
     def __post_init__(self) -> None:
+        if self.split not in EVAL_SPLITS:
+            raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {self.split!r}")
         if not 0.0 <= self.eps <= 1.0:
             raise ValueError(f"eps is in [0, 1] pixel space, got {self.eps}")
         for name in ("pgd_steps", "n_attack", "n_corruption", "n_ood", "latency_repeats"):
@@ -98,12 +101,12 @@ def evaluate(
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     say = progress or (lambda m: _log(m, quiet))
     start = time.time()
-    x_test, y_test = load_fashion_mnist("test", root)
+    x_test, y_test = load_eval_split(settings.split, root)
     subset = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(settings.seed))
 
     # stages: clean, fgsm, pgd, 40 corruption sets, ood, latency
     bar = progress_bar(45 + int(settings.latency), "evaluating", quiet=quiet or progress is not None, unit="stage")
-    say("clean accuracy and calibration on 10,000 test images")
+    say(f"clean accuracy and calibration on {len(x_test):,} {settings.split} images")
     logits = predict_logits(model, spec, x_test, device=device)
     report: dict = {"clean_accuracy": accuracy(logits, y_test), "ece": expected_calibration_error(logits, y_test)}
     bar.update(1)
