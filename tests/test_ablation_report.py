@@ -1,0 +1,59 @@
+"""The ablation table: paired verdicts from per-image correctness stored in bench cells."""
+
+import numpy as np
+import torch
+
+from benchmarks.ablation import ablation_markdown, comparisons
+from robustprune.evaluate.paired import pack
+
+
+def _row(method: str, seed: int, correct: np.ndarray, clean: float | None = None) -> dict:
+    per_image = {m: pack(torch.from_numpy(correct)) for m in ("clean", "pgd", "apgd")}
+    accuracy = float(correct.mean()) if clean is None else clean
+    return {
+        "model": "cnn",
+        "method": method,
+        "target": 0.5,
+        "target_kind": "macs",
+        "seed": seed,
+        "kept_macs": 0.49,
+        "per_image": per_image,
+        "report": {
+            "clean_accuracy": accuracy,
+            "corruption_accuracy": 0.5,
+            "ood_auroc": {"digits": 0.9, "flipped": 0.8, "noise": 0.7},
+        },
+    }
+
+
+def _rows():
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 2000)) < 0.7
+    better = base.copy()
+    better[:, :300] = True  # search fixes 300 images the others get wrong
+    rows = []
+    for seed in range(3):
+        rows.append(_row("search", seed, better[seed]))
+        rows.append(_row("progressive_uniform", seed, base[seed]))
+        rows.append(_row("oneshot_search", seed, better[seed]))  # identical: a tie
+        rows.append(_row("l1_uniform+bn", seed, base[seed]))
+        rows.append(_row("global_magnitude+bn", seed, base[seed], clean=0.1))
+    return rows
+
+
+def test_verdicts_name_wins_ties_and_the_best_baseline():
+    by_method = {}
+    for row in _rows():
+        by_method.setdefault(row["method"], []).append(row)
+    lines = comparisons(by_method, n_resamples=300)
+    assert len(lines) == 3  # progressive_uniform, oneshot_search, the best baseline (search_random absent)
+    assert lines[0].startswith("| search vs progressive_uniform |") and "win" in lines[0]
+    assert lines[1].startswith("| search vs oneshot_search |") and "+0.00 [+0.00, +0.00] tie" in lines[1]
+    assert lines[2].startswith("| search vs best baseline (l1_uniform+bn) |")  # by mean clean, not global_magnitude
+
+
+def test_the_markdown_has_a_table_per_cell():
+    text = ablation_markdown(_rows(), "ablation_val", n_resamples=200)
+    assert "## cnn at 0.5 of macs" in text
+    assert text.count("| search vs ") == 3
+    assert "| search | 49.0 |" in text
