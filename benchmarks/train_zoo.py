@@ -2,7 +2,6 @@
 
     python benchmarks/train_zoo.py                 # all models
     python benchmarks/train_zoo.py --models cnn    # one
-    python benchmarks/train_zoo.py --models convnext  # an architecture that has no checkpoint yet
 
 Schedule: SGD, Nesterov momentum 0.9, weight decay 5e-4, batch 128, one-cycle
 learning rate peaking at 0.1 (0.05 for mlp), fixed seed 0. The BatchNorm-free
@@ -27,10 +26,7 @@ import torch.nn.functional as F
 
 from robustprune._provenance import provenance
 from robustprune.data.fashion_mnist import load_fashion_mnist
-from robustprune.zoo import CHECKPOINT_DIR, FASHION_MNIST_SPEC, MANIFEST_PATH
-from robustprune.zoo.architectures import ARCHITECTURES, UNTRAINED
-
-TRAINABLE = {**ARCHITECTURES, **UNTRAINED}
+from robustprune.zoo import CHECKPOINT_DIR, FASHION_MNIST_SPEC, MANIFEST_PATH, build, names
 
 EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 5, "vgg11_bn": 10, "mobilenetv2": 6, "inception": 4, "convnext": 8}
 PEAK_LR = {"mlp": 0.05, "convnext": 3e-3}
@@ -78,7 +74,7 @@ def train(name: str, seed: int, log=print) -> dict:
     x_train, y_train = x_all[:TRAIN_SIZE], y_all[:TRAIN_SIZE]
     x_val, y_val = x_all[TRAIN_SIZE:], y_all[TRAIN_SIZE:]
     x_test, y_test = load_fashion_mnist("test")
-    model = TRAINABLE[name]()
+    model = build(name)
     epochs = EPOCHS[name]
     steps_per_epoch = (TRAIN_SIZE + BATCH - 1) // BATCH
     opt = make_optimizer(name, model)
@@ -124,7 +120,7 @@ def train(name: str, seed: int, log=print) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(ARCHITECTURES), choices=list(TRAINABLE))
+    parser.add_argument("--models", nargs="+", default=names(), choices=names())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

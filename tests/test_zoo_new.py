@@ -8,7 +8,7 @@ from torch import nn
 from benchmarks.train_zoo import ADAMW, EPOCHS, make_optimizer
 from robustprune import zoo
 from robustprune.structure import PruneSpace, export, masked
-from robustprune.zoo.architectures import ARCHITECTURES, UNTRAINED, LayerNorm2d
+from robustprune.zoo.architectures import ARCHITECTURES, LayerNorm2d
 
 torch.set_num_threads(1)
 
@@ -31,18 +31,16 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def build(name: str) -> nn.Module:
-    return {**ARCHITECTURES, **UNTRAINED}[name]()
-
-
-def test_inception_is_in_the_zoo_and_convnext_waits_for_its_checkpoint():
-    assert "inception" in zoo.names() and zoo.checkpoint_path("inception").is_file()
-    assert "convnext" not in zoo.names() and "convnext" in UNTRAINED
+@pytest.mark.parametrize("name", ["inception", "convnext"])
+def test_in_the_zoo_with_a_trained_checkpoint(name):
+    assert name in zoo.names() and zoo.checkpoint_path(name).is_file()
+    entry = zoo.manifest()[name]
+    assert entry["val_accuracy"] >= 0.9 and entry["test_accuracy"] >= 0.9  # the zoo's accuracy floor
 
 
 @pytest.mark.parametrize("name", ["inception", "convnext"])
 def test_forward_shape(name):
-    model = build(name).eval()
+    model = zoo.build(name).eval()
     with torch.no_grad():
         y = model(torch.rand(3, 1, 28, 28))
     assert y.shape == (3, 10) and torch.isfinite(y).all()
@@ -53,7 +51,7 @@ def test_forward_shape(name):
     [("inception", 40e6, (100_000, 300_000)), ("convnext", 40e6, (100_000, 500_000))],
 )
 def test_cost_is_small(name, max_macs, params_range):
-    macs, params = macs_and_params(build(name))
+    macs, params = macs_and_params(zoo.build(name))
     resnet_macs, _ = macs_and_params(zoo.build("resnet20"))
     assert 1e6 < macs <= min(max_macs, resnet_macs)  # no dearer than resnet20
     assert params_range[0] <= params <= params_range[1]
@@ -68,7 +66,7 @@ def test_inception_has_the_structures_it_stands_for():
 
 
 def test_convnext_has_no_batchnorm_and_uses_layernorm_and_gelu():
-    model = build("convnext")
+    model = zoo.build("convnext")
     kinds = {type(m) for m in model.modules()}
     assert not any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds)
     assert {LayerNorm2d, nn.LayerNorm, nn.GELU} <= kinds
@@ -109,7 +107,7 @@ def test_inception_prune_space_masked_equals_export():
 
 
 def test_train_recipe_covers_every_model():
-    assert set(EPOCHS) == set(ARCHITECTURES) | set(UNTRAINED)
+    assert set(EPOCHS) == set(ARCHITECTURES)
     assert ADAMW <= set(EPOCHS)
-    assert isinstance(make_optimizer("convnext", build("convnext")), torch.optim.AdamW)
+    assert isinstance(make_optimizer("convnext", zoo.build("convnext")), torch.optim.AdamW)
     assert isinstance(make_optimizer("inception", zoo.build("inception")), torch.optim.SGD)

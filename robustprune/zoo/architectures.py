@@ -281,10 +281,5 @@ ARCHITECTURES = {
     "vgg11_bn": vgg11_bn,
     "mobilenetv2": mobilenetv2,
     "inception": inception,
-}
-
-#: Architectures without a trained checkpoint yet: benchmarks/train_zoo.py trains them, and each joins
-#: ARCHITECTURES (and so the zoo) once its checkpoint passes the accuracy floor.
-UNTRAINED = {
     "convnext": convnext,
 }
