@@ -155,6 +155,20 @@ def _save_run(args: argparse.Namespace, out: Path, write) -> None:
     args.saved_run = out
 
 
+def _finish_run(args: argparse.Namespace, out: Path, name: str, report: dict, files: str) -> int:
+    """Add report.json to the written run folder and print the report (JSON, a table, or nothing)."""
+    from robustprune._io import atomic_write_json
+    from robustprune.evaluate.harness import format_table
+
+    atomic_write_json(out / "report.json", report)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not args.quiet:
+        print(format_table({name: report}))
+        print(f"wrote {out}/{files}")
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from robustprune._io import atomic_write_json
     from robustprune.evaluate.harness import EvalSettings, evaluate, format_report
@@ -335,8 +349,6 @@ def search_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from robustprune._io import atomic_write_json
-    from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
     from robustprune.plots import plot_run
     from robustprune.search import search
@@ -357,13 +369,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     _save_run(args, out, write)
     report = _report_for_run(result.model, spec, f"{args.model} (search)", args)
     report["provenance"].update(method="search", search=result.summary())
-    atomic_write_json(out / "report.json", report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    elif not args.quiet:
-        print(format_table({"search": report}))
-        print(f"wrote {out}/pruned.pt, spec.json, history.json, front.json, report.json, plots/")
-    return 0
+    return _finish_run(
+        args, out, "search", report, "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -435,8 +443,6 @@ def _recover_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    from robustprune._io import atomic_write_json
-    from robustprune.evaluate.harness import format_table
     from robustprune.models import load_model
     from robustprune.recover import recover
     from robustprune.structure import load_pruned
@@ -471,13 +477,9 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     _save_run(args, out, lambda staging: result.save(staging, model_ref=data.get("model")))
     report = _report_for_run(result.model, spec, f"{reference} (recovered)", args)
     report["provenance"].update(method="recover", source=str(source), recover=result.summary())
-    atomic_write_json(out / "report.json", report)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    elif not args.quiet:
-        print(format_table({"recovered": report}))
-        print(f"wrote {out}/pruned.pt, spec.json, recover.json, recover_loss.png, report.json")
-    return 0
+    return _finish_run(
+        args, out, "recovered", report, "pruned.pt, spec.json, recover.json, recover_loss.png, report.json"
+    )
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

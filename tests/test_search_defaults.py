@@ -12,6 +12,7 @@ from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.proxies import _from_outputs
 from robustprune.search import engine
 from robustprune.search.objective import weighted_score
+from tests.helpers import randomize_norms
 
 torch.set_num_threads(1)
 
@@ -56,16 +57,7 @@ class Branchy(nn.Module):
 
 def branchy(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = Branchy()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # BN statistics that are not the identity, as in a trained model
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
+    return randomize_norms(Branchy(), seed)  # BN statistics that are not the identity, as in a trained model
 
 
 def macs(model: nn.Module) -> int:

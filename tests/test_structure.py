@@ -17,22 +17,10 @@ from robustprune.structure import (
     save_pruned,
 )
 from robustprune.zoo.architectures import ARCHITECTURES
+from tests.helpers import randomize_norms
 
 RATIOS = (0.0, 0.3, 0.7)
 TV_SPEC = InputSpec(shape=(3, 64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=10)
-
-
-def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give BN layers non-trivial statistics so that a masking error cannot hide behind zeros."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 def random_candidate(space: PruneSpace, ratio: float, seed: int = 0) -> dict:

@@ -9,6 +9,7 @@ from benchmarks.train_zoo import ADAMW, EPOCHS, make_optimizer
 from robustprune import zoo
 from robustprune.structure import PruneSpace, export, masked
 from robustprune.zoo.architectures import ARCHITECTURES, LayerNorm2d
+from tests.helpers import randomize_norms
 
 torch.set_num_threads(1)
 
@@ -16,19 +17,6 @@ torch.set_num_threads(1)
 def macs_and_params(model: nn.Module) -> tuple[float, int]:
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, 1, 28, 28))
     return macs, params
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics, so that a masking error cannot hide behind an identity norm."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", ["inception", "convnext"])
@@ -87,7 +75,7 @@ def test_layernorm2d_normalizes_each_pixel_over_channels():
 
 def test_inception_prune_space_masked_equals_export():
     torch.manual_seed(0)
-    model = randomize_bn(zoo.build("inception"))
+    model = randomize_norms(zoo.build("inception"))
     space = PruneSpace(model, zoo.FASHION_MNIST_SPEC)
     assert any(grp.size == 64 for grp in space.groups) and len(space.groups) > 10
     g = torch.Generator().manual_seed(0)
