@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
@@ -44,6 +43,7 @@ from robustprune.probes.cache import cached_generate
 from robustprune.search import SEARCH_VARIANTS, SearchConfig, search, variant_config
 from robustprune.search.engine import SEARCH_PROBES
 from robustprune.structure import PruneSpace, export
+from robustprune.structure.persist import save_pruned
 
 # packaged suites ship as package data, so ``--suite NAME`` works from a wheel as well as from a clone
 SUITE_DIR = importlib.resources.files("robustprune") / "suites"
@@ -137,8 +137,12 @@ def run_cell(
     quiet: bool = True,
     eval_device: str | None = None,
     search_device: str | None = None,
+    models_dir: str | Path | None = None,
 ) -> dict:
     """Prune and evaluate one cell.
+
+    ``models_dir`` also keeps the pruned model as a run folder ``models_dir/<cell id>/`` (spec.json,
+    pruned.pt), so later benchmarks (latency, recovery) start from the very same models.
 
     ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
     the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
@@ -153,6 +157,7 @@ def run_cell(
         source = model.to(search_device) if search_device is not None else model
         result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
         pruned = result.model
+        saved = (result.space, result.candidate)
         kept = {
             "macs": result.history[-1].kept_macs if result.history else 1.0,
             "params": result.history[-1].kept_params if result.history else 1.0,
@@ -171,8 +176,12 @@ def run_cell(
         if method.endswith("+bn") or base in INPUT_CRITERIA:  # the search's own synthetic inputs
             synthetic = cached_generate(model, spec, config.probe_config.synthetic, cache_dir=cache_dir).pixels
         inputs = spec.normalize(synthetic) if synthetic is not None else None
-        pruned, kept = baseline_model(model, spec, method, inputs, seed=seed, **{f"target_{kind}": target})
+        pruned, kept, saved = baseline_model(
+            model, spec, method, inputs, seed=seed, with_candidate=True, **{f"target_{kind}": target}
+        )
     seconds = time.time() - start
+    if models_dir is not None:
+        save_pruned(Path(models_dir) / cell_id(model_name, method, target, seed), *saved, pruned, f"zoo:{model_name}")
     if eval_device is not None:
         pruned = pruned.to(eval_device)
     # a suite may fix the evaluation seed (the same images for every seed) or leave it to the cell's seed
@@ -196,13 +205,15 @@ def run_cell(
     }
 
 
-def baseline_model(model, spec, method: str, inputs, seed: int = 0, **target) -> tuple[nn.Module, dict]:
-    """A suite baseline's pruned model and kept fractions; ``BASE+bn`` re-estimates BN on ``inputs``."""
+def baseline_model(model, spec, method: str, inputs, seed: int = 0, with_candidate: bool = False, **target):
+    """A baseline's (pruned model, kept fractions[, (space, candidate)]); ``+bn`` re-estimates BN on ``inputs``."""
     result = baseline(model, spec, method.removesuffix("+bn"), seed=seed, inputs=inputs, **target)
-    if not method.endswith("+bn"):
-        return result.model, result.kept_fraction
-    overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
-    pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+    pruned = result.model
+    if method.endswith("+bn"):
+        overrides = bn_reestimate_overrides(result.space, result.candidate, inputs, batch_size=len(inputs))
+        pruned = export(result.space, result.candidate, model=apply_overrides(result.space.model, overrides))
+    if with_candidate:
+        return pruned, result.kept_fraction, (result.space, result.candidate)
     return pruned, result.kept_fraction
 
 
@@ -279,14 +290,29 @@ def run_suite(
                     i,
                     cell,
                     path,
-                    run_cell(suite, *cell, cache_dir=cache_dir, eval_device=eval_device, search_device=search_device),
+                    run_cell(
+                        suite,
+                        *cell,
+                        cache_dir=cache_dir,
+                        eval_device=eval_device,
+                        search_device=search_device,
+                        models_dir=out / "models",
+                    ),
                 )
                 bar.update(1)
         else:
             context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = {
-                    pool.submit(_run_cell_in_worker, suite, cell, cache_dir, (eval_device, search_device), threads): (
+                    pool.submit(
+                        _run_cell_in_worker,
+                        suite,
+                        cell,
+                        cache_dir,
+                        (eval_device, search_device),
+                        threads,
+                        out / "models",
+                    ): (
                         i,
                         cell,
                         path,
@@ -308,10 +334,14 @@ def run_suite(
     return summarize_suite(suite, out)
 
 
-def _run_cell_in_worker(suite: Suite, cell: tuple, cache_dir, devices: tuple, threads: int | None) -> dict:
+def _run_cell_in_worker(
+    suite: Suite, cell: tuple, cache_dir, devices: tuple, threads: int | None, models_dir: Path | None = None
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    return run_cell(suite, *cell, cache_dir=cache_dir, eval_device=devices[0], search_device=devices[1])
+    return run_cell(
+        suite, *cell, cache_dir=cache_dir, eval_device=devices[0], search_device=devices[1], models_dir=models_dir
+    )
 
 
 def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:

@@ -203,6 +203,9 @@ def test_bench_workers_give_the_same_cells_as_one_process(tmp_path):
         )
         for key in ("clean_accuracy", "robust_accuracy", "corruption_accuracy", "macs", "params"):
             assert serial[key] == parallel[key], key
+        # every cell keeps its pruned model as a run folder that reloads to the evaluated numbers
+        model, _, _ = load_pruned(tmp_path / "serial" / "models" / f"mlp__{method}__0.6__s0")
+        assert sum(p.numel() for p in model.parameters()) == serial["params"]
     assert main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "x"), "--workers", "0"]) == 2
     # --summarize-only rewrites the tables from finished cells, and refuses a folder with none
     (tmp_path / "serial" / "summary.md").unlink()
