@@ -62,11 +62,12 @@ class Suite:
     paired: dict = dataclasses.field(default_factory=dict)  # PairedSettings: per-image correctness per cell
 
     def cells(self) -> list[tuple[str, str, float, int]]:
+        """Seed-major order: a partial run already covers every model and target with one seed."""
         return [
             (m, method, t, s)
-            for m in self.models
-            for t in self.targets
             for s in self.seeds
+            for t in self.targets
+            for m in self.models
             for method in self.methods
             if not (method.startswith("paoding") and m != "mlp")
         ]
