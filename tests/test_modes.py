@@ -6,7 +6,7 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.compensate import bn_reestimate_overrides
-from robustprune.importance import all_scores
+from robustprune.criteria import all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.proxies import score, score_batch
