@@ -33,7 +33,7 @@ import torch
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._progress import progress_bar, write_line
-from robustprune._provenance import provenance
+from robustprune._provenance import outputs_excluded, provenance
 from robustprune.baselines import INPUT_CRITERIA, METHODS, baseline
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides
 from robustprune.evaluate.harness import EvalSettings, evaluate
@@ -143,7 +143,7 @@ def run_cell(
     """Prune and evaluate one cell.
 
     ``models_dir`` also keeps the pruned model as a run folder ``models_dir/<cell id>/`` (spec.json,
-    pruned.pt), so later benchmarks (latency, recovery) start from the very same models.
+    pruned.pt), so later measurements (latency, recovery) start from the very same models.
 
     ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
     the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
@@ -257,6 +257,11 @@ def run_suite(
     ``workers`` > 1 runs cells in that many processes (``threads`` torch threads each);
     every finished cell is written as soon as it is done, so a kill loses only cells in flight.
     """
+    with outputs_excluded(out):  # the tables it rewrites are outputs: they must not mark the code dirty
+        return _run_suite(suite, Path(out), cache_dir, log, eval_device, search_device, workers, threads)
+
+
+def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, threads) -> list[dict]:
     say = log or write_line
     out = Path(out)
     cells_dir = out / "cells"
@@ -466,8 +471,8 @@ def write_outputs(suite: Suite, rows: list[dict], originals: dict, out: Path, co
         "",
         f"Produced by `robustprune bench --suite {suite.name} --out {out}`, seeds {seeds}. Values are "
         "percentages, mean ± standard deviation over seeds; kept MACs as a percentage of the original. "
-        "Real-data metrics as in results/zoo.md. The cells were computed by (each cell's JSON holds its full "
-        "provenance):",
+        "Real-data metrics on the suite's evaluation split (settings in results.json). The cells were computed "
+        "by (each cell's JSON holds its full provenance):",
         "",
         *cell_sources(rows),
         "",

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from robustprune._modes import eval_mode
+from robustprune._modes import eval_mode, model_device
 from robustprune._progress import progress_bar
 from robustprune.spec import InputSpec
 
@@ -199,7 +199,7 @@ def bn_statistics_loss(model: nn.Module, inputs_normalized: torch.Tensor, *, bat
         acc[1] = acc[1] + (x * x).sum(dim=1)
         acc[2] += x.shape[1]
 
-    device = _model_device(model)
+    device = model_device(model)
     dtype = _model_dtype(model)
     with eval_mode(model), _hooks(layers, hook), torch.no_grad():
         for start in range(0, inputs_normalized.shape[0], batch_size):
@@ -223,12 +223,6 @@ def bn_statistics_loss(model: nn.Module, inputs_normalized: torch.Tensor, *, bat
 
 # ---------------------------------------------------------------------------------------------------------------
 # model handling
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -380,8 +374,8 @@ def generate(
     if not isinstance(config, SyntheticConfig):
         raise TypeError(f"config must be a SyntheticConfig, got {type(config).__name__}")
     start_time = time.perf_counter()
-    target_device = torch.device(device) if device is not None else _model_device(model)
-    if target_device != _model_device(model):
+    target_device = torch.device(device) if device is not None else model_device(model)
+    if target_device != model_device(model):
         model = copy.deepcopy(model).to(target_device)
     layers = [m for _, m in bn_layers(model)]
     if config.kind == "bn_stats" and not layers:
