@@ -6,6 +6,7 @@ command that wrote it, the commit, the machine and the torch version.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -70,3 +71,15 @@ def append_row(path: Path, header: str, row: str) -> None:
         path.write_text(header)
     with path.open("a") as fh:
         fh.write(row)
+
+
+def subcommand_parser(doc: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """A parser for a benchmark with one subcommand per study (``dest="study"``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser, parser.add_subparsers(dest="study", required=True)
+
+
+def run_study(module: str, parser: argparse.ArgumentParser, studies: dict, argv: Sequence[str] | None) -> None:
+    """Parse ``argv``, start (threads, command) and run the chosen study as ``studies[name](args, command)``."""
+    args = parser.parse_args(argv)
+    studies[args.study](args, start(module, argv, args.threads))

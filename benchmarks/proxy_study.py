@@ -24,7 +24,6 @@ results/criterion_choice.md (or ``--out``).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import matplotlib
 import torch
 from scipy.stats import spearmanr
 
-from benchmarks._common import RESULTS, log, produced_by, split, start
+from benchmarks._common import RESULTS, log, produced_by, run_study, split, subcommand_parser
 from robustprune import SearchConfig, zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
@@ -334,8 +333,7 @@ def criterion(args, command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="study", required=True)
+    parser, sub = subcommand_parser(__doc__)
     v = sub.add_parser("validity", help="proxies vs real test accuracy over random candidates")
     v.add_argument("--models", nargs="+", default=["resnet20", "cnn"])
     v.add_argument("--candidates", type=int, default=40)
@@ -356,9 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in (v, o, c):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--out", help="output file (a folder for validity); default: under results/")
-    args = parser.parse_args(argv)
-    command = start("proxy_study", argv, args.threads)
-    {"validity": validity, "objective": objective, "criterion": criterion}[args.study](args, command)
+    run_study("proxy_study", parser, {"validity": validity, "objective": objective, "criterion": criterion}, argv)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ merges dense neurons) and writes results/baselines.json (every report) and resul
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
 import time
 
-from benchmarks._common import RESULTS, log, start
+from benchmarks._common import RESULTS, log, run_study, subcommand_parser
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
@@ -255,6 +254,18 @@ def _pct(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
+def _metric_cells(report: dict) -> str:
+    """Clean, PGD, FGSM and corruption accuracy (%), then the three OOD AUROCs, as table cells."""
+    accuracies = (
+        report["clean_accuracy"],
+        report["robust_accuracy"]["pgd"],
+        report["robust_accuracy"]["fgsm"],
+        report["corruption_accuracy"],
+    )
+    aurocs = (report["ood_auroc"][k] for k in ("digits", "flipped", "noise"))
+    return " | ".join([*(_pct(v) for v in accuracies), *(f"{v:.3f}" for v in aurocs)])
+
+
 def markdown(rows: list[dict], originals: dict, prov: dict, command: str) -> str:
     lines = [
         "# One-shot data-free baselines",
@@ -273,28 +284,18 @@ def markdown(rows: list[dict], originals: dict, prov: dict, command: str) -> str
     ]
     for name in BASELINE_MODELS:
         o = originals[name]
-        lines.append(
-            f"| {name} | original | - | 100% | 100% | {_pct(o['clean_accuracy'])} | "
-            f"{_pct(o['robust_accuracy']['pgd'])} | {_pct(o['robust_accuracy']['fgsm'])} | "
-            f"{_pct(o['corruption_accuracy'])} | "
-            + " | ".join(f"{o['ood_auroc'][k]:.3f}" for k in ("digits", "flipped", "noise"))
-            + " |"
-        )
+        lines.append(f"| {name} | original | - | 100% | 100% | {_metric_cells(o)} |")
         for r in (r for r in rows if r["model"] == name):
             rep = r["report"]
+            kept = f"{_pct(r['kept_macs'])} | {_pct(r['kept_params'])}"
             lines.append(
-                f"| {name} | {r['target_kind']} <= {r['target']} | {r['method']} | {_pct(r['kept_macs'])} | "
-                f"{_pct(r['kept_params'])} | {_pct(rep['clean_accuracy'])} | {_pct(rep['robust_accuracy']['pgd'])} | "
-                f"{_pct(rep['robust_accuracy']['fgsm'])} | {_pct(rep['corruption_accuracy'])} | "
-                + " | ".join(f"{rep['ood_auroc'][k]:.3f}" for k in ("digits", "flipped", "noise"))
-                + " |"
+                f"| {name} | {r['target_kind']} <= {r['target']} | {r['method']} | {kept} | {_metric_cells(rep)} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="table", required=True)
+    parser, sub = subcommand_parser(__doc__)
     s = sub.add_parser("search", help="results/search.md from the full suite's claim cells")
     s.add_argument("--seeds", nargs="+", type=int)
     s.add_argument("--models", nargs="+")
@@ -304,9 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--seed", type=int, default=0)
     for p in (s, b):
         p.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    command = start("report", argv, args.threads)
-    {"search": search_report, "baselines": baselines_report}[args.table](args, command)
+    run_study("report", parser, {"search": search_report, "baselines": baselines_report}, argv)
 
 
 if __name__ == "__main__":

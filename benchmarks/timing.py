@@ -16,10 +16,9 @@ with the wall times, their ratio to the first device, and whether the committed 
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from benchmarks._common import RESULTS, append_row, log, median_time, start
+from benchmarks._common import RESULTS, append_row, log, median_time, run_study, subcommand_parser
 from robustprune import SearchConfig, search, zoo
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
@@ -109,8 +108,7 @@ def search_device_time(args, command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
+    parser, sub = subcommand_parser(__doc__)
     p = sub.add_parser("proxy", help="scoring one candidate with every proxy")
     p.add_argument("--repeats", type=int, default=5)
     s = sub.add_parser("synthesis", help="one uncached synthetic-input generation")
@@ -124,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--model", default="resnet20")
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--out", help="output file; default: under results/")
-    args = parser.parse_args(argv)
-    command = start("timing", argv, args.threads)
-    {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}[args.what](args, command)
+    run_study(
+        "timing", parser, {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}, argv
+    )
 
 
 if __name__ == "__main__":
