@@ -27,7 +27,8 @@ from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.baselines import METHODS, baseline
-from robustprune.bench import cell_sources, flat_row, load_suite, run_suite, summarize_suite, summary_table
+from robustprune.bench import load_suite, run_suite, summarize_suite
+from robustprune.bench_tables import cell_sources, flat_row, summary_table
 from robustprune.evaluate.harness import EvalSettings, evaluate
 
 CLAIM_MODELS = ("resnet20", "cnn", "mobilenetv2", "mlp")

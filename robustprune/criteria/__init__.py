@@ -31,8 +31,7 @@ Criteria (``CRITERIA``):
 ``taylor_l1``
     The sum of each channel's within-group rank under ``taylor_synthetic`` and under
     ``l1`` (ranks scaled to [0, 1]): a channel goes first when both call it
-    unimportant, so where the two disagree the ranking keeps what each protects
-    (evidence: docs/defaults.md). Needs ``inputs``.
+    unimportant (why it is the default: docs/defaults.md). Needs ``inputs``.
 
 If a torch-pruning importance returns None or raises for a group (e.g. ``bn_scale``
 on a group without BatchNorm), the group falls back to ``l1`` with a warning that names
