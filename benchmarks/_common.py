@@ -65,8 +65,9 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def append_row(path: Path, header: str, row: str) -> None:
+def append_row(path: str | Path, header: str, row: str) -> None:
     """Append ``row`` to a markdown table file, writing ``header`` first if the file is new."""
+    path = Path(path)
     if not path.exists():
         path.write_text(header)
     with path.open("a") as fh:
