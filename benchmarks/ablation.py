@@ -19,10 +19,10 @@ import argparse
 import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks._common import RESULTS, start
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.bench import load_suite, run_suite
@@ -30,7 +30,6 @@ from robustprune.evaluate.paired import unpack
 from robustprune.evaluate.stats import compare, mean_ci
 from robustprune.search import SEARCH_VARIANTS
 
-ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("clean", "pgd", "apgd")
 RIVALS = ("progressive_uniform", "oneshot_search", "search_random")
 
@@ -129,15 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
+    command = start("ablation", argv)
     name = "ablation_val" if args.split == "val" else "ablation"
     suite = load_suite(name)
-    out = ROOT / "results" / name
+    out = RESULTS / name
     if not args.summarize_only:
         run_suite(suite, out, workers=args.workers, threads=args.threads)
     rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
-    command = "python -m benchmarks.ablation " + " ".join(argv if argv is not None else sys.argv[1:])
     prov = provenance()
     text = ablation_markdown(rows, name)
     text += (
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "
         "holds its own provenance (the commit and machine it ran on).\n"
     )
-    atomic_write_text(ROOT / "results" / f"{name}.md", text)
+    atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
 
 

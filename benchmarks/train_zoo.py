@@ -1,7 +1,7 @@
 """Train the reference zoo on Fashion-MNIST, reproducibly, on the CPU.
 
-    python benchmarks/train_zoo.py                 # all models
-    python benchmarks/train_zoo.py --models cnn    # one
+    python -m benchmarks.train_zoo                 # all models
+    python -m benchmarks.train_zoo --models cnn    # one
 
 Schedule: SGD, Nesterov momentum 0.9, weight decay 5e-4, batch 128, one-cycle
 learning rate peaking at 0.1 (0.05 for mlp), fixed seed 0. The BatchNorm-free
@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import start
 from robustprune._provenance import provenance
-from robustprune.data.fashion_mnist import load_fashion_mnist
+from robustprune.data.fashion_mnist import TRAIN_IMAGES, load_fashion_mnist
 from robustprune.zoo import CHECKPOINT_DIR, FASHION_MNIST_SPEC, MANIFEST_PATH, build, names
 
 EPOCHS = {"mlp": 15, "cnn": 5, "resnet20": 5, "vgg11_bn": 10, "mobilenetv2": 6, "inception": 4, "convnext": 8}
 PEAK_LR = {"mlp": 0.05, "convnext": 3e-3}
 ADAMW = {"convnext"}  # models trained with AdamW; the rest use SGD
-TRAIN_SIZE = 55_000
+TRAIN_SIZE = TRAIN_IMAGES  # train[55000:] is the validation split
 BATCH = 128
 
 
@@ -66,7 +66,7 @@ def make_optimizer(name: str, model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
 
-def train(name: str, seed: int, log=print) -> dict:
+def train(name: str, seed: int, command: str, log=print) -> dict:
     started = provenance()  # the commit that trains, recorded before the run (a long run may outlive it)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -111,7 +111,7 @@ def train(name: str, seed: int, log=print) -> dict:
         "seed": seed,
         "train_images": TRAIN_SIZE,
         "wall_seconds": round(time.time() - start, 1),
-        "command": "python " + " ".join(sys.argv),
+        "command": command,
         "provenance": started,
     }
     log(f"[{name}] test accuracy {test_acc:.4f}")
@@ -124,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    command = start("train_zoo", argv, args.threads)
     torch.use_deterministic_algorithms(True)
     for name in args.models:
-        entry = train(name, args.seed)
+        entry = train(name, args.seed, command)
         manifest = json.loads(MANIFEST_PATH.read_text()) if MANIFEST_PATH.is_file() else {}
         manifest[name] = entry
         MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,22 +1,17 @@
 """Evaluate every zoo model with the real-data harness and write results/zoo.md and results/zoo.json.
 
-python benchmarks/zoo_table.py [--threads 2] [--seed 0]
+python -m benchmarks.zoo_table [--threads 2] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-import torch
-
+from benchmarks._common import RESULTS, log, start
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.evaluate.harness import EvalSettings, evaluate
-
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def markdown(rows: dict[str, dict], prov: dict, command: str) -> str:
@@ -80,17 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=zoo.names(), choices=zoo.names())
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    command = "python benchmarks/zoo_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = start("zoo_table", argv, args.threads)
     rows = {}
     for name in args.models:
         model, spec = zoo.load(name)
         rows[name] = evaluate(model, spec, settings=EvalSettings(seed=args.seed), model_ref=f"zoo:{name}")
-        print(f"{name}: clean {rows[name]['clean_accuracy']:.4f}", file=sys.stderr)
+        log(f"{name}: clean {rows[name]['clean_accuracy']:.4f}")
     prov = provenance(seed=args.seed)
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "zoo.json", {"command": command.strip(), "provenance": prov, "models": rows})
-    atomic_write_text(RESULTS / "zoo.md", markdown(rows, prov, command.strip()))
+    atomic_write_json(RESULTS / "zoo.json", {"command": command, "provenance": prov, "models": rows})
+    atomic_write_text(RESULTS / "zoo.md", markdown(rows, prov, command))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""Train/eval mode handling shared by every place that runs a caller's model."""
+"""Running a caller's model: its train/eval mode and its device, shared by every place that runs one."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
 
 
@@ -22,3 +23,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def model_device(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """The device to run on: ``device`` if given, else where the model's tensors live (CPU if it has none)."""
+    if device is not None:
+        return torch.device(device)
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
+#: Output folders (absolute, ``os.pathsep``-separated) whose changes do not make the code dirty; an
+#: environment variable so that the worker processes a run starts inherit it (see ``outputs_excluded``).
+OUTPUTS_ENV = "ROBUSTPRUNE_OUTPUT_DIRS"
 
-def git_commit(path: str | Path | None = None) -> str:
-    """The commit of the robustprune checkout (with '-dirty' if code has changes), or 'unknown'."""
+
+def git_commit(path: str | Path | None = None, outputs: Sequence[str] | None = None) -> str:
+    """The commit of the robustprune checkout (with '-dirty' if code has changes), or 'unknown'.
+
+    ``outputs``: folders that hold outputs, not code, so rewriting them does not count as a change;
+    default: those named by ``$ROBUSTPRUNE_OUTPUT_DIRS``.
+    """
     cwd = Path(path) if path else Path(__file__).resolve().parent
+    if outputs is None:
+        outputs = [p for p in os.environ.get(OUTPUTS_ENV, "").split(os.pathsep) if p]
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        sha, top = subprocess.run(
+            ["git", "rev-parse", "HEAD", "--show-toplevel"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.split()
+        excluded = [f":(top,exclude){rel}" for rel in _inside(Path(top), outputs)]
         dirty = subprocess.run(
-            # results/ holds outputs, not code: rewriting a table must not mark the code dirty
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded],
             cwd=cwd,
             capture_output=True,
             text=True,
@@ -28,6 +40,31 @@ def git_commit(path: str | Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
+
+
+def _inside(top: Path, paths: Sequence[str | Path]) -> list[str]:
+    """``paths`` (absolute, or relative to the working directory) that lie in ``top``, relative to it."""
+    out = []
+    for p in paths:
+        try:
+            out.append(Path(p).resolve().relative_to(top.resolve()).as_posix())
+        except ValueError:
+            continue  # outside the checkout: git does not see it anyway
+    return out
+
+
+@contextlib.contextmanager
+def outputs_excluded(*paths: str | Path) -> Iterator[None]:
+    """Within the context, changes under ``paths`` do not make ``git_commit`` dirty (here and in child processes)."""
+    before = os.environ.get(OUTPUTS_ENV)
+    os.environ[OUTPUTS_ENV] = os.pathsep.join([*(str(Path(p).resolve()) for p in paths), *([before] if before else [])])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(OUTPUTS_ENV, None)
+        else:
+            os.environ[OUTPUTS_ENV] = before
 
 
 def machine() -> str:

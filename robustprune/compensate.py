@@ -30,11 +30,10 @@ from torch import nn
 from torch.func import functional_call
 
 from robustprune._modes import eval_mode
-from robustprune.importance import _consumer_columns, _incoming_vectors
+from robustprune.structure.analysis import BATCH_NORMS, consumer_columns, incoming_vectors, index_of
 from robustprune.structure.masks import _module_masks, group_mask, masked
 from robustprune.structure.space import Candidate, PruneSpace
 
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _EPS = 1e-12
 
 
@@ -71,13 +70,13 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
         removed = sorted(set(range(group.size)) - set(kept))
         if not removed:
             continue
-        index = space._index[name]
-        v = _incoming_vectors(space, index)
+        index = index_of(space, name)
+        v = incoming_vectors(space, index)
         norms = v.norm(dim=1)
         unit = v / norms.clamp_min(_EPS)[:, None]
         cos = unit[removed] @ unit[kept].T  # (removed, kept)
         best = cos.argmax(dim=1)
-        consumers = _consumer_columns(space, index)
+        consumers = consumer_columns(space, index)
         for r, j in enumerate(removed):
             i = kept[int(best[r])]
             if not float(cos[r, best[r]]) > threshold or float(norms[i]) <= _EPS:
@@ -147,7 +146,7 @@ def bn_reestimate_overrides(
     unknown = sorted(set(base) - known)
     if unknown:
         raise KeyError(f"base overrides name tensors the model does not have: {', '.join(unknown)}")
-    norms = {name: m for name, m in model.named_modules() if isinstance(m, _NORM_TYPES) and m.running_mean is not None}
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, BATCH_NORMS) and m.running_mean is not None}
     if not norms:
         return {}
     module_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))

@@ -20,7 +20,7 @@ proxy                  range        better      meaning
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from torch.func import functional_call
 from robustprune._modes import eval_mode
 from robustprune.evaluate.attacks import adversarial_examples
 from robustprune.probes.probeset import ProbeSet, penultimate_features
-from robustprune.structure.masks import batched_masks, masked
+from robustprune.structure.masks import masked
 from robustprune.structure.space import Candidate, PruneSpace
 
 PROXIES = {
@@ -71,7 +71,7 @@ def similarity_preservation(candidate: torch.Tensor, reference: torch.Tensor) ->
     return 1.0 - ((gram(candidate) - gram(reference)) ** 2).sum().item() / (4 * b)
 
 
-class _Candidate(nn.Module):
+class CandidateModule(nn.Module):
     """The space's model with parameter/buffer overrides, as a module an attack can differentiate."""
 
     def __init__(self, model: nn.Module, overrides: Mapping[str, torch.Tensor]) -> None:
@@ -123,7 +123,7 @@ def score(
     The model is used in eval mode through masks; nothing is copied or changed.
     """
     model = space.model
-    module = _Candidate(model, overrides or {})
+    module = CandidateModule(model, overrides or {})
     with eval_mode(model), masked(space, candidate):
         with torch.no_grad():
             logits, features = penultimate_features(model, space.output_layer, probes.inputs(), call=module)
@@ -131,13 +131,3 @@ def score(
         if attack:
             scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack)
     return scores
-
-
-def score_batch(space: PruneSpace, probes: ProbeSet, candidates: Sequence[Candidate]) -> list[dict[str, float]]:
-    """The forward-pass proxies for K candidates in one batched pass (no overrides, no attack)."""
-    model = space.model
-    inputs = probes.inputs()
-    with eval_mode(model), torch.no_grad(), batched_masks(space, candidates) as k:
-        logits, features = penultimate_features(model, space.output_layer, inputs.repeat(k, *[1] * (inputs.dim() - 1)))
-    n = len(inputs)
-    return [_from_outputs(probes, logits[i * n : (i + 1) * n], features[i * n : (i + 1) * n]) for i in range(k)]

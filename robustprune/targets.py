@@ -48,11 +48,6 @@ class Target:
             ok &= params <= (self.params + slack) * space.full_params
         return ok
 
-    def reached(self, space: PruneSpace, counts: Sequence[int]) -> dict[str, float]:
-        """The kept fractions actually reached by ``counts``."""
-        macs, params = space.cost_of_counts(counts)
-        return {"macs": macs / space.full_macs, "params": params / space.full_params}
-
     def describe(self) -> str:
         parts = [f"{name} <= {100 * v:.1f}%" for name, v in (("MACs", self.macs), ("params", self.params)) if v]
         return " and ".join(parts)

@@ -121,7 +121,7 @@ def test_cli_baseline_usage_errors_leave_nothing(tmp_path, capsys):
 
 
 def test_taylor_l1_uniform_keeps_the_rank_sum_top_and_differs_from_both_parts():
-    from robustprune.importance import all_scores
+    from robustprune.criteria import all_scores
 
     model, spec = zoo.load("cnn")
     inputs = inputs_for("taylor_l1_uniform")
@@ -141,7 +141,7 @@ def test_taylor_l1_uniform_keeps_the_rank_sum_top_and_differs_from_both_parts():
 
 
 def test_taylor_uniform_keeps_the_channels_taylor_ranks_highest():
-    from robustprune.importance import all_scores
+    from robustprune.criteria import all_scores
 
     model, spec = zoo.load("cnn")
     inputs = inputs_for("taylor_uniform")

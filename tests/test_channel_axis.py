@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from robustprune.importance import all_scores
+from robustprune.criteria import all_scores
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, batched_masks, export, masked
 

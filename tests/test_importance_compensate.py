@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from robustprune import importance
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides, merge_overrides
-from robustprune.importance import CRITERIA, all_scores, channel_scores, select_keep
+from robustprune.criteria import CRITERIA, all_scores, channel_scores, magnitude
+from robustprune.select import select_keep
 from robustprune.spec import InputSpec
 from robustprune.structure.masks import masked
 from robustprune.structure.space import PruneSpace, UnsupportedModelError
@@ -498,7 +498,7 @@ def test_overrides_applied_is_undone_and_rejects_unknown_names():
 
 
 def test_taylor_scores_against_given_targets():
-    from robustprune.importance import taylor_scores
+    from robustprune.criteria import taylor_scores
 
     torch.manual_seed(0)
     model = ARCHITECTURES["cnn"]().eval()
@@ -519,7 +519,7 @@ def test_a_criterion_that_cannot_score_a_group_says_so_and_names_the_fallback(cn
     with pytest.warns(UserWarning, match=rf"'bn_scale' cannot score group '{group}' \(it has no BatchNorm\).*'l1'"):
         channel_scores(mlp_space, group, "bn_scale")
 
-    original = importance._tp_importance
+    original = magnitude.tp_importance
 
     def broken(criterion):
         def score(_group):
@@ -527,7 +527,7 @@ def test_a_criterion_that_cannot_score_a_group_says_so_and_names_the_fallback(cn
 
         return score if criterion == "fpgm" else original(criterion)
 
-    monkeypatch.setattr(importance, "_tp_importance", broken)
+    monkeypatch.setattr(magnitude, "tp_importance", broken)
     name = cnn_space.group_names()[0]
     with pytest.warns(UserWarning, match=rf"'fpgm' cannot score group '{name}' \(RuntimeError: boom\).*'l1'"):
         s = channel_scores(cnn_space, name, "fpgm")

@@ -6,10 +6,10 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.compensate import bn_reestimate_overrides
-from robustprune.importance import all_scores
+from robustprune.criteria import all_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig
-from robustprune.proxies import score, score_batch
+from robustprune.proxies import score
 from robustprune.spec import InputSpec, validate_model
 from robustprune.structure import PruneSpace
 
@@ -70,7 +70,6 @@ def test_public_entry_points_keep_a_frozen_submodule_frozen(tmp_path):
     probes = check("build_probes", lambda: build_probes(model, SPEC, space.output_layer, PROBES, cache_dir=tmp_path))
     candidate = {g.name: list(range(g.size // 2)) for g in space.groups}
     check("proxies.score", lambda: score(space, probes, candidate))
-    check("proxies.score_batch", lambda: score_batch(space, probes, [candidate, {}]))
     inputs = probes.inputs()[:8]
     check("bn_reestimate_overrides", lambda: bn_reestimate_overrides(space, candidate, inputs))
     check("taylor importance", lambda: all_scores(space, "taylor_synthetic", inputs=inputs))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustprune import InputSpec, baseline
-from robustprune.paoding import (
+from robustprune.baselines.paoding import (
     PaodingConfig,
     input_intervals,
     interval_relu,

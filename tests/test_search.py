@@ -267,8 +267,8 @@ def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
     choice, values, chosen_scores = _choose_criterion(space, probes, inputs, config, None)
     assert set(values) == set(AUTO_CRITERIA) and choice == pick_criterion(values)
-    from robustprune.baselines import uniform_candidate
-    from robustprune.importance import all_scores
+    from robustprune.criteria import all_scores
+    from robustprune.select import uniform_candidate
 
     for criterion in AUTO_CRITERIA:  # each value is the proxy score of that criterion's uniform candidate
         scores = all_scores(space, criterion, inputs=inputs)
@@ -299,7 +299,7 @@ def test_auto_criterion_keeps_the_rank_sum_unless_another_leads_by_more_than_the
 
 
 def test_rescore_ranks_again_on_the_pruned_candidate_and_keeps_removed_channels_removed():
-    from robustprune.importance import all_scores
+    from robustprune.criteria import all_scores
     from robustprune.probes.probeset import build_probes
     from robustprune.search.engine import _rescore
     from robustprune.search.objective import Evaluator

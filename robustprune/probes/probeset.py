@@ -17,10 +17,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustprune._modes import eval_mode
+from robustprune._modes import eval_mode, model_device
 from robustprune.probes.adversarial import adversarial_probes
 from robustprune.probes.cache import cached_generate
-from robustprune.probes.synthetic import SyntheticConfig, _model_device
+from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.probes.undesired import undesired_probes
 from robustprune.spec import InputSpec
 
@@ -163,7 +163,7 @@ def build_probes(
     undesired = undesired_probes(spec, config.n_undesired, synthetic=synthetic, seed=config.seed)
     # Probes live where the model does: every candidate is scored on them (the cache and the
     # generators hand back CPU tensors, whatever device they ran on).
-    device = _model_device(model)
+    device = model_device(model)
     pixels = {
         "synthetic": synthetic.to(device),
         "adversarial": adversarial.to(device),

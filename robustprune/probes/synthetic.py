@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from robustprune._modes import eval_mode
+from robustprune._modes import eval_mode, model_device
 from robustprune._progress import progress_bar
 from robustprune.spec import InputSpec
 
@@ -51,29 +51,16 @@ KINDS = ("gaussian", "bn_stats", "inversion")
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """How to synthesize ``n`` inputs.
+    """How to synthesize ``n`` inputs (the defaults and what they were chosen against: docs/defaults.md).
 
-    Defaults were tuned on 28x28 grey Fashion-MNIST models (trained zoo ``cnn`` with BN and
-    ``mlp`` without) for 200 Adam steps, scoring each setting by the BN-statistics score of the
-    result and by how often an *independent* trained model (the other one) classifies the
-    synthesized images as their target class:
-
-    * ``lr=1.0``: normalized units (data stds) per Adam step, cosine-decayed to ``lr / 100``;
-      the clamp to the pixel range bounds every excursion. Over 0.05 / 0.1 / 0.25 / 0.5 / 1 / 2,
-      1.0 gave the best BN match and transfer (cnn -> mlp transfer 0.61 vs 0.34 at 0.1, BN score
-      0.010 vs 0.038, real test data 0.033); for ``bn_stats`` 1.0 is as good as 0.25-0.5.
-    * ``bn_weight=1.0`` with the un-normalized per-layer sum of L2 norms of the paper; 0.1 leaves
-      the BN statistics unmatched, 3-10 match them marginally better but transfer worse.
-    * ``tv_weight=3e-3``: L2 total variation per image (sum of squared neighbour differences in
-      pixel units, batch mean). It helps BN models slightly (transfer 0.59 vs 0.56 at 1e-3) and
-      hurts models without BN when larger (mlp -> cnn transfer 0.37 at 3e-3, 0.25 at 1e-2).
-    * ``l2_weight=1e-4``: per-image sum of squared *normalized* inputs (pulls toward the data
-      mean); larger values wash out contrast without improving either score.
-    * ``ce_weight=1.0``: cross-entropy, batch mean, toward balanced assigned labels.
-    * ``jitter=2`` pixels and random horizontal ``flip`` (DeepInversion's augmentations scaled to
-      28x28): without them transfer drops from 0.34 to 0.21 (at lr 0.1).
-    * ``batch_size=128``: BN statistics are matched per batch, so batches should be large
-      enough for stable statistics; ``n=512``, ``steps=200``.
+    * ``lr``: Adam step in normalized units (data stds), cosine-decayed to ``lr / 100``; the clamp
+      to the pixel range bounds every excursion.
+    * ``bn_weight``: the paper's un-normalized per-layer sum of L2 distances to the BN statistics.
+    * ``tv_weight``: L2 total variation per image (squared neighbour differences in pixel units).
+    * ``l2_weight``: per-image sum of squared *normalized* inputs (pulls toward the data mean).
+    * ``ce_weight``: cross-entropy, batch mean, toward balanced assigned labels.
+    * ``jitter`` pixels and random horizontal ``flip``: DeepInversion's augmentations scaled to 28x28.
+    * ``batch_size``: BN statistics are matched per batch, so it must be large enough for stable ones.
     """
 
     kind: str = "inversion"
@@ -199,7 +186,7 @@ def bn_statistics_loss(model: nn.Module, inputs_normalized: torch.Tensor, *, bat
         acc[1] = acc[1] + (x * x).sum(dim=1)
         acc[2] += x.shape[1]
 
-    device = _model_device(model)
+    device = model_device(model)
     dtype = _model_dtype(model)
     with eval_mode(model), _hooks(layers, hook), torch.no_grad():
         for start in range(0, inputs_normalized.shape[0], batch_size):
@@ -223,12 +210,6 @@ def bn_statistics_loss(model: nn.Module, inputs_normalized: torch.Tensor, *, bat
 
 # ---------------------------------------------------------------------------------------------------------------
 # model handling
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for t in list(model.parameters()) + list(model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
@@ -380,8 +361,8 @@ def generate(
     if not isinstance(config, SyntheticConfig):
         raise TypeError(f"config must be a SyntheticConfig, got {type(config).__name__}")
     start_time = time.perf_counter()
-    target_device = torch.device(device) if device is not None else _model_device(model)
-    if target_device != _model_device(model):
+    target_device = torch.device(device) if device is not None else model_device(model)
+    if target_device != model_device(model):
         model = copy.deepcopy(model).to(target_device)
     layers = [m for _, m in bn_layers(model)]
     if config.kind == "bn_stats" and not layers:

@@ -23,9 +23,8 @@ import torch
 from torch import nn
 
 from robustprune._progress import bars_enabled, progress_bar, write_line
-from robustprune.baselines import uniform_candidate
 from robustprune.compensate import apply_overrides, overrides_applied
-from robustprune.importance import CRITERIA, all_scores, rank_sum, removed_last, taylor_scores
+from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_layers
 from robustprune.proxies import PROXIES
@@ -42,6 +41,7 @@ from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps, step_targets
 from robustprune.search.storage import open_step, owned_search, search_identity
+from robustprune.select import removed_last, uniform_candidate
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, masked
 from robustprune.targets import Target, removed_count

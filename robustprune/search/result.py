@@ -70,10 +70,6 @@ class SearchResult:
     spec_data: dict | None = None
     criterion_scores: dict[str, float] = dataclasses.field(default_factory=dict)  # importance "auto": the choice
 
-    @property
-    def steps(self) -> list[StepRecord]:
-        return self.history
-
     def summary(self) -> dict:
         return {
             "stop_reason": self.stop_reason,

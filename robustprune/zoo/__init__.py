@@ -1,7 +1,7 @@
 """Reference models trained on Fashion-MNIST, shipped with the package.
 
-``load(name)`` returns ``(model, InputSpec)``. The weights were produced by
-``benchmarks/train_zoo.py``; ``manifest()`` says how, and with what test accuracy.
+``load(name)`` returns ``(model, InputSpec)``. ``manifest()`` says how each checkpoint was
+trained (the command, commit and seed) and with what test accuracy.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ MANIFEST_PATH = CHECKPOINT_DIR / "manifest.json"
 
 #: Fashion-MNIST train-set pixel statistics; every zoo model consumes inputs normalized with them.
 FASHION_MNIST_SPEC = InputSpec(shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,), num_classes=10)
-DEFAULT_MODEL = "resnet20"
 
 
 def names() -> list[str]:
@@ -52,8 +51,8 @@ def load(name: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Inpu
     path = checkpoint_path(name)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no trained checkpoint for zoo model {name!r} at {path}; train it with "
-            f"`python benchmarks/train_zoo.py --models {name}`"
+            f"no trained checkpoint for zoo model {name!r} at {path} (the package ships one per zoo model; "
+            "is this installation incomplete?)"
         )
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval(), FASHION_MNIST_SPEC

@@ -1,25 +1,4 @@
-"""One-shot data-free pruning baselines: what the progressive search has to beat.
-
-- ``l1_uniform``: the same fraction of channels removed from every group, lowest
-  L1 filter norm first (Li et al. 2017).
-- ``taylor_uniform``: the same fractions, channels ranked by the first-order Taylor
-  importance on synthetic inputs (``importance.taylor_synthetic``), the criterion the
-  search uses by default; it separates what the search's per-group allocation wins
-  from what the criterion alone gives. Needs ``inputs`` (synthetic, normalized).
-- ``taylor_l1_uniform``: the same fractions, channels ranked by ``taylor_l1`` (the rank sum of
-  Taylor on synthetic inputs and L1), the ranking the search chooses most often: the
-  strongest one-shot rival of the search's allocation. Needs ``inputs`` too.
-- ``random_uniform``: the same fractions, channels chosen at random (seeded).
-- ``global_magnitude``: one ranking over all groups of the L1 importance normalised
-  by its group mean (torch-pruning's global pruning); the least important channels
-  anywhere go first.
-- ``paoding``: the Paoding method (robustprune.paoding): progressive pair merging of
-  dense neurons chosen by saliency, interval-arithmetic impact and simulated
-  annealing; conv groups get L1 filter pruning as in the paper.
-
-None of them sees real data or re-estimates BN statistics; each lands at or just below
-its target (fraction of the original MACs or params to keep).
-"""
+"""``baseline()``: prune one-shot with a named method; ``PruneResult``: what it returns."""
 
 from __future__ import annotations
 
@@ -29,11 +8,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustprune.importance import all_scores
+from robustprune.criteria import all_scores
+from robustprune.select import global_candidate, uniform_candidate
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, save_pruned
 from robustprune.structure.space import UnsupportedModelError
-from robustprune.targets import Target, fill_to_target, smallest_feasible, uniform_amount_for, uniform_counts
+from robustprune.targets import Target
 
 METHODS = ("l1_uniform", "taylor_uniform", "taylor_l1_uniform", "random_uniform", "global_magnitude", "paoding")
 
@@ -61,55 +41,14 @@ class PruneResult:
         save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref)
 
 
-def _keep_top(scores: torch.Tensor, count: int) -> tuple[int, ...]:
-    order = torch.argsort(scores, descending=True, stable=True)
-    return tuple(sorted(order[:count].tolist()))
-
-
-def uniform_candidate(space: PruneSpace, target: Target, scores: dict[str, torch.Tensor]) -> dict:
-    """The same removal fraction in every group (up to one channel), landing just under ``target``."""
-    counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target)))
-    return {g.name: _keep_top(scores[g.name], n) for g, n in zip(space.groups, counts, strict=True)}
-
-
 def _random_scores(space: PruneSpace, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return {grp.name: torch.rand(grp.size, generator=g) for grp in space.groups}
 
 
-def global_candidate(space: PruneSpace, target: Target, scores: dict[str, torch.Tensor]) -> dict:
-    """Remove the globally least important channels (scores normalised per group) until ``target`` is met."""
-    entries = []
-    for gi, grp in enumerate(space.groups):
-        s = scores[grp.name].double()
-        s = s / s.mean().clamp_min(1e-12)
-        entries += [(float(v), gi, c) for c, v in enumerate(s)]
-    entries.sort()
-    sizes = [g.size for g in space.groups]
-    # The removal order is fixed by the ranking: skip a channel only when its group is down to one.
-    order: list[tuple[int, int]] = []
-    left = list(sizes)
-    for _, gi, c in entries:
-        if left[gi] > 1:
-            left[gi] -= 1
-            order.append((gi, c))
-
-    def counts_after(k: int) -> list[int]:
-        counts = list(sizes)
-        for gi, _ in order[:k]:
-            counts[gi] -= 1
-        return counts
-
-    k = smallest_feasible(0, len(order), lambda k: target.met(space, counts_after(k)))
-    removed = set(order[:k])
-    return {
-        grp.name: tuple(c for c in range(grp.size) if (gi, c) not in removed) for gi, grp in enumerate(space.groups)
-    }
-
-
 def _paoding(space: PruneSpace, target: Target, seed: int) -> tuple[nn.Module, dict]:
     """Paoding on a dense network; conv models are refused (the paper prunes convs with plain L1 = l1_uniform)."""
-    from robustprune.paoding import paoding_prune_to_macs, paoding_prune_to_params
+    from robustprune.baselines.paoding import paoding_prune_to_macs, paoding_prune_to_params
 
     if target.macs is not None and target.params is not None:
         raise ValueError("the paoding baseline takes one target: --target-macs or --target-params")

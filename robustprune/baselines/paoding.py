@@ -45,9 +45,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from robustprune._modes import eval_mode
+from robustprune.baselines.dense_chain import (
+    chain_intervals,
+    dense_chain,
+    input_intervals,
+    interval_linear,
+    interval_relu,
+    merge_impact,
+    propagate_intervals,
+)
+from robustprune.criteria.saliency import pair_saliency as merge_pair_saliency
 from robustprune.spec import InputSpec
-from robustprune.structure.space import UnsupportedModelError
 
 __all__ = [
     "PaodingConfig",
@@ -98,138 +106,18 @@ class PaodingConfig:
             raise ValueError(f"PaodingConfig.t0 must be >= 0, got {self.t0}")
 
 
-# --------------------------------------------------------------------------- saliency
-
-
 def pair_saliency(w: Tensor, b: Tensor | None, a: Tensor) -> Tensor:
-    """Srinivas-Babu pair saliency of the ``n`` neurons of one dense layer.
+    """Srinivas-Babu pair saliency (``criteria.saliency.pair_saliency``) of the ``n`` neurons of one dense layer.
 
-    ``w`` (n, in): incoming weights (rows of the layer's weight); ``b`` (n,): biases (None -> 0);
-    ``a`` (n, out): outgoing weights (row i = column i of the next layer's weight).
-    Returns S (n, n) with ``S[i, j] = (|(b_i - b_j) / (b_i + b_j)| + ||w_i - w_j||_2) * ||a_j||_2``
-    for merging j (removed) into i (kept); where ``|b_i + b_j| < 1e-12`` the bias term is 0 if
-    ``b_i == b_j`` and 1 otherwise. The diagonal is +inf. Lower is safer to merge.
+    ``w`` (n, in): incoming weights; ``b`` (n,): biases (None -> 0); ``a`` (n, out): outgoing weights
+    (row i = column i of the next layer's weight). ``S[i, j]`` is the cost of merging j (removed) into
+    i (kept); the diagonal is +inf. Lower is safer to merge.
     """
-    w = w.detach().to(_DTYPE)
-    a = a.detach().to(_DTYPE)
     n = w.shape[0]
     if a.shape[0] != n:
         raise ValueError(f"pair_saliency: w has {n} neurons but a has {a.shape[0]} rows")
     b = torch.zeros(n, dtype=_DTYPE) if b is None else b.detach().to(_DTYPE).reshape(n)
-    diff = b[:, None] - b[None, :]
-    total = b[:, None] + b[None, :]
-    tiny = total.abs() < 1e-12
-    ratio = (diff / torch.where(tiny, torch.ones_like(total), total)).abs()
-    bias_term = torch.where(tiny, (diff != 0).to(_DTYPE), ratio)
-    dist = torch.cdist(w[None], w[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
-    s = (bias_term + dist) * a.norm(dim=1)[None, :]
-    s.fill_diagonal_(math.inf)
-    return s
-
-
-# --------------------------------------------------------------------------- intervals
-
-
-def input_intervals(spec: InputSpec, n_features: int) -> tuple[Tensor, Tensor]:
-    """Box of normalized inputs: per feature ``[(low - mean_c) / std_c, (high - mean_c) / std_c]``.
-
-    ``(low, high)`` is ``spec.value_range``; features are in flatten (channel-major) order and
-    ``n_features`` must equal the number of elements of one input of ``spec.shape``.
-    """
-    per_input = math.prod(spec.shape)
-    if n_features != per_input:
-        raise ValueError(f"input_intervals: {n_features} features, but spec.shape {spec.shape} has {per_input}")
-    channels = spec.shape[0]
-    per_channel = per_input // channels
-    mean = torch.tensor(spec.mean, dtype=_DTYPE).expand(channels)
-    std = torch.tensor(spec.std, dtype=_DTYPE).expand(channels)
-    low, high = spec.value_range
-    lo = ((low - mean) / std).repeat_interleave(per_channel)
-    hi = ((high - mean) / std).repeat_interleave(per_channel)
-    return lo, hi
-
-
-def interval_linear(lo: Tensor, hi: Tensor, weight: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Sound image of the box ``[lo, hi]`` (..., in) under ``x @ W.T + b``: centre ``W c + b``, radius ``|W| r``."""
-    weight = weight.to(_DTYPE)
-    centre = (lo + hi) / 2 @ weight.T
-    radius = (hi - lo) / 2 @ weight.abs().T
-    if bias is not None:
-        centre = centre + bias.to(_DTYPE)
-    return centre - radius, centre + radius
-
-
-def interval_relu(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """Image of ``[lo, hi]`` under ReLU."""
-    return lo.clamp_min(0), hi.clamp_min(0)
-
-
-def _relu_delta(d_lo: Tensor, d_hi: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """Bounds of ``relu(x + d) - relu(x)`` for ``d`` in ``[d_lo, d_hi]`` and ``x <= upper``.
-
-    ReLU is monotone and 1-Lipschitz, so the change lies in ``[min(d, 0), max(d, 0)]``; it is also
-    at least ``-relu(x)`` and at most ``relu(x + d)``, which tightens it for units that are off.
-    """
-    up = upper.clamp_min(0)
-    lo = torch.minimum(torch.zeros_like(d_lo), torch.maximum(d_lo, -up))
-    hi = torch.maximum(torch.zeros_like(d_hi), torch.minimum(d_hi, (upper + d_hi).clamp_min(0)))
-    return lo, hi
-
-
-def _chain_intervals(
-    weights: list[Tensor], biases: list[Tensor | None], lo: Tensor, hi: Tensor
-) -> list[tuple[Tensor, Tensor]]:
-    out = []
-    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        if k:
-            lo, hi = interval_relu(lo, hi)
-        lo, hi = interval_linear(lo, hi, w, b)
-        out.append((lo, hi))
-    return out
-
-
-def propagate_intervals(model: nn.Module, spec: InputSpec) -> list[tuple[Tensor, Tensor]]:
-    """Pre-activation intervals ``(lo, hi)`` (float64) of every Linear of a supported chain, in order.
-
-    They start from :func:`input_intervals` and so bound the outputs of every input in the spec's
-    value range; the last entry bounds the logits.
-    """
-    layers = [m for _, m in _dense_chain(model, spec)]
-    lo, hi = input_intervals(spec, layers[0].in_features)
-    with torch.no_grad():
-        return _chain_intervals(
-            [m.weight.detach() for m in layers], [None if m.bias is None else m.bias.detach() for m in layers], lo, hi
-        )
-
-
-def merge_impact(
-    kept: np.ndarray | Tensor,
-    removed: np.ndarray | Tensor,
-    post_lo: Tensor,
-    post_hi: Tensor,
-    w_next: Tensor,
-    downstream: list[tuple[Tensor, Tensor]],
-) -> tuple[Tensor, Tensor]:
-    """Interval of the logit change caused by merging each ``removed[m]`` into ``kept[m]``.
-
-    ``post_lo``/``post_hi``: post-ReLU intervals of the layer's neurons; ``w_next`` (n_next, n): the
-    next layer's weight. The next layer's input term changes from ``a W[:, a] + b W[:, b]`` to
-    ``a (W[:, a] + W[:, b])``, i.e. by ``(a - b) W[:, b]``. ``downstream`` lists, for each later
-    Linear, ``(upper, W)``: the upper pre-activation bound of the units feeding it through a
-    ReLU, and its weight. Returns ``(lo, hi)`` of shape (m, n_outputs).
-    """
-    kept = torch.as_tensor(kept, dtype=torch.long)
-    removed = torch.as_tensor(removed, dtype=torch.long)
-    d_lo = post_lo[kept] - post_hi[removed]
-    d_hi = post_hi[kept] - post_lo[removed]
-    centre, radius = (d_lo + d_hi) / 2, (d_hi - d_lo) / 2
-    column = w_next.to(_DTYPE)[:, removed].T  # (m, n_next)
-    c, r = centre[:, None] * column, radius[:, None] * column.abs()
-    lo, hi = c - r, c + r
-    for upper, weight in downstream:
-        lo, hi = _relu_delta(lo, hi, upper)
-        lo, hi = interval_linear(lo, hi, weight)
-    return lo, hi
+    return merge_pair_saliency(w, b, a.detach().to(_DTYPE).norm(dim=1))
 
 
 # --------------------------------------------------------------------------- annealing
@@ -342,98 +230,6 @@ def select_pairs(
     return pairs
 
 
-# --------------------------------------------------------------------------- model handling
-
-
-_PASSIVE = (nn.Identity, nn.Dropout, nn.Flatten, nn.ReLU)  # modules a dense chain may hold besides Linear
-
-
-def _dense_chain(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear]]:
-    """The Linear layers, in call order, of a model that computes ``[Flatten] Linear (ReLU Linear)*``,
-    however it is written (a module holding a Flatten and a Sequential, ``F.relu`` in a forward),
-    or a ValueError naming what is not supported."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) or (next(module.children(), None) is not None and not _owns_tensors(module)):
-            continue  # a Linear, or a container without tensors of its own
-        if not isinstance(module, _PASSIVE):
-            conv = "Conv" in type(module).__name__
-            hint = " (conv layers are not supported by this dense-only baseline)" if conv else ""
-            raise UnsupportedModelError(
-                f"paoding: unsupported module '{name}' ({type(module).__name__}){hint}; expected "
-                f"[Flatten] Linear (ReLU Linear)*"
-            )
-    linears = _linears_in_call_order(model, spec)
-    for (prev_name, prev), (name, module) in zip(linears, linears[1:], strict=False):
-        if prev.out_features != module.in_features:
-            raise UnsupportedModelError(
-                f"paoding: Linear '{name}' takes {module.in_features} inputs but the previous Linear "
-                f"'{prev_name}' gives {prev.out_features}"
-            )
-    if len(linears) < 2:
-        raise UnsupportedModelError("paoding: the model has no hidden dense layer to prune")
-    first_name, first = linears[0]
-    if first.in_features != math.prod(spec.shape):
-        raise UnsupportedModelError(
-            f"paoding: the first Linear '{first_name}' takes {first.in_features} inputs, but one input of shape "
-            f"{spec.shape} has {math.prod(spec.shape)} values; expected [Flatten] Linear (ReLU Linear)*"
-        )
-    _check_computes_chain(model, spec, [m for _, m in linears])
-    return linears
-
-
-def _owns_tensors(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-
-
-def _probe_inputs(spec: InputSpec, like: torch.Tensor, n: int = 32) -> Tensor:
-    """Normalized inputs spread over the spec's value range (both corners included), a fixed draw."""
-    low, high = spec.value_range
-    gen = torch.Generator().manual_seed(0)
-    pixels = low + (high - low) * torch.rand(n, *spec.shape, generator=gen, dtype=torch.float64)
-    pixels[0], pixels[-1] = low, high
-    return spec.normalize(pixels.to(like.dtype)).to(like.device)
-
-
-def _linears_in_call_order(model: nn.Module, spec: InputSpec) -> list[tuple[str, nn.Linear]]:
-    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if not names:
-        raise UnsupportedModelError("paoding: the model has no Linear layer")
-    calls: list[nn.Linear] = []
-    handles = [m.register_forward_hook(lambda mod, _i, _o: calls.append(mod)) for m in names]
-    x = _probe_inputs(spec, next(iter(names)).weight, n=2)
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    except Exception as exc:
-        raise UnsupportedModelError(f"paoding: the model failed on an input of shape {spec.shape}: {exc}") from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    unused = [names[m] for m in names if m not in calls]
-    if unused or len(calls) != len(set(calls)):
-        what = f"Linear '{unused[0]}' is never called" if unused else "a Linear is called more than once"
-        raise UnsupportedModelError(f"paoding: {what}; expected [Flatten] Linear (ReLU Linear)*")
-    return [(names[m], m) for m in calls]
-
-
-def _check_computes_chain(model: nn.Module, spec: InputSpec, layers: list[nn.Linear]) -> None:
-    """The model's output equals ``Linear (ReLU Linear)*`` of its flattened input, so the interval
-    bounds and merges of the paper apply to it (an activation other than ReLU, a skip connection or
-    an input transform would break them)."""
-    x = _probe_inputs(spec, layers[0].weight)
-    with eval_mode(model), torch.no_grad():
-        got = model(x)
-        expected = x.flatten(1)
-        for k, layer in enumerate(layers):
-            expected = layer(torch.relu(expected) if k else expected)
-    tolerance = 1e-5 * (1 + float(expected.abs().max()))
-    if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=tolerance):
-        raise UnsupportedModelError(
-            "paoding: the model does not compute [Flatten] Linear (ReLU Linear)* over its Linear layers "
-            f"{', '.join(repr(n) for n, m in model.named_modules() if m in layers)}"
-        )
-
-
 def _quota(fraction: float, n: int) -> int:
     """Neurons out of ``n`` that ``fraction`` names (round half up), at most ``n - 1``."""
     return min(n - 1, int(math.floor(fraction * n + 0.5)))
@@ -461,7 +257,7 @@ def paoding_prune(model: nn.Module, spec: InputSpec, config: PaodingConfig) -> t
     accordingly and carry the merged outgoing weights. The second value maps each hidden Linear's
     name (as in ``model.named_children()``) to the kept indices of its original output neurons.
     """
-    chain = _dense_chain(model, spec)
+    chain = dense_chain(model, spec)
     names = [name for name, _ in chain]
     with torch.no_grad():
         weights = [m.weight.detach().to("cpu", _DTYPE).clone() for _, m in chain]
@@ -481,7 +277,7 @@ def paoding_prune(model: nn.Module, spec: InputSpec, config: PaodingConfig) -> t
                 needed = min(per_step[k], goal[k] - done[k])
                 if needed <= 0:
                     continue
-                pre = _chain_intervals(weights, biases, *box)
+                pre = chain_intervals(weights, biases, *box)
                 post_lo, post_hi = interval_relu(*pre[k])
                 w_next = weights[k + 1]
                 downstream = [(pre[j - 1][1], weights[j]) for j in range(k + 2, len(weights))]
@@ -530,7 +326,7 @@ def _prune_to_budget(
         raise TypeError(f"paoding_prune_to_{what}: 'target' is chosen by the search; do not pass it")
     if not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"paoding_prune_to_{what}: keep fraction must be in (0, 1], got {keep_fraction}")
-    chain = _dense_chain(model, spec)
+    chain = dense_chain(model, spec)
     in_features = chain[0][1].in_features
     widths = [m.out_features for _, m in chain]
     biased = [what == "macs" or m.bias is not None for _, m in chain]
@@ -560,7 +356,7 @@ def _prune_to_budget(
                 lo_target = mid
     config = PaodingConfig(target=hi_target, seed=seed, **kw)
     pruned, kept = paoding_prune(model, spec, config)
-    landed = _cost(in_features, [m.out_features for _, m in _dense_chain(pruned, spec)], biased) / original
+    landed = _cost(in_features, [m.out_features for _, m in dense_chain(pruned, spec)], biased) / original
     if landed < keep_fraction - 0.02:
         warnings.warn(
             f"paoding_prune_to_{what}: asked for {keep_fraction:.4f} of the {what}, the nearest width step "

@@ -1,36 +1,39 @@
-"""The search against every one-shot baseline, evaluated on real data; writes results/search.md.
+"""The published tables: the search against every one-shot baseline, and the baselines alone.
 
-    python benchmarks/search_vs_baselines.py [--seeds 0 1 2] [--models resnet20 cnn mobilenetv2 mlp]
+    python -m benchmarks.report search [--seeds 0 1 2] [--models resnet20 cnn mobilenetv2 mlp] [--summarize-only]
+    python -m benchmarks.report baselines [--seed 0]
 
-Runs the claim's part of the ``full`` suite (robustprune/suites/full.json: the four models of
-the claim, every method, both targets, 3 seeds) through the bench runner into results/full
+``search`` runs the claim's part of the ``full`` suite (robustprune/suites/full.json: the four models
+of the claim, every method, both targets, 3 seeds) through the bench runner into results/full
 (resumable: finished cells are kept in results/full/cells and shared with
-``robustprune bench --suite full --out results/full``), then writes results/search.md: the
-table (mean ± std over seeds), whether the search beats the best baseline on clean and PGD
-accuracy in every (model, target) cell, search wall time and trials per step; the plots are
-in results/full/plots.
+``robustprune bench --suite full --out results/full``), then writes results/search.md: the table
+(mean ± std over seeds), whether the search beats the best baseline on clean and PGD accuracy in
+every (model, target) cell, search wall time and trials per step; the plots are in results/full/plots.
 
-Settings (weights, trials, probes) were chosen on nothing but the synthetic proxies and the
-held-out validation split (train[55000:]); the test set only enters the final table.
+``baselines`` runs every one-shot baseline on resnet20, cnn and mlp at 30% and 50% MAC reduction
+(params for the mlp, whose MACs equal its parameters up to biases; paoding on the mlp only, as it
+merges dense neurons) and writes results/baselines.json (every report) and results/baselines.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
-import sys
-from pathlib import Path
+import time
 
-import torch
+from benchmarks._common import RESULTS, log, run_study, subcommand_parser
+from robustprune import zoo
+from robustprune._io import atomic_write_json, atomic_write_text
+from robustprune._provenance import provenance
+from robustprune.baselines import METHODS, baseline
+from robustprune.bench import load_suite, run_suite, summarize_suite
+from robustprune.bench_tables import cell_sources, flat_row, summary_table
+from robustprune.evaluate.harness import EvalSettings, evaluate
 
-from robustprune._io import atomic_write_text
-from robustprune.bench import cell_sources, flat_row, load_suite, run_suite, summarize_suite, summary_table
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
 CLAIM_MODELS = ("resnet20", "cnn", "mobilenetv2", "mlp")
+BASELINE_MODELS = ("resnet20", "cnn", "mlp")
+FRACTIONS = (0.7, 0.5)
 
 
 def _where(row: dict) -> str:
@@ -135,15 +138,7 @@ def verdicts(suite, rows: list[dict], originals: dict, search_rows: list[dict] |
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--models", nargs="+")
-    parser.add_argument("--targets", nargs="+", type=float)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--summarize-only", action="store_true", help="write results/search.md from finished cells")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def search_report(args, command: str) -> None:
     suite = load_suite("full")
     suite = dataclasses.replace(suite, models={m: suite.models[m] for m in CLAIM_MODELS})
     if args.seeds:
@@ -152,7 +147,6 @@ def main(argv: list[str] | None = None) -> None:
         suite = dataclasses.replace(suite, models={m: suite.models[m] for m in args.models})
     if args.targets:
         suite = dataclasses.replace(suite, targets=args.targets)
-    command = "python benchmarks/search_vs_baselines.py " + " ".join(sys.argv[1:] if argv is None else argv)
     out = RESULTS / "full"
     rows = summarize_suite(suite, out) if args.summarize_only else run_suite(suite, out)
     done = len(rows) == len(suite.cells())
@@ -161,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Progressive search vs one-shot data-free baselines",
         "",
-        f"Written by `{command.strip()}` from the cells in results/full/cells (`robustprune bench --suite full`; "
+        f"Written by `{command}` from the cells in results/full/cells (`robustprune bench --suite full`; "
         f"seeds {', '.join(map(str, suite.seeds))}). No weight is retrained; BN statistics are re-estimated on "
         "synthetic inputs only (the search, and the `+bn` baselines with the same inputs). Where the cells came "
         "from (each cell's JSON holds its full provenance):",
@@ -210,6 +204,109 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "Plots: " + ", ".join(f"[{m}](full/plots/{m}.png)" for m in suite.models), ""]
     lines += _side_sections(suite, rows, originals)
     atomic_write_text(RESULTS / "search.md", "\n".join(lines))
+
+
+def cells():
+    for name in BASELINE_MODELS:
+        for fraction in FRACTIONS:
+            for method in METHODS:
+                if method == "paoding" and name != "mlp":
+                    continue
+                yield name, fraction, method
+
+
+def baselines_report(args, command: str) -> None:
+    settings = EvalSettings(seed=args.seed, latency=False)
+    rows = []
+    originals = {}
+    for name in BASELINE_MODELS:
+        model, spec = zoo.load(name)
+        originals[name] = evaluate(model, spec, settings=settings, model_ref=f"zoo:{name}", quiet=True)
+    for name, fraction, method in cells():
+        model, spec = zoo.load(name)
+        kind = "params" if name == "mlp" else "macs"
+        begin = time.time()
+        result = baseline(model, spec, method, seed=args.seed, **{f"target_{kind}": fraction})
+        seconds = time.time() - begin
+        report = evaluate(result.model, spec, settings=settings, model_ref=f"zoo:{name}", quiet=True)
+        rows.append(
+            {
+                "model": name,
+                "method": method,
+                "target_kind": kind,
+                "target": fraction,
+                "kept_macs": result.kept_fraction["macs"],
+                "kept_params": result.kept_fraction["params"],
+                "prune_seconds": seconds,
+                "report": report,
+            }
+        )
+        log(f"{name} {method} {kind}<={fraction}: clean {report['clean_accuracy']:.4f}")
+    prov = provenance(seed=args.seed)
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(
+        RESULTS / "baselines.json",
+        {"command": command, "provenance": prov, "originals": originals, "rows": rows},
+    )
+    atomic_write_text(RESULTS / "baselines.md", markdown(rows, originals, prov, command))
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _metric_cells(report: dict) -> str:
+    """Clean, PGD, FGSM and corruption accuracy (%), then the three OOD AUROCs, as table cells."""
+    accuracies = (
+        report["clean_accuracy"],
+        report["robust_accuracy"]["pgd"],
+        report["robust_accuracy"]["fgsm"],
+        report["corruption_accuracy"],
+    )
+    aurocs = (report["ood_auroc"][k] for k in ("digits", "flipped", "noise"))
+    return " | ".join([*(_pct(v) for v in accuracies), *(f"{v:.3f}" for v in aurocs)])
+
+
+def markdown(rows: list[dict], originals: dict, prov: dict, command: str) -> str:
+    lines = [
+        "# One-shot data-free baselines",
+        "",
+        f"Produced by `{command}` at commit `{prov['commit']}`, seed {prov['seed']}, on {prov['machine']} "
+        f"(torch {prov['torch']}). No retraining and no BN re-estimation: these are the methods as they are.",
+        "",
+        "Target: the fraction of the original MACs (params for the mlp) the pruned model may keep; `--target-macs 0.7`"
+        " is a 30% reduction. Metrics as in results/zoo.md: clean accuracy on 10,000 test images, PGD (eps 0.1, "
+        "10 steps) on a fixed 1,000-image subset, mean accuracy over 8 corruptions x 5 severities, OOD AUROC "
+        "(max softmax) against sklearn digits / flipped images / uniform noise.",
+        "",
+        "| model | target | method | kept MACs | kept params | clean acc | PGD acc | FGSM acc | corruption acc "
+        "| AUROC digits | AUROC flipped | AUROC noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in BASELINE_MODELS:
+        o = originals[name]
+        lines.append(f"| {name} | original | - | 100% | 100% | {_metric_cells(o)} |")
+        for r in (r for r in rows if r["model"] == name):
+            rep = r["report"]
+            kept = f"{_pct(r['kept_macs'])} | {_pct(r['kept_params'])}"
+            lines.append(
+                f"| {name} | {r['target_kind']} <= {r['target']} | {r['method']} | {kept} | {_metric_cells(rep)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = subcommand_parser(__doc__)
+    s = sub.add_parser("search", help="results/search.md from the full suite's claim cells")
+    s.add_argument("--seeds", nargs="+", type=int)
+    s.add_argument("--models", nargs="+")
+    s.add_argument("--targets", nargs="+", type=float)
+    s.add_argument("--summarize-only", action="store_true", help="write results/search.md from finished cells")
+    b = sub.add_parser("baselines", help="results/baselines.md: every one-shot baseline alone")
+    b.add_argument("--seed", type=int, default=0)
+    for p in (s, b):
+        p.add_argument("--threads", type=int, default=2)
+    run_study("report", parser, {"search": search_report, "baselines": baselines_report}, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""Wall times on this machine: scoring a candidate, generating synthetic inputs, a whole search per device.
+
+    python -m benchmarks.timing proxy [--model resnet20] [--repeats 5]
+    python -m benchmarks.timing synthesis [--model resnet20] [--kind inversion] [--n 512] [--steps 200]
+    python -m benchmarks.timing search-device [--model resnet20] [--target 0.5] [--devices cpu cuda]
+
+``proxy`` appends a row to results/proxy_time.md: median seconds of BN re-estimation, of the
+forward-pass proxies over all probes and of every proxy including attack_robustness (FGSM on 128
+synthetic probes), for one candidate (30% of every group removed) on the search's default probes.
+``synthesis`` appends a row to results/synthesis_time.md: one uncached generation.
+``search-device`` runs the default search (probes from the disk cache, generated first, so only
+the search is timed) once per device in one process, and writes results/search_device_time.md
+with the wall times, their ratio to the first device, and whether the committed amounts agree
+(across devices float rounding may change a tie between trials).
+"""
+
+from __future__ import annotations
+
+import time
+
+from benchmarks._common import RESULTS, append_row, log, median_time, run_study, subcommand_parser
+from robustprune import SearchConfig, search, zoo
+from robustprune._io import atomic_write_text
+from robustprune._provenance import provenance
+from robustprune.compensate import bn_reestimate_overrides
+from robustprune.criteria import all_scores
+from robustprune.models import check_device
+from robustprune.probes.cache import cached_generate
+from robustprune.probes.probeset import build_probes
+from robustprune.probes.synthetic import SyntheticConfig, bn_statistics_loss, generate
+from robustprune.proxies import score
+from robustprune.search.engine import SEARCH_PROBES
+from robustprune.select import select_keep
+from robustprune.structure import PruneSpace
+
+
+def proxy_time(args, command: str) -> None:
+    model, spec = zoo.load(args.model)
+    space = PruneSpace(model, spec)
+    probes = build_probes(model, spec, space.output_layer, SEARCH_PROBES)
+    candidate = select_keep(space, {g.name: 0.3 for g in space.groups}, scores=all_scores(space, "l1"))
+    bn_inputs = spec.normalize(probes.pixels["synthetic"])
+    overrides = bn_reestimate_overrides(space, candidate, bn_inputs, batch_size=len(bn_inputs))
+    t_bn = median_time(lambda: bn_reestimate_overrides(space, candidate, bn_inputs, len(bn_inputs)), args.repeats)
+    t_fwd = median_time(lambda: score(space, probes, candidate, overrides, attack=None), args.repeats)
+    t_all = median_time(lambda: score(space, probes, candidate, overrides, attack="fgsm"), args.repeats)
+    prov = provenance()
+    append_row(
+        args.out or RESULTS / "proxy_time.md",
+        "# Proxy scoring time per candidate\n\n| model | probes | BN re-estimation (s) | forward-pass "
+        "proxies (s) | all proxies incl. FGSM attack_robustness (s) | command | commit | machine |\n"
+        "|---|---|---|---|---|---|---|---|\n",
+        f"| {args.model} | {len(probes)} | {t_bn:.2f} | {t_fwd:.2f} | {t_all:.2f} | `{command}` | "
+        f"`{prov['commit']}` | {prov['machine']} |\n",
+    )
+    print(f"bn {t_bn:.2f}s, forward proxies {t_fwd:.2f}s, all {t_all:.2f}s on {len(probes)} probes")
+
+
+def synthesis_time(args, command: str) -> None:
+    model, spec = zoo.load(args.model)
+    config = SyntheticConfig(kind=args.kind, n=args.n, steps=args.steps)
+    begin = time.time()
+    result = generate(model, spec, config, progress=log)
+    seconds = time.time() - begin
+    distance = bn_statistics_loss(model, spec.normalize(result.pixels))
+    prov = provenance()
+    append_row(
+        args.out or RESULTS / "synthesis_time.md",
+        "# Synthetic-input generation time\n\nEach row: one run of the command shown, no cache.\n\n"
+        "| model | kind | images | Adam steps | batch | seconds | BN-statistics distance | threads | "
+        "command | commit | machine |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        f"| {args.model} | {args.kind} | {args.n} | {args.steps} | {config.batch_size} | {seconds:.0f} | "
+        f"{distance:.4f} | {prov['threads']} | `{command}` | `{prov['commit']}` | {prov['machine']} |\n",
+    )
+    print(f"{seconds:.0f}s")
+
+
+def search_device_time(args, command: str) -> None:
+    for device in args.devices:
+        check_device(device)
+    model, spec = zoo.load(args.model)
+    config = SearchConfig(target_macs=args.target)
+    cached_generate(model, spec, config.probe_config.synthetic)  # so no device pays for the synthesis
+    rows = []
+    for device in args.devices:
+        begin = time.time()
+        result = search(model.to(device), spec, config=config, quiet=True)
+        rows.append((device, time.time() - begin, result.history[-1], result.amounts))
+        log(device, f"{rows[-1][1]:.1f}s")
+    first = rows[0]
+    p = provenance()
+    lines = [
+        f"# Search wall time per device: {args.model} to {args.target:g} of the original MACs",
+        "",
+        f"Produced by `{command}` at commit `{p['commit']}` on {p['machine']}; seed 0, default "
+        f"search settings, {args.threads} torch CPU threads, probes from the disk cache.",
+        "",
+        "| device | search s | vs first | kept MACs | fidelity | robust fidelity | same amounts as first |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for device, seconds, last, amounts in rows:
+        lines.append(
+            f"| {device} | {seconds:.1f} | {seconds / first[1]:.2f}x | {100 * last.kept_macs:.1f}% "
+            f"| {last.proxies['fidelity']:.3f} | {last.proxies['robust_fidelity']:.3f} | {amounts == first[3]} |"
+        )
+    atomic_write_text(args.out or RESULTS / "search_device_time.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = subcommand_parser(__doc__)
+    p = sub.add_parser("proxy", help="scoring one candidate with every proxy")
+    p.add_argument("--repeats", type=int, default=5)
+    s = sub.add_parser("synthesis", help="one uncached synthetic-input generation")
+    s.add_argument("--kind", default="inversion")
+    s.add_argument("--n", type=int, default=512)
+    s.add_argument("--steps", type=int, default=200)
+    d = sub.add_parser("search-device", help="the default search once per device")
+    d.add_argument("--target", type=float, default=0.5)
+    d.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    for q in (p, s, d):
+        q.add_argument("--model", default="resnet20")
+        q.add_argument("--threads", type=int, default=2)
+        q.add_argument("--out", help="output file; default: under results/")
+    run_study(
+        "timing", parser, {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}, argv
+    )
+
+
+if __name__ == "__main__":
+    main()
