@@ -22,6 +22,7 @@ from robustprune.data.ood import ood_sets
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.evaluate.userdata import model_cost
 from robustprune.spec import InputSpec, SpecError
 
 SUPPORTED_DATA = ("fashion-mnist",)
@@ -155,7 +156,7 @@ def evaluate(
     }
 
     bar.update(1)
-    macs, params = count_macs_params(model, spec)
+    macs, params = model_cost(model, spec)
     report["macs"], report["params"] = macs, params
     if settings.latency:
         say("CPU latency, batch 1 and batch 256" if torch.device(device).type == "cpu" else "latency")
