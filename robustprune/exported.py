@@ -70,7 +70,10 @@ def _module_for(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, str] | No
         if mean is None or var is None:
             return None
         eps = node.args[7] if target == aten.batch_norm.default else node.args[6]
-        module = nn.BatchNorm2d(mean.shape[0], eps=eps, affine=weight is not None)
+        value = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        value = value[0] if isinstance(value, tuple | list) else value
+        kind = nn.BatchNorm2d if value is None or value.dim() == 4 else nn.BatchNorm1d  # (N, C) or (N, C, L)
+        module = kind(mean.shape[0], eps=eps, affine=weight is not None)
         if weight is not None:
             module.weight, module.bias = _as_param(weight), _as_param(bias)
         module.running_mean, module.running_var = mean, var
@@ -112,6 +115,7 @@ def program_to_module(program: torch.export.ExportedProgram, source: str = "the 
         _set_module(root, name, module)
         with graph.inserting_before(node):
             call = graph.call_module(name, (node.args[0],))
+        call.meta = dict(node.meta)  # the traced output shape, which later rewrites read
         if node.target == aten._native_batch_norm_legit_no_training.default:  # a tuple; users take item 0
             for user in list(node.users):
                 if user.target is not operator.getitem or user.args[1] != 0:

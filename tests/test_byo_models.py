@@ -250,3 +250,20 @@ def test_torch_export_program_that_cannot_be_rebuilt_is_refused(tmp_path):
     (tmp_path / "junk.pt2").write_bytes(b"junk")
     with pytest.raises(ModelRefError, match="is not a torch.export program"):
         load_model(str(tmp_path / "junk.pt2"), spec=spec)
+
+
+def test_torch_export_program_with_batch_norm_1d(tmp_path):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-0.5, 0.5)
+        net[2].running_var.uniform_(0.5, 1.5)
+    spec = InputSpec((1, 8, 8), (0.5,), (0.25,), 4)
+    save_model(net, spec, tmp_path / "mlp.pt2", "torch-export")
+    model, _ = load_model(str(tmp_path / "mlp.pt2"), spec=spec)
+    x = torch.rand(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
+    assert isinstance(model.get_submodule("2"), nn.BatchNorm1d)
+    assert [(g.name, g.size) for g in PruneSpace(model, spec).groups] == [
+        (g.name, g.size) for g in PruneSpace(net, spec).groups
+    ]
