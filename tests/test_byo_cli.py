@@ -257,3 +257,15 @@ def test_a_run_folder_refuses_another_spec(tmp_path, cifar, capsys):
     assert "records its own input spec" in capsys.readouterr().err
     assert main(["eval", "--model", str(run), "--data", str(tmp_path / "labeled.npz"), "--quiet"]) == 2
     assert "--allow-code" in capsys.readouterr().err  # a folder naming user code still needs the opt-in
+
+
+def test_recover_of_a_cifar_shaped_run_uses_the_run_folders_spec(tmp_path, cifar):
+    ref, weights, _ = cifar
+    run, recovered = tmp_path / "run", tmp_path / "recovered"
+    prune = ["baseline", "--model", ref, "--weights", str(weights), *CIFAR_FLAGS, "--method", "l1_uniform"]
+    assert main([*prune, "--target-macs", "0.8", "--no-eval", "--quiet", "--out", str(run)]) == 0
+    tiny = ["--steps", "2", "--batch-size", "4", "--pool-size", "4", "--synthesis-steps", "2", "--no-eval", "--quiet"]
+    original = ["--original", ref, "--weights", str(weights), "--allow-code"]
+    assert main(["recover", str(run), "--out", str(recovered), *original, *tiny]) == 0
+    _, spec, _ = load_pruned(recovered, trust_code=True)
+    assert spec == CIFAR_SPEC  # no flags given to recover: the original got the run folder's spec
