@@ -249,6 +249,8 @@ def add_eval_data_args(p: argparse.ArgumentParser) -> None:
 
 def _load_model_from_args(args: argparse.Namespace, prune: bool = False):
     """(model, spec) of --model with its spec flags; for pruning, refuse what cannot be pruned and reloaded."""
+    import torch
+
     from robustprune.models import load_model
 
     model, spec = load_model(
@@ -261,7 +263,7 @@ def _load_model_from_args(args: argparse.Namespace, prune: bool = False):
     )
     if prune and Path(args.model).is_dir():
         raise UsageError(f"{args.model} is a run folder; prune its original model (the folder cannot be rebuilt)")
-    if prune and isinstance(model, __import__("torch").jit.ScriptModule):
+    if prune and isinstance(model, torch.jit.ScriptModule):
         raise UsageError(
             f"{args.model} is TorchScript, which robustprune can evaluate but not prune (torch-pruning needs Python "
             "modules); give the model as package.module:factory, torchvision:NAME or a torch.export program (.pt2)"
@@ -299,10 +301,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     _check_device(args.device)
-    if not args.data:
-        _check_eval_data(args, required=True)
     if args.original_weights and not args.original:
         raise UsageError("--original-weights needs --original REF")
+    if args.original and not args.data:
+        raise UsageError("--original is for --data (agreement on your own data)")
+    if not args.data:
+        _check_eval_data(args, required=True)
     model, spec = _load_model_from_args(args)
     original = None
     if args.original:
@@ -314,8 +318,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             device=args.device,
             trust_code=args.allow_code,
         )
-    if original is not None and not args.data:
-        raise UsageError("--original is for --data (agreement on your own data)")
     report = evaluate(
         model,
         spec,
