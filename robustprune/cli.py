@@ -25,7 +25,10 @@ EXAMPLES = {
   robustprune eval --model zoo:resnet20
   robustprune eval --model zoo:cnn --json cnn.json --quiet
   robustprune eval --model mypkg.nets:build --weights net.pt --json out.json
-  robustprune eval --model traced.ts --eps 0.05 --n-attack 2000""",
+  robustprune eval --model traced.ts --eps 0.05 --n-attack 2000
+  robustprune eval --model torchvision:resnet18 --weights r18.pt --input-shape 3,32,32 --num-classes 10 \\
+      --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26 --data cifar_test/
+  robustprune eval --model runs/mine --data unlabeled.npz --original mypkg.nets:build --original-weights net.pt""",
     "baseline": """examples:
   robustprune baseline --model zoo:resnet20 --method l1_uniform --target-macs 0.5 --out runs/r20-l1
   robustprune baseline --model zoo:mlp --method paoding --target-params 0.5 --out runs/mlp-paoding
@@ -34,7 +37,8 @@ EXAMPLES = {
   robustprune search --model zoo:resnet20 --target-macs 0.5 --out runs/r20
   robustprune search --model zoo:mlp --target-params 0.5 --sampler cmaes --seed 1 --out runs/mlp
   robustprune search --model zoo:cnn --target-macs 0.7 --storage sqlite:///cnn.db --out runs/cnn   # resumable
-  robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo""",
+  robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo
+  robustprune search --model mypkg.nets:build --weights net.pt --spec net_spec.json --target-macs 0.5 --out runs/net""",
     "demo": """examples:
   robustprune demo                              # zoo:resnet20 to half its MACs, into runs/demo
   robustprune demo --model zoo:cnn --target-macs 0.7 --out runs/cnn-demo""",
@@ -60,6 +64,10 @@ EXAMPLES = {
 
 
 DEMO_OUT = "runs/demo"
+MODEL_HELP = (
+    "zoo:NAME, torchvision:NAME (with --weights), package.module:factory (with --weights), a TorchScript file, "
+    "a torch.export program (.pt2) or a run folder"
+)
 
 
 class UsageError(Exception):
@@ -169,6 +177,112 @@ def _finish_run(args: argparse.Namespace, out: Path, name: str, report: dict, fi
     return 0
 
 
+def add_input_spec_args(p: argparse.ArgumentParser) -> None:
+    """--spec FILE or --input-shape/--num-classes/--mean/--std/--value-range: the input spec of a model that
+    carries none (zoo and run folders carry theirs)."""
+    g = p.add_argument_group("input spec (for a model that carries none; docs/api.md)")
+    g.add_argument("--spec", dest="spec_file", metavar="FILE", help="input spec JSON: shape, mean, std, num_classes")
+    g.add_argument("--input-shape", metavar="C,H,W", help="shape of one input, e.g. 3,32,32")
+    g.add_argument("--num-classes", type=_positive_int, metavar="N", help="classes the model outputs")
+    g.add_argument("--mean", metavar="M[,M..]", help="per-channel mean the model normalizes with (default 0)")
+    g.add_argument("--std", metavar="S[,S..]", help="per-channel std the model normalizes with (default 1)")
+    g.add_argument("--value-range", metavar="LO,HI", help="pixel range of the data (default 0,1)")
+
+
+def _numbers(flag: str, text: str, kind=float) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        what = "integers" if kind is int else "numbers"
+        raise UsageError(f"{flag} takes comma-separated {what}, got {text!r}") from None
+    return values
+
+
+def input_spec_from_args(args: argparse.Namespace):
+    """The InputSpec the spec flags give, or None when none is given. --input-shape and --num-classes are needed
+    together; --mean/--std default to 0/1 (inputs fed as they are) and --value-range to 0,1."""
+    from robustprune.spec import InputSpec, SpecError, load_spec_file
+
+    flags = {
+        "--input-shape": getattr(args, "input_shape", None),
+        "--num-classes": getattr(args, "num_classes", None),
+        "--mean": getattr(args, "mean", None),
+        "--std": getattr(args, "std", None),
+        "--value-range": getattr(args, "value_range", None),
+    }
+    given = [flag for flag, value in flags.items() if value is not None]
+    if getattr(args, "spec_file", None):
+        if given:
+            raise UsageError(f"give --spec FILE or the spec flags, not both ({', '.join(given)})")
+        return load_spec_file(args.spec_file)
+    if not given:
+        return None
+    missing = [flag for flag in ("--input-shape", "--num-classes") if flags[flag] is None]
+    if missing:
+        raise UsageError(f"{', '.join(given)} also need {' and '.join(missing)}")
+    value_range = _numbers("--value-range", args.value_range) if args.value_range else (0.0, 1.0)
+    if len(value_range) != 2:
+        raise UsageError(f"--value-range takes LO,HI, got {args.value_range!r}")
+    try:
+        return InputSpec(
+            shape=_numbers("--input-shape", args.input_shape, int),
+            mean=_numbers("--mean", args.mean) if args.mean else (0.0,),
+            std=_numbers("--std", args.std) if args.std else (1.0,),
+            num_classes=args.num_classes,
+            value_range=value_range,
+        )
+    except SpecError as exc:  # the same checks as InputSpec's, named by flag
+        message = str(exc).replace("InputSpec.value_range", "--value-range").replace("InputSpec.shape", "--input-shape")
+        raise UsageError(message.replace("InputSpec.mean", "--mean").replace("InputSpec.std", "--std")) from None
+
+
+def add_eval_data_args(p: argparse.ArgumentParser) -> None:
+    """--data / --ood: evaluate on the user's own data instead of Fashion-MNIST."""
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your evaluation data: an image folder (one subfolder per class) or an .npz/.pt file of x (N,C,H,W "
+        "pixels) and y (optional); default Fashion-MNIST",
+    )
+    p.add_argument("--ood", metavar="PATH", help="out-of-distribution inputs for OOD AUROC (with --data)")
+
+
+def _load_model_from_args(args: argparse.Namespace, prune: bool = False):
+    """(model, spec) of --model with its spec flags; for pruning, refuse what cannot be pruned and reloaded."""
+    import torch
+
+    from robustprune.models import load_model
+
+    model, spec = load_model(
+        args.model,
+        weights=args.weights,
+        spec=input_spec_from_args(args),
+        allow_pickle=args.allow_pickle,
+        device=getattr(args, "device", None) or "cpu",
+        trust_code=getattr(args, "allow_code", False),
+    )
+    if prune and Path(args.model).is_dir():
+        raise UsageError(f"{args.model} is a run folder; prune its original model (the folder cannot be rebuilt)")
+    if prune and isinstance(model, torch.jit.ScriptModule):
+        raise UsageError(
+            f"{args.model} is TorchScript, which robustprune can evaluate but not prune (torch-pruning needs Python "
+            "modules); give the model as package.module:factory, torchvision:NAME or a torch.export program (.pt2)"
+        )
+    _check_user_data(args, spec)
+    return model, spec
+
+
+def _check_user_data(args: argparse.Namespace, spec) -> None:
+    """Read --data / --ood once against the model's spec, before any expensive work."""
+    from robustprune.data.user import load_user_data
+
+    if getattr(args, "ood", None) and not getattr(args, "data", None):
+        raise UsageError("--ood needs --data (Fashion-MNIST brings its own OOD sets)")
+    for path in (getattr(args, "data", None), getattr(args, "ood", None)):
+        if path and not getattr(args, "no_eval", False):
+            load_user_data(path, spec)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from robustprune._io import atomic_write_json
     from robustprune.evaluate.harness import EvalSettings, evaluate, format_report
@@ -187,10 +301,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     _check_device(args.device)
-    _check_eval_data(args, required=True)
-    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
+    if args.original_weights and not args.original:
+        raise UsageError("--original-weights needs --original REF")
+    if args.original and not args.data:
+        raise UsageError("--original is for --data (agreement on your own data)")
+    if not args.data:
+        _check_eval_data(args, required=True)
+    model, spec = _load_model_from_args(args)
+    original = None
+    if args.original:
+        original, _ = load_model(
+            args.original,
+            weights=args.original_weights,
+            spec=spec,
+            allow_pickle=args.allow_pickle,
+            device=args.device,
+            trust_code=args.allow_code,
+        )
     report = evaluate(
-        model, spec, root=args.data_root, settings=settings, device=args.device, model_ref=args.model, quiet=args.quiet
+        model,
+        spec,
+        data=args.data or "fashion-mnist",
+        root=args.data_root,
+        settings=settings,
+        device=args.device,
+        model_ref=args.model,
+        quiet=args.quiet,
+        original=original,
+        ood=args.ood,
     )
     if out:
         atomic_write_json(out, report)
@@ -231,14 +369,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace) -> dict:
-    """Real-data metrics when Fashion-MNIST is installed; otherwise cost only, saying how to get the data."""
+def _report_for_run(model, spec, model_ref: str, args: argparse.Namespace, original=None) -> dict:
+    """Real-data metrics on --data, else on Fashion-MNIST when it is installed and fits the spec; otherwise cost
+    only, saying why. With --data, ``original`` (the unpruned model) gives the agreement."""
     from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
     from robustprune.evaluate.harness import EvalSettings, cost_only_report, evaluate
 
-    if getattr(args, "no_eval", False) or not fashion_mnist_available(args.data_root):
+    data = getattr(args, "data", None)
+    fits = tuple(spec.shape) == (1, 28, 28) and spec.num_classes == 10
+    if data and not getattr(args, "no_eval", False):
+        settings = EvalSettings(seed=args.seed, eps=getattr(args, "eps", EvalSettings.eps))
+        return evaluate(
+            model, spec, data=data, settings=settings, model_ref=model_ref, quiet=args.quiet, original=original,
+            ood=getattr(args, "ood", None),
+        )  # fmt: skip
+    if getattr(args, "no_eval", False) or not fits or not fashion_mnist_available(args.data_root):
         reason = (
-            "skipped (--no-eval)" if getattr(args, "no_eval", False) else f"Fashion-MNIST not installed: {INSTALL_HINT}"
+            "skipped (--no-eval)"
+            if getattr(args, "no_eval", False)
+            else f"Fashion-MNIST does not fit input {spec.shape} with {spec.num_classes} classes: give --data PATH"
+            if not fits
+            else f"Fashion-MNIST not installed: {INSTALL_HINT}"
         )
         if not args.quiet:
             print(f"real-data evaluation {reason}", file=sys.stderr)
@@ -257,7 +408,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     from robustprune._io import atomic_write_json
     from robustprune.baselines import INPUT_CRITERIA, baseline
     from robustprune.evaluate.harness import format_table
-    from robustprune.models import load_model
+    from robustprune.models import canonical_ref
 
     if args.target_macs is None and args.target_params is None:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
@@ -265,7 +416,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         raise UsageError("the paoding baseline takes one target: --target-macs or --target-params")
     out = _check_run_dir(args, "baseline")
     _check_eval_data(args)
-    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle)
+    model, spec = _load_model_from_args(args, prune=True)
     inputs = None
     if args.method in INPUT_CRITERIA:  # ranks channels on the search's default synthetic inputs (disk-cached)
         from robustprune.probes.cache import cached_generate
@@ -289,8 +440,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
             f"{args.method}: kept {100 * reached['macs']:.1f}% of MACs, {100 * reached['params']:.1f}% of params",
             file=sys.stderr,
         )
-    _save_run(args, out, lambda staging: result.save(staging, model_ref=args.model))
-    report = _report_for_run(result.model, spec, f"{args.model} ({args.method})", args)
+    _save_run(args, out, lambda staging: result.save(staging, model_ref=canonical_ref(args.model)))
+    report = _report_for_run(result.model, spec, f"{args.model} ({args.method})", args, original=model)
     report["provenance"].update(method=args.method, target={"macs": args.target_macs, "params": args.target_params})
     atomic_write_json(out / "report.json", report)
     if args.json:
@@ -349,7 +500,7 @@ def search_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from robustprune.models import load_model
+    from robustprune.models import canonical_ref
     from robustprune.plots import plot_run
     from robustprune.search import search
 
@@ -358,16 +509,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
     out = _check_run_dir(args, "search")
     _check_storage(args.storage)
     _check_eval_data(args)
-    model, spec = load_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, device=args.device)
+    model, spec = _load_model_from_args(args, prune=True)
     _quiet_trial_failures(args)
     result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
 
     def write(staging: Path) -> None:
-        result.save(staging, model_ref=args.model)
+        result.save(staging, model_ref=canonical_ref(args.model))
         plot_run(staging, staging / "plots")
 
     _save_run(args, out, write)
-    report = _report_for_run(result.model, spec, f"{args.model} (search)", args)
+    report = _report_for_run(result.model, spec, f"{args.model} (search)", args, original=model)
     report["provenance"].update(method="search", search=result.summary())
     return _finish_run(
         args, out, "search", report, "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
@@ -443,7 +594,7 @@ def _recover_config_from_args(args: argparse.Namespace):
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    from robustprune.models import load_model
+    from robustprune.models import is_library_ref, load_model
     from robustprune.recover import recover
     from robustprune.structure import load_pruned
 
@@ -459,9 +610,9 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     reference = args.original or data.get("model")
     if not reference:
         raise UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
-    if not reference.startswith("zoo:") and not (args.allow_code or args.original):
+    if not is_library_ref(reference) and not (args.allow_code or args.original):
         raise UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
-    original, _ = load_model(reference, weights=args.weights, allow_pickle=args.allow_pickle)
+    original, _ = load_model(reference, weights=args.weights, spec=spec, allow_pickle=args.allow_pickle)
     candidate = {name: tuple(group["keep"]) for name, group in data["groups"].items()}
     result = recover(
         pruned,
@@ -475,7 +626,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     _save_run(args, out, lambda staging: result.save(staging, model_ref=data.get("model")))
-    report = _report_for_run(result.model, spec, f"{reference} (recovered)", args)
+    report = _report_for_run(result.model, spec, f"{reference} (recovered)", args, original=original)
     report["provenance"].update(method="recover", source=str(source), recover=result.summary())
     return _finish_run(
         args, out, "recovered", report, "pruned.pt, spec.json, recover.json, recover_loss.png, report.json"
@@ -651,10 +802,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Evaluate a model on real Fashion-MNIST: accuracy, FGSM/PGD robustness, corruptions, "
         "OOD AUROC, calibration, MACs, params, latency.",
     )
-    p.add_argument("--model", required=True, help="zoo:NAME, a TorchScript file, or package.module:factory")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
+    p.add_argument("--allow-code", action="store_true", help="let a run folder's package.module:factory run")
     p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
+    add_input_spec_args(p)
+    add_eval_data_args(p)
+    p.add_argument("--original", metavar="REF", help="the unpruned model: agreement with it on --data")
+    p.add_argument("--original-weights", metavar="FILE", help="state dict for --original")
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument(
         "--eps",
@@ -679,7 +835,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_eval)
 
     p = add("baseline", "Prune a model one-shot with a data-free baseline method, then evaluate it.")
-    p.add_argument("--model", required=True, help="zoo:NAME or package.module:factory (with --weights)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_input_spec_args(p)
+    add_eval_data_args(p)
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     p.add_argument(
@@ -705,7 +863,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_baseline)
 
     p = add("search", "Prune a model by the progressive, robustness-scored Optuna search (no data needed).")
-    p.add_argument("--model", required=True, help="zoo:NAME or package.module:factory (with --weights)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    add_input_spec_args(p)
+    add_eval_data_args(p)
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")

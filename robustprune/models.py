@@ -2,9 +2,18 @@
 
 Accepted references:
   zoo:NAME                 a trained reference model shipped with robustprune
-  path/to/model.ts         a TorchScript file (torch.jit.save)
-  package.module:factory   a callable returning an nn.Module; weights from ``weights``
+  torchvision:NAME         a torchvision classification architecture (built with weights=None); weights from
+                           ``weights`` (never downloaded)
+  path/to/model.ts         a TorchScript file (torch.jit.save); evaluated, not pruned
+  path/to/program.pt2      a torch.export program (torch.export.save), rebuilt as modules torch-pruning can trace
+  path/to/run_folder       a pruned run folder (spec.json + pruned.pt)
+  package.module:factory   a callable returning an nn.Module or (nn.Module, InputSpec); weights from ``weights``
                            (a state dict, loaded with ``weights_only=True``)
+
+The input spec comes from, in order: the caller (``spec``; CLI --spec or --input-shape ...), the model itself
+(a factory's returned spec, a ``model.input_spec`` attribute, ``FILE.inputspec.json`` next to a model file, a run
+folder's spec.json, the zoo's, torchvision's published transforms). A model with none is refused: robustprune will
+not guess how a model normalizes its inputs.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import torch
 from torch import nn
 
 from robustprune import zoo
-from robustprune.spec import InputSpec, SpecError, validate_model
+from robustprune.spec import InputSpec, SpecError, load_spec_file, validate_model
 
 
 class ModelRefError(ValueError):
@@ -89,8 +98,14 @@ def resolve_factory(ref: str) -> Callable[[], nn.Module]:
 
 
 def build_from(factory: Callable[[], nn.Module], name: str) -> nn.Module:
-    """Call ``factory()`` (named ``name`` in messages); a ModelRefError if it needs arguments, raises, or
-    returns something other than an nn.Module."""
+    """The nn.Module ``factory()`` returns (any InputSpec it returns alongside is dropped)."""
+    return build_with_spec(factory, name)[0]
+
+
+def build_with_spec(factory: Callable[[], object], name: str) -> tuple[nn.Module, InputSpec | None]:
+    """Call ``factory()`` (named ``name`` in messages): ``(model, spec)`` where the spec is the one the factory
+    returned, or the model's ``input_spec`` attribute, or None. A ModelRefError if it needs arguments, raises, or
+    returns something other than an nn.Module or (nn.Module, InputSpec)."""
     try:
         inspect.signature(factory).bind()
     except TypeError:
@@ -105,12 +120,25 @@ def build_from(factory: Callable[[], nn.Module], name: str) -> nn.Module:
     except ValueError:  # no signature (some builtins): calling it is the only check
         pass
     try:
-        model = factory()
+        built = factory()
     except Exception as exc:
         raise ModelRefError(f"{name} raised {exc.__class__.__name__}: {one_line(exc)}") from exc
-    if not isinstance(model, nn.Module):
-        raise ModelRefError(f"{name} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    model, spec = built if isinstance(built, tuple) and len(built) == 2 else (built, None)
+    if not isinstance(model, nn.Module) or not (spec is None or isinstance(spec, InputSpec)):
+        raise ModelRefError(
+            f"{name} returned {type(built).__name__}, not a torch.nn.Module or (torch.nn.Module, InputSpec)"
+        )
+    return model, spec or carried_spec(model)
+
+
+def carried_spec(model: nn.Module) -> InputSpec | None:
+    """The InputSpec a model carries as ``model.input_spec`` (an InputSpec or its dict), else None."""
+    spec = getattr(model, "input_spec", None)
+    if spec is None or isinstance(spec, InputSpec):
+        return spec
+    if isinstance(spec, dict):
+        return InputSpec.from_dict(spec)
+    raise SpecError(f"model.input_spec must be an InputSpec or its dict, got {type(spec).__name__}")
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -124,46 +152,58 @@ def check_device(device: str | torch.device) -> torch.device:
     return device
 
 
+#: What a user gives when a model carries no input spec (named in the refusal).
+SPEC_HINT = (
+    "give its input spec: --spec spec.json, or --input-shape C,H,W --num-classes N "
+    "(plus --mean/--std if it normalizes its inputs, --value-range if pixels are not in [0, 1]); "
+    "in Python, spec=rp.InputSpec(...)"
+)
+
+
 def load_model(
     ref: str,
     weights: str | Path | None = None,
     spec: InputSpec | None = None,
     allow_pickle: bool = False,
     device: str | torch.device = "cpu",
+    trust_code: bool = False,
 ) -> tuple[nn.Module, InputSpec]:
     """Resolve ``ref`` to ``(model in eval mode, InputSpec)`` and validate it.
 
-    Non-zoo models default to the Fashion-MNIST spec (1x28x28, 10 classes), the
-    data robustprune evaluates on; pass ``spec`` for anything else.
+    ``spec`` (the caller's) wins over the model's own; a model with neither is refused with a ModelRefError
+    saying which flags describe it. ``trust_code`` lets a run folder naming ``package.module:factory`` import it.
     """
     check_device(device)
+    own: InputSpec | None = None
     if ref.startswith("zoo:"):
         name = ref[4:]
         if name not in zoo.names():
             raise ModelRefError(f"unknown zoo model {name!r}; choose one of: {', '.join(zoo.names())}")
-        model, zoo_spec = zoo.load(name)
+        model, own = zoo.load(name)
         if weights is not None:
             _load_state_dict(model, weights, allow_pickle)
-        spec = spec or zoo_spec
+    elif ref.startswith(TORCHVISION):
+        model, own = torchvision_model(ref, weights, spec, allow_pickle)
+    elif Path(ref).is_dir():
+        model, own = _load_run_folder(ref, weights, spec, allow_pickle, trust_code)
     elif Path(ref).is_file():
-        try:
-            model = torch.jit.load(ref, map_location="cpu")
-        except Exception as exc:
-            raise ModelRefError(
-                f"{ref} is not a TorchScript file ({exc.__class__.__name__}); "
-                "give a TorchScript file, zoo:NAME, or package.module:factory"
-            ) from exc
-        spec = spec or zoo.FASHION_MNIST_SPEC
+        if weights is not None:
+            raise ModelRefError(f"{ref} is a model file that holds its own weights; drop --weights")
+        model = _load_program(ref) if Path(ref).suffix == ".pt2" else _load_torchscript(ref)
+        own = sidecar_spec(ref)
     elif ":" in ref:
-        model = build_from(resolve_factory(ref), ref)
+        model, own = build_with_spec(resolve_factory(ref), ref)
         if weights is None:
             raise ModelRefError(f"{ref} needs --weights FILE (a state dict); refusing to use random weights")
         _load_state_dict(model, weights, allow_pickle)
-        spec = spec or zoo.FASHION_MNIST_SPEC
     else:
         raise ModelRefError(
-            f"model reference {ref!r} is neither zoo:NAME, an existing TorchScript file, nor package.module:factory"
+            f"model reference {ref!r} is neither zoo:NAME, torchvision:NAME, an existing model file or run folder, "
+            "nor package.module:factory"
         )
+    spec = spec or own
+    if spec is None:
+        raise ModelRefError(f"{ref} carries no input spec; {SPEC_HINT}")
     model = model.to(device).eval()
     try:
         validate_model(model, spec)
@@ -174,3 +214,134 @@ def load_model(
         prefix = message.partition(str(cause))[0] if cause is not None and str(cause) in message else ""
         raise SpecError(prefix + one_line(cause if prefix else exc)) from exc
     return model, spec
+
+
+def sidecar_spec(path: str | Path) -> InputSpec | None:
+    """The spec ``robustprune export`` writes next to a model file (``FILE.inputspec.json``), if there is one."""
+    sidecar = Path(f"{path}.inputspec.json")
+    return load_spec_file(sidecar) if sidecar.is_file() else None
+
+
+def canonical_ref(ref: str) -> str:
+    """``ref`` as a run folder records it: model files by absolute path (a rerun from elsewhere finds them)."""
+    return str(Path(ref).resolve()) if Path(ref).is_file() else ref
+
+
+def _load_torchscript(ref: str) -> nn.Module:
+    try:
+        return torch.jit.load(ref, map_location="cpu")
+    except Exception as exc:
+        raise ModelRefError(
+            f"{ref} is not a TorchScript file ({exc.__class__.__name__}); give a TorchScript file, a torch.export "
+            "program (.pt2), zoo:NAME, torchvision:NAME, or package.module:factory"
+        ) from exc
+
+
+def _load_program(ref: str) -> nn.Module:
+    from robustprune.exported import program_to_module
+
+    try:
+        program = torch.export.load(ref)
+    except Exception as exc:
+        raise ModelRefError(f"{ref} is not a torch.export program ({exc.__class__.__name__}: {one_line(exc)})") from exc
+    return program_to_module(program, ref)
+
+
+def _load_run_folder(
+    ref: str, weights: str | Path | None, spec: InputSpec | None, allow_pickle: bool, trust_code: bool
+) -> tuple[nn.Module, InputSpec]:
+    from robustprune.structure.persist import load_pruned
+
+    if weights is not None:
+        raise ModelRefError(f"{ref} is a run folder holding its own weights (pruned.pt); drop --weights")
+    if not (Path(ref) / "spec.json").is_file():
+        raise ModelRefError(f"{ref} is a folder but not a run folder (no spec.json)")
+    model, own, _data = load_pruned(ref, allow_pickle=allow_pickle, trust_code=trust_code)
+    if spec is not None and spec != own:
+        raise ModelRefError(f"{ref} records its own input spec ({own.to_json()}); drop --spec/--input-shape")
+    return model, own
+
+
+TORCHVISION = "torchvision:"
+
+
+def _torchvision_models():
+    """``torchvision.models`` (an optional dependency); ModelRefError naming the extra if it is not installed."""
+    try:
+        import torchvision.models as tvm
+    except ImportError as exc:
+        raise ModelRefError("torchvision:NAME needs torchvision: pip install 'robustprune[torchvision]'") from exc
+    return tvm
+
+
+def torchvision_names() -> list[str]:
+    """torchvision's classification architectures, the names ``torchvision:NAME`` accepts."""
+    tvm = _torchvision_models()
+    return tvm.list_models(module=tvm)
+
+
+def torchvision_spec(name: str, num_classes: int | None = None) -> InputSpec | None:
+    """The input spec of torchvision's published weights for ``name`` (crop size, mean, std; read from the package,
+    nothing downloaded), or None when torchvision publishes none."""
+    tvm = _torchvision_models()
+    try:
+        weights = tvm.get_model_weights(name).DEFAULT
+        transforms = weights.transforms()
+        size = transforms.crop_size
+        shape = (len(transforms.mean), *(size * 2 if len(size) == 1 else size))
+        classes = num_classes or len(weights.meta["categories"])
+        return InputSpec(shape, transforms.mean, transforms.std, classes)
+    except Exception:  # no published weights or transforms of another kind: the user gives the spec
+        return None
+
+
+def build_torchvision(name: str, num_classes: int | None) -> nn.Module:
+    """``torchvision.models.get_model(name, weights=None, num_classes=...)``: the architecture, never weights."""
+    tvm = _torchvision_models()
+    config = {"weights": None} if num_classes is None else {"weights": None, "num_classes": num_classes}
+    try:
+        return tvm.get_model(name, **config)
+    except Exception as exc:
+        raise ModelRefError(f"torchvision could not build {name!r}: {one_line(exc)}") from exc
+
+
+def torchvision_model(
+    ref: str, weights: str | Path | None, spec: InputSpec | None, allow_pickle: bool = False
+) -> tuple[nn.Module, InputSpec | None]:
+    """``torchvision:NAME`` with the user's weights file: (model, the spec torchvision publishes for it or None)."""
+    name = ref[len(TORCHVISION) :]
+    if name not in torchvision_names():
+        raise ModelRefError(f"torchvision has no classification model {name!r}; e.g. resnet18, mobilenet_v3_small")
+    own = None if spec is not None else torchvision_spec(name)
+    if weights is None:
+        raise ModelRefError(
+            f"{ref} needs --weights FILE (a state dict; robustprune never downloads weights nor uses random ones)"
+        )
+    model = build_torchvision(name, (spec or own).num_classes if (spec or own) else None)
+    _load_state_dict(model, weights, allow_pickle)
+    return model, own
+
+
+def rebuild_original(ref: object, spec: InputSpec) -> Callable[[], nn.Module] | None:
+    """What rebuilds a run folder's original architecture from its recorded reference, or None if nothing can.
+
+    torchvision:NAME and torch.export programs (.pt2) are data, rebuilt without importing user code; for
+    ``package.module:factory`` (which needs the caller's trust) and anything else this returns None.
+    """
+    if not isinstance(ref, str):
+        return None
+    if ref.startswith(TORCHVISION):
+        name = ref[len(TORCHVISION) :]
+        if name not in torchvision_names():
+            raise ModelRefError(f"the run folder names torchvision model {name!r}, which this torchvision lacks")
+        return lambda: build_torchvision(name, spec.num_classes)
+    if Path(ref).suffix == ".pt2":
+        if not Path(ref).is_file():
+            raise ModelRefError(f"the run folder's original program {ref} is gone; pass build=<factory>")
+        return lambda: _load_program(ref)
+    return None
+
+
+def is_library_ref(ref: str) -> bool:
+    """Whether loading ``ref`` runs no code of the user's: zoo:, torchvision: or a torch.export program file."""
+    return ref.startswith(("zoo:", TORCHVISION)) or Path(ref).suffix == ".pt2"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -79,14 +81,66 @@ class InputSpec:
             )
 
     def to_dict(self) -> dict:
+        """The spec-file format: ``{"shape": [C, H, W], "mean": [...], "std": [...], "num_classes": N,
+        "value_range": [lo, hi]}`` (``value_range`` optional, default [0, 1])."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; a SpecError naming the missing, unknown or mistyped key."""
+        if not isinstance(data, dict):
+            raise SpecError(f"an input spec is a JSON object with keys {', '.join(_KEYS)}; got {type(data).__name__}")
+        missing = [k for k in _REQUIRED if k not in data]
+        unknown = sorted(set(data) - set(_KEYS))
+        if missing or unknown:
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown keys {', '.join(unknown)}"
+            raise SpecError(f"input spec {what} (keys: {', '.join(_KEYS)}; value_range is optional)")
+        try:
+            fields = {
+                "shape": [int(v) for v in _number_list(data["shape"], "shape", integers=True)],
+                "mean": _number_list(data["mean"], "mean"),
+                "std": _number_list(data["std"], "std"),
+                "num_classes": int(_number_list([data["num_classes"]], "num_classes", integers=True)[0]),
+            }
+            if "value_range" in data:
+                fields["value_range"] = _number_list(data["value_range"], "value_range")
+                if len(fields["value_range"]) != 2:
+                    raise SpecError(f"input spec value_range must be [low, high], got {data['value_range']}")
+        except TypeError as exc:
+            raise SpecError(f"input spec: {exc}") from None
+        return cls(**fields)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+
+_KEYS = ("shape", "mean", "std", "num_classes", "value_range")
+_REQUIRED = _KEYS[:4]
+
+
+def _number_list(values: object, name: str, integers: bool = False) -> list[float]:
+    """``values`` as a list of numbers (a scalar counts as a list of one); TypeError naming ``name`` otherwise."""
+    values = values if isinstance(values, list | tuple) else [values]
+    kinds = (int,) if integers else (int, float)
+    if not values or not all(isinstance(v, kinds) and not isinstance(v, bool) for v in values):
+        kind = "integers" if integers else "numbers"
+        raise TypeError(f"{name} must be {kind}, got {values!r}")
+    return list(values)
+
+
+def load_spec_file(path: str | os.PathLike) -> InputSpec:
+    """Read an input-spec JSON file (the format of :meth:`InputSpec.to_dict`); SpecError in one line if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"input spec file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        return InputSpec.from_dict(data)
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def validate_model(model: nn.Module, spec: InputSpec) -> None:

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,11 +101,14 @@ def test_load_model_references(tmp_path):
 
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
-    other, _ = load_model("robustprune.zoo.architectures:mlp", weights=weights)
+    other, _ = load_model("robustprune.zoo.architectures:mlp", weights=weights, spec=spec)
     assert torch.equal(other(x), model(x))
 
     scripted = tmp_path / "m.ts"
     torch.jit.save(torch.jit.script(model), scripted)
+    with pytest.raises(ModelRefError, match="carries no input spec.*--input-shape"):
+        load_model(str(scripted))  # no spec from any source: refused, never guessed
+    Path(f"{scripted}.inputspec.json").write_text(spec.to_json())  # what `robustprune export` writes
     ts, ts_spec = load_model(str(scripted))
     assert torch.allclose(ts(x), model(x))
     assert ts_spec == spec
@@ -114,7 +118,11 @@ def test_load_model_reference_errors(tmp_path):
     with pytest.raises(ModelRefError, match="unknown zoo model"):
         load_model("zoo:nope")
     with pytest.raises(ModelRefError, match="needs --weights"):
-        load_model("robustprune.zoo.architectures:mlp")
+        load_model("robustprune.zoo.architectures:mlp", spec=zoo.FASHION_MNIST_SPEC)
+    weights = tmp_path / "mlp.pt"
+    torch.save(ARCHITECTURES["mlp"]().state_dict(), weights)
+    with pytest.raises(ModelRefError, match="carries no input spec"):
+        load_model("robustprune.zoo.architectures:mlp", weights=weights)
     with pytest.raises(ModelRefError, match="cannot import"):
         load_model("no_such_pkg.mod:factory", weights=tmp_path / "x.pt")
     with pytest.raises(ModelRefError, match="weights file not found"):

@@ -22,6 +22,7 @@ from robustprune.data.ood import ood_sets
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.evaluate.userdata import model_cost
 from robustprune.spec import InputSpec, SpecError
 
 SUPPORTED_DATA = ("fashion-mnist",)
@@ -76,29 +77,38 @@ def _log(message: str, quiet: bool) -> None:
 def evaluate(
     model: nn.Module,
     spec: InputSpec,
-    data: str = "fashion-mnist",
+    data: str | Path | tuple = "fashion-mnist",
     root: str | Path | None = None,
     settings: EvalSettings | None = None,
     device: str | torch.device | None = None,
     model_ref: str | None = None,
     quiet: bool = False,
     progress: Callable[[str], None] | None = None,
+    original: nn.Module | None = None,
+    ood: str | Path | dict[str, torch.Tensor] | None = None,
 ) -> dict:
     """Measure ``model`` on real test data and return a dict with the keys of ``REPORT_KEYS``.
 
+    ``data`` is ``"fashion-mnist"`` (the default and the benchmark), or the user's data for any spec: a path
+    (an image-folder tree, an ``.npz`` / ``.pt`` file of ``x`` and ``y``; see
+    :func:`robustprune.data.user.load_user_data`) or a tuple ``(x, y)`` of pixels and labels (``y`` may be
+    None). User data reports the metrics that apply, plus ``agreement`` with ``original`` when given (what
+    unlabeled data is measured by), and OOD AUROC against ``ood`` (a path or ``{name: pixels}``).
     The model is not modified (its train/eval mode is restored). Raises
-    DataNotFoundError, with the install command, when the data is missing.
+    DataNotFoundError, with the install command, when Fashion-MNIST is missing.
     """
     settings = settings or EvalSettings()
-    if data not in SUPPORTED_DATA:
-        raise ValueError(f"unsupported evaluation data {data!r}; supported: {', '.join(SUPPORTED_DATA)}")
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if not (isinstance(data, str) and data in SUPPORTED_DATA):
+        return _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, progress, original, ood)
+    if original is not None or ood is not None:
+        raise ValueError("original= and ood= are for the user's data; Fashion-MNIST has its own OOD sets")
     if tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10:
         raise SpecError(
             f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
-            f"shape {spec.shape} and {spec.num_classes} classes"
+            f"shape {spec.shape} and {spec.num_classes} classes: evaluate on your own data (--data PATH)"
         )
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
     say = progress or (lambda m: _log(m, quiet))
     start = time.time()
     x_test, y_test = load_eval_split(settings.split, root)
@@ -146,7 +156,7 @@ def evaluate(
     }
 
     bar.update(1)
-    macs, params = count_macs_params(model, spec)
+    macs, params = model_cost(model, spec)
     report["macs"], report["params"] = macs, params
     if settings.latency:
         say("CPU latency, batch 1 and batch 256" if torch.device(device).type == "cpu" else "latency")
@@ -163,6 +173,26 @@ def evaluate(
     )
     say(f"done in {time.time() - start:.0f}s")
     return {key: report[key] for key in REPORT_KEYS}
+
+
+def _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, progress, original, ood) -> dict:
+    from robustprune.data.user import check_user_data, load_user_data
+    from robustprune.evaluate.userdata import check_original, evaluate_user_data
+
+    if isinstance(data, tuple):
+        x, y = data
+        x, y = check_user_data("data", x, y, spec)
+        name = "the given tensors"
+    else:
+        x, y = load_user_data(data, spec)
+        name = str(data)
+    if original is not None:
+        check_original(original, spec)
+    if isinstance(ood, str | Path):
+        ood = {Path(ood).name: load_user_data(ood, spec)[0]}
+    return evaluate_user_data(
+        model, spec, x, y, settings, device, name, model_ref, original=original, ood=ood, quiet=quiet, progress=progress
+    )
 
 
 def cost_only_report(
@@ -205,6 +235,8 @@ def _report_rows(report: dict) -> list[tuple[str, str]]:
     ]
     rows += [(f"  {name}", pct(v)) for name, v in (report.get("corruption_accuracy_per") or {}).items()]
     rows += [(f"OOD AUROC ({name})", num(v)) for name, v in (report.get("ood_auroc") or {}).items()]
+    agreement = report.get("agreement") or {}
+    rows += [(f"agreement with original{'' if k == 'clean' else ' (' + k + ')'}", pct(v)) for k, v in agreement.items()]
     threads = (report.get("provenance") or {}).get("threads")
     lat = report.get("latency_ms") or {}
     rows += [

@@ -111,7 +111,7 @@ def load_pruned(
     ref = spec_data.get("model")
     name = "build" if build is not None else str(ref)
     if build is None:
-        build = _builder(ref, spec_path, trust_code)
+        build = _builder(ref, spec_path, trust_code, InputSpec.from_dict(spec_data["input_spec"]))
     model = apply_spec(build_from(build, name).eval(), spec_data)
     state = _load_weights(weights_path, allow_pickle)
     load_checked(model, state, weights_path)
@@ -154,10 +154,15 @@ def _load_weights(path: Path, allow_pickle: bool) -> dict:
     return state
 
 
-def _builder(ref: object, spec_path: Path, trust_code: bool) -> Callable[[], nn.Module]:
-    """What rebuilds the original architecture: a zoo model, or (trusted folders only) an imported factory."""
+def _builder(ref: object, spec_path: Path, trust_code: bool, spec: InputSpec) -> Callable[[], nn.Module]:
+    """What rebuilds the original architecture: a zoo or torchvision model, a torch.export program, or (trusted
+    folders only) an imported factory."""
     from robustprune import zoo
-    from robustprune.models import resolve_factory
+    from robustprune.models import rebuild_original, resolve_factory
+
+    library = rebuild_original(ref, spec)  # torchvision:NAME, program.pt2: no code of the user runs
+    if library is not None:
+        return library
 
     if isinstance(ref, str) and ref.startswith("zoo:"):
         name = ref[4:]

@@ -1,0 +1,137 @@
+"""The user's own evaluation data: an image-folder tree, or an ``.npz`` / ``.pt`` file of tensors.
+
+Everything comes back in the pixel space of the model's InputSpec (``spec.value_range``), shaped
+``(N, *spec.shape)``, with labels when the data has them. Nothing here is used for pruning.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustprune.data.fashion_mnist import DataError
+from robustprune.spec import InputSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def load_user_data(path: str | os.PathLike, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x, y)`` from ``path``: x float32 ``(N, *spec.shape)`` in ``spec.value_range``, y int64 ``(N,)`` or None.
+
+    ``path`` is a folder with one subfolder of images per class (classes in sorted name order, as torchvision's
+    ImageFolder; images directly in the folder: unlabeled), or an ``.npz`` / ``.pt`` file holding ``x`` (already
+    in the spec's pixel range) and optionally ``y``. Raises DataError (one line) on anything unusable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        x, y = _read_image_folder(path, spec)
+    elif path.suffix == ".npz" and path.is_file():
+        x, y = _read_npz(path)
+    elif path.suffix == ".pt" and path.is_file():
+        x, y = _read_pt(path)
+    elif not path.exists():
+        raise DataError(f"evaluation data not found: {path}")
+    else:
+        raise DataError(f"{path}: evaluation data is an image folder, an .npz or a .pt file of x (and y)")
+    return check_user_data(path, x, y, spec)
+
+
+def _read_npz(path: Path) -> tuple[object, object]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile, pickle refusal, truncation: one line
+        raise DataError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    return _x_and_y(path, arrays)
+
+
+def _read_pt(path: Path) -> tuple[object, object]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"could not read {path} with weights_only=True ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} must hold a dict with x (and y), found {type(data).__name__}")
+    return _x_and_y(path, data)
+
+
+def _x_and_y(path: Path, data: dict) -> tuple[object, object]:
+    if "x" not in data:
+        raise DataError(f"{path} has no 'x' (keys: {', '.join(map(str, data)) or 'none'}); save x (N, C, H, W) and y")
+    return data["x"], data.get("y")
+
+
+def check_user_data(
+    path: str | Path, x: object, y: object, spec: InputSpec
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """x and y as tensors, checked against ``spec`` (shape, finite values inside the pixel range, labels in range);
+    ``path`` names the source in the DataError."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int16, torch.int32)):
+        raise DataError(f"{path}: x must hold numbers, got dtype {x.dtype}")
+    x = x.to(torch.float32)
+    if x.dim() != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
+        raise DataError(
+            f"{path}: x has shape {tuple(x.shape)}; the model's spec needs (N, {', '.join(map(str, spec.shape))})"
+        )
+    if len(x) == 0:
+        raise DataError(f"{path}: x holds no examples")
+    if not torch.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN or infinite values")
+    low, high = spec.value_range
+    if x.min() < low - 1e-4 or x.max() > high + 1e-4:
+        raise DataError(
+            f"{path}: x spans [{x.min():.3g}, {x.max():.3g}], outside the spec's pixel range [{low:g}, {high:g}]; "
+            "give pixels, not normalized inputs (or set --value-range)"
+        )
+    if y is None:
+        return x, None
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1 or len(y) != len(x):
+        raise DataError(f"{path}: y must be {len(x)} integer labels, got dtype {y.dtype} and shape {tuple(y.shape)}")
+    y = y.to(torch.int64)
+    if y.min() < 0 or y.max() >= spec.num_classes:
+        raise DataError(f"{path}: labels span {int(y.min())}..{int(y.max())}; the model has {spec.num_classes} classes")
+    return x, y
+
+
+def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images under ``root/<class>/`` (labels by sorted class name) or directly in ``root`` (no labels)."""
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes:
+        files = [(f, label) for label, folder in enumerate(classes) for f in _images(folder)]
+        if len(classes) > spec.num_classes:
+            raise DataError(f"{root} has {len(classes)} class folders; the model has {spec.num_classes} classes")
+    else:
+        files = [(f, None) for f in _images(root)]
+    if not files:
+        raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in class subfolders")
+    x = torch.stack([_read_image(f, spec) for f, _ in files])
+    y = torch.tensor([label for _, label in files]) if classes else None
+    return x, y
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
+    """One image converted to the spec's channels and (H, W) (bilinear), scaled to its pixel range."""
+    from PIL import Image, UnidentifiedImageError
+
+    if len(spec.shape) != 3 or spec.shape[0] not in _MODES:
+        raise DataError(f"image folders need a spec of shape (1, 3 or 4 channels, H, W), got {spec.shape}")
+    channels, height, width = spec.shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert(_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"could not read image {path} ({type(exc).__name__})") from None
+    pixels = torch.from_numpy(array.reshape(height, width, channels)).permute(2, 0, 1)
+    low, high = spec.value_range
+    return low + (high - low) * pixels

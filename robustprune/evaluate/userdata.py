@@ -1,0 +1,162 @@
+"""Evaluation on the user's own data (any InputSpec): the harness's metrics that apply to it.
+
+Labeled data gives clean accuracy, ECE, FGSM/PGD robust accuracy and corruption accuracy. Unlabeled data
+gives those as *agreement* with an original model's top-1 on the clean input, when the original is given.
+OOD AUROC needs an OOD set from the user (the Fashion-MNIST ones do not apply to other data). MACs, params
+and latency always. Attacks and corruptions work in [0, 1]: another pixel range is mapped onto it exactly
+(the spec's mean and std with it), so ``eps`` is a fraction of the pixel range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from robustprune._progress import progress_bar, write_line
+from robustprune._provenance import provenance
+from robustprune.data.corruptions import CORRUPTIONS, SEVERITIES, corruption_suite
+from robustprune.evaluate.attacks import robust_accuracy
+from robustprune.evaluate.cost import count_macs_params, latency_ms
+from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.spec import InputSpec, SpecError
+
+#: The keys of a report on the user's data: the Fashion-MNIST report's keys plus ``agreement``.
+AGREEMENT = "agreement"
+
+
+def unit_range(spec: InputSpec, pixels: torch.Tensor | None = None) -> tuple[InputSpec, torch.Tensor | None]:
+    """The same model input with pixels mapped from ``spec.value_range`` onto [0, 1]: (spec', pixels')."""
+    low, high = spec.value_range
+    if (low, high) == (0.0, 1.0):
+        return spec, pixels
+    scale = high - low
+    unit = InputSpec(
+        spec.shape,
+        tuple((m - low) / scale for m in spec.mean),
+        tuple(s / scale for s in spec.std),
+        spec.num_classes,
+        (0.0, 1.0),
+    )
+    return unit, None if pixels is None else (pixels - low) / scale
+
+
+def evaluate_user_data(
+    model: nn.Module,
+    spec: InputSpec,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    settings,
+    device: torch.device | str,
+    data_name: str,
+    model_ref: str | None = None,
+    original: nn.Module | None = None,
+    ood: dict[str, torch.Tensor] | None = None,
+    quiet: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """The report of :func:`robustprune.evaluate.harness.evaluate` for data ``x`` (pixels of ``spec``), ``y``.
+
+    Metrics that need labels are None when ``y`` is None; with ``original`` they are then measured against the
+    original's top-1 and reported under ``agreement`` (with labels, ``agreement`` holds the clean agreement).
+    """
+    from robustprune.evaluate.harness import REPORT_KEYS
+
+    say = progress or ((lambda m: None) if quiet else (lambda m: write_line(f"[eval] {m}")))
+    start = time.time()
+    unit, x = unit_range(spec, x)
+    ood = {name: unit_range(spec, pixels)[1] for name, pixels in (ood or {}).items()}
+    report: dict = {key: None for key in REPORT_KEYS}
+    report[AGREEMENT] = None
+    say(f"{'labeled' if y is not None else 'unlabeled'} data: {len(x):,} inputs from {data_name}")
+    logits = predict_logits(model, unit, x, device=device)
+    reference = None
+    if original is not None:
+        reference = predict_logits(original, unit, x, device=device).argmax(1)
+        report[AGREEMENT] = {"clean": float((logits.argmax(1) == reference).double().mean())}
+    labels = y if y is not None else reference
+    stages = (2 + len(CORRUPTIONS) * len(SEVERITIES)) * (labels is not None) + int(settings.latency)
+    bar = progress_bar(max(stages, 1), "evaluating", quiet=quiet or progress is not None, unit="stage")
+    if labels is not None:
+        measured = _label_metrics(model, unit, x, labels, logits, settings, device, say, bar)
+        if y is not None:
+            report.update(measured)
+        else:
+            report[AGREEMENT].update(
+                fgsm=measured["robust_accuracy"]["fgsm"],
+                pgd=measured["robust_accuracy"]["pgd"],
+                corruption=measured["corruption_accuracy"],
+            )
+    elif not quiet:
+        say("no labels and no original model: only cost, latency and OOD (give --original REF for agreement)")
+    if ood:
+        say(f"OOD detection AUROC (max softmax) against {', '.join(ood)}")
+        report["ood_auroc"] = {
+            name: ood_auroc(logits, predict_logits(model, unit, pixels, device=device)) for name, pixels in ood.items()
+        }
+    report["macs"], report["params"] = model_cost(model, spec)
+    report["latency_ms"] = {"batch1": None, "batch256": None}
+    if settings.latency:
+        say("latency, batch 1 and batch 256")
+        report["latency_ms"] = {
+            "batch1": latency_ms(model, spec, 1, repeats=settings.latency_repeats, device=device),
+            "batch256": latency_ms(model, spec, 256, repeats=max(3, settings.latency_repeats // 4), device=device),
+        }
+        bar.update(1)
+    bar.close()
+    report["provenance"] = provenance(
+        model=model_ref,
+        data=data_name,
+        labels="data" if y is not None else ("original model's top-1" if original is not None else None),
+        examples=len(x),
+        seed=settings.seed,
+        device=str(device),
+        settings=dataclasses.asdict(settings),
+    )
+    say(f"done in {time.time() - start:.0f}s")
+    return report
+
+
+def _label_metrics(model, unit, x, labels, logits, settings, device, say, bar) -> dict:
+    """Clean accuracy, ECE, FGSM/PGD and corruption accuracy against ``labels`` (true or the original's)."""
+    out = {"clean_accuracy": accuracy(logits, labels), "ece": expected_calibration_error(logits, labels)}
+    subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.seed))
+    x_att, y_att = x[subset[: settings.n_attack]], labels[subset[: settings.n_attack]]
+    out["robust_accuracy"] = {}
+    for attack in ("fgsm", "pgd"):
+        say(f"{attack.upper()} robust accuracy, eps {settings.eps} of the pixel range, on {len(x_att)} inputs")
+        out["robust_accuracy"][attack] = robust_accuracy(
+            model, unit, x_att, y_att, attack=attack, eps=settings.eps, steps=settings.pgd_steps,
+            seed=settings.seed, device=device,
+        )  # fmt: skip
+        bar.update(1)
+    idx = subset[: settings.n_corruption]
+    x_corr, y_corr = x[idx], labels[idx]
+    say(f"corruption accuracy on {len(x_corr)} inputs x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities")
+    per: dict[str, list[float]] = {}
+    for name, _severity, corrupted in corruption_suite(x_corr, seed=settings.seed):
+        per.setdefault(name, []).append(accuracy(predict_logits(model, unit, corrupted, device=device), y_corr))
+        bar.update(1)
+    out["corruption_accuracy_per"] = {name: sum(v) / len(v) for name, v in per.items()}
+    out["corruption_accuracy"] = sum(out["corruption_accuracy_per"].values()) / len(per)
+    return out
+
+
+def model_cost(model: nn.Module, spec: InputSpec) -> tuple[int | None, int]:
+    """(MACs, params); TorchScript cannot be hooked to count MACs, so its MACs are None."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return None, sum(p.numel() for p in model.parameters())
+    return count_macs_params(model, spec)
+
+
+def check_original(original: nn.Module, spec: InputSpec) -> None:
+    """The original must map the same inputs to the same classes as the evaluated model."""
+    from robustprune.spec import validate_model
+
+    try:
+        validate_model(original, spec)
+    except SpecError as exc:
+        raise SpecError(f"the original model does not fit the evaluated model's input spec: {exc}") from None
