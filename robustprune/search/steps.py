@@ -103,6 +103,14 @@ def open_slots(trials: list[optuna.trial.FrozenTrial], budget: int) -> int:
     return budget - taken
 
 
+def _room(trials: list[optuna.trial.FrozenTrial], budget: int) -> bool:
+    """Whether this process should start a trial: the budget has room, or a queued trial (a retry) blocks
+    the commit (its number is below the commit set's last; see ``commit_set``) and must run."""
+    if open_slots(trials, budget) > 0:
+        return True
+    return commit_set(trials, budget) is None and any(t.state == State.WAITING for t in trials)
+
+
 def contribute(
     study: optuna.Study, objective: StepObjective, budget: int, stop: Callable[[], bool] = lambda: False
 ) -> int:
@@ -112,8 +120,11 @@ def contribute(
     trials too); Optuna pops a queued trial (a retry, an enqueued one) before sampling a new one.
     """
     ran = 0
-    while not stop() and open_slots(_trials(study), budget) > 0:
-        study.optimize(objective, n_trials=1, gc_after_trial=False)
+    while not stop() and _room(_trials(study), budget):
+        try:
+            study.optimize(objective, n_trials=1, gc_after_trial=False)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # this process missed its heartbeats: its trial was failed and queued for another process
         ran += 1
     return ran
 
@@ -169,7 +180,7 @@ def run_step_trials(
         chosen = commit_set(trials, budget)
         if chosen is not None:
             return chosen
-        if objective is None or open_slots(trials, budget) <= 0:
+        if objective is None or not _room(trials, budget):
             time.sleep(POLL_SECONDS)
 
 
