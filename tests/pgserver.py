@@ -49,8 +49,9 @@ def _run(command: list[str]) -> None:
         raise RuntimeError(f"{' '.join(command[:2])} failed: {(out.stderr or out.stdout).strip()[-500:]}")
 
 
-def start(folder: str | os.PathLike) -> str:
-    """Start a server whose files live in ``folder``; returns its SQLAlchemy URL (psycopg 3 driver)."""
+def start(folder: str | os.PathLike, options: str = "") -> str:
+    """Start a server whose files live in ``folder`` (``options``: more ``-c name=value`` settings);
+    returns its SQLAlchemy URL (psycopg 3 driver)."""
     bin_dir = find_bin()
     if bin_dir is None:
         raise RuntimeError("no PostgreSQL server binaries (apt-get install postgresql, or set PG_BIN)")
@@ -62,7 +63,8 @@ def start(folder: str | os.PathLike) -> str:
         shutil.chown(folder / "sock", "postgres")
     data, port = folder / "data", _free_port()
     _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder / 'sock'} -c fsync=off -c max_connections=300"
+    settings = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder / 'sock'} -c fsync=off -c max_connections=300"
+    options = f"{settings} {options}".strip()
     _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o", options, "start"])
     (folder / "port").write_text(str(port))
     _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE])
