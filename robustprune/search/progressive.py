@@ -188,6 +188,7 @@ class ProgressiveSearch:
             "spec": self.spec.to_dict(),
             "exclude": sorted(self.exclude),
             "config": self.identity["config"],
+            "identity": self.identity,
             "importance": self.config.importance,
             "rescore": self.config.rescore,
             "probes": {

@@ -88,8 +88,8 @@ def run_worker(
     config = config_from_dict(job["config"]).resolve(space)
     identity = search_identity(model, space, config)
     if f"{study_name}-{fingerprint(identity)}" != base:
-        published = {**identity, "config": job["config"]}
-        raise StorageError(f"this worker's search differs from the coordinator's: {_differences(published, identity)}")
+        why = _differences(job["identity"], identity) or "the prune space"
+        raise StorageError(f"this worker's search differs from the coordinator's: {why}")
     probes = build_probes(model, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
     if probes_digest(probes) != job["probes"]["digest"]:
         raise StorageError(
