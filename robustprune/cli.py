@@ -38,7 +38,13 @@ EXAMPLES = {
   robustprune search --model zoo:mlp --target-params 0.5 --sampler cmaes --seed 1 --out runs/mlp
   robustprune search --model zoo:cnn --target-macs 0.7 --storage sqlite:///cnn.db --out runs/cnn   # resumable
   robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo
-  robustprune search --model mypkg.nets:build --weights net.pt --spec net_spec.json --target-macs 0.5 --out runs/net""",
+  robustprune search --model mypkg.nets:build --weights net.pt --spec net_spec.json --target-macs 0.5 --out runs/net
+  robustprune search --model zoo:resnet20 --target-macs 0.5 --storage postgresql://u:pw@db/rp --out runs/r20
+      # coordinator: `robustprune worker --storage postgresql://u:pw@db/rp` on other machines adds trials""",
+    "worker": """examples:
+  robustprune worker --storage postgresql://user:password@dbhost/robustprune
+  robustprune worker --storage journal:/shared/search.log --study r20
+  robustprune worker --storage postgresql://u:pw@db/rp --model mypkg.nets:build --weights net.pt --allow-code""",
     "demo": """examples:
   robustprune demo                              # zoo:resnet20 to half its MACs, into runs/demo
   robustprune demo --model zoo:cnn --target-macs 0.7 --out runs/cnn-demo""",
@@ -103,12 +109,27 @@ def _check_storage(url: str | None) -> None:
     """Connect to the Optuna storage once, before any synthesis (a typo must not cost a search)."""
     if url is None:
         return
+    from robustprune.search.journal import journal_path
+
+    path = journal_path(url)
+    if path is not None:
+        if not path or not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"--storage {url!r}: no folder for the journal file {path!r}")
+        return
     import sqlalchemy
 
+    from robustprune.search.storage import database_url
+
     try:
-        engine = sqlalchemy.create_engine(url)
-    except Exception as exc:  # ArgumentError, NoSuchModuleError, a missing driver (ImportError), ...
-        raise UsageError(f"--storage {url!r} is not a database URL such as sqlite:///search.db ({exc})") from None
+        engine = sqlalchemy.create_engine(database_url(url))
+    except ImportError as exc:  # a database driver that is not installed
+        hint = " (pip install 'robustprune[distributed]')" if "psycopg" in str(exc) else ""
+        raise UsageError(f"--storage {url!r} needs a driver that is not installed: {exc}{hint}") from None
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, ...
+        raise UsageError(
+            f"--storage {url!r} is not a storage URL such as sqlite:///search.db, postgresql://... "
+            f"or journal:FILE ({exc})"
+        ) from None
     try:
         with engine.connect():
             pass
@@ -511,7 +532,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     _check_eval_data(args)
     model, spec = _load_model_from_args(args, prune=True)
     _quiet_trial_failures(args)
-    result = search(model, spec, config=config, storage=args.storage, quiet=args.quiet)
+    result = search(
+        model, spec, config=config, storage=args.storage, study_name=args.study, quiet=args.quiet, model_ref=args.model
+    )
 
     def write(staging: Path) -> None:
         result.save(staging, model_ref=canonical_ref(args.model))
@@ -523,6 +546,26 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return _finish_run(
         args, out, "search", report, "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
     )
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from robustprune.search.worker import run_worker
+
+    _check_device(args.device)
+    _check_storage(args.storage)
+    _quiet_trial_failures(args)
+    report = run_worker(
+        args.storage,
+        args.study,
+        model_ref=args.model,
+        weights=args.weights,
+        allow_code=args.allow_code,
+        device=args.device,
+        wait=args.wait,
+        log=(lambda m: None) if args.quiet else (lambda m: print(m, flush=True)),
+    )
+    print(f"worker: {sum(report.trials.values())} trials in {report.seconds:.0f}s; search {report.status}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -759,9 +802,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from robustprune.baselines import METHODS
+    from robustprune.criteria import CRITERIA
     from robustprune.deploy import FORMATS
     from robustprune.evaluate.harness import EvalSettings
-    from robustprune.importance import CRITERIA
     from robustprune.probes.synthetic import KINDS
     from robustprune.proxies import PROXIES
     from robustprune.recover import RecoverConfig
@@ -943,7 +986,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop before a proxy crosses VALUE (PROXY one of " + ", ".join(PROXIES) + ")",
     )
     p.add_argument("--seed", type=int, default=search_default["seed"])
-    p.add_argument("--storage", help="Optuna storage URL (sqlite:///file.db) to make the search resumable")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage to make the search resumable: sqlite:///file.db; postgresql://... or journal:FILE "
+        "also lets `robustprune worker` processes on other machines add trials (docs/search.md)",
+    )
+    p.add_argument("--study", default="robustprune", help="name of the search in the storage (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where the search and the evaluation run")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
@@ -1041,6 +1089,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN/plots for one run, . for several)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_plot)
+
+    p = add("worker", "Add trials to a search that `robustprune search --storage URL` coordinates.")
+    p.add_argument("--storage", required=True, help="the coordinator's storage: postgresql://... or journal:FILE")
+    p.add_argument("--study", default="robustprune", help="the search's --study name (default %(default)s)")
+    p.add_argument("--model", help="load the model from here instead of the coordinator's reference (same weights)")
+    p.add_argument("--weights", help="state dict for a package.module:factory model (weights_only=True)")
+    p.add_argument("--allow-code", action="store_true", help="let a package.module:factory model reference run")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where this worker scores its trials")
+    p.add_argument(
+        "--wait", type=float, help="give up after this many seconds without a published search (default: wait)"
+    )
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_worker)
 
     p = add("zoo", "List the reference models shipped with robustprune.")
     p.add_argument("--json", action="store_true")

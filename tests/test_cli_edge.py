@@ -19,7 +19,7 @@ from robustprune._io import RUN_FILES, remove_stale_staging, sigint_deferred, st
 from robustprune.bench import load_suite
 from robustprune.cli import build_parser, main, search_config_from_args
 from robustprune.probes.probeset import ProbeConfig
-from robustprune.search import SearchConfig, engine
+from robustprune.search import SearchConfig, engine, progressive
 from robustprune.search.engine import SEARCH_PROBES, search_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +38,7 @@ def no_synthesis(monkeypatch):
     def refuse(*_args, **_kwargs):
         raise SynthesisStarted("the search started before the inputs were checked")
 
-    monkeypatch.setattr(engine, "build_probes", refuse)
+    monkeypatch.setattr(progressive, "build_probes", refuse)
 
 
 def one_line(capsys) -> str:
@@ -75,7 +75,7 @@ def test_cli_and_rp_search_probe_with_the_same_config(monkeypatch, tmp_path):
         seen.append(config)
         raise SynthesisStarted("recorded")
 
-    monkeypatch.setattr(engine, "build_probes", record)
+    monkeypatch.setattr(progressive, "build_probes", record)
     model, spec = zoo.load("mlp")
     with pytest.raises(SynthesisStarted):
         rp.search(model, spec, target_params=0.5, seed=1)

@@ -11,21 +11,17 @@ best feasible candidate is committed and the next step starts from it.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import math
-import time
 from collections.abc import Callable, Mapping
 
 import optuna
 import torch
 from torch import nn
 
-from robustprune._progress import bars_enabled, progress_bar, write_line
-from robustprune.compensate import apply_overrides, overrides_applied
+from robustprune.compensate import overrides_applied
 from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
-from robustprune.probes.probeset import ProbeConfig, build_probes
+from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig, bn_layers
 from robustprune.proxies import PROXIES
 from robustprune.search.objective import (
@@ -33,18 +29,15 @@ from robustprune.search.objective import (
     DEFAULT_WEIGHTS,
     Evaluator,
     check_weights,
-    fit_amounts,
-    meets_floors,
     weighted_score,
 )
-from robustprune.search.result import SearchResult, StepRecord, pareto_front
+from robustprune.search.result import SearchResult
 from robustprune.search.samplers import make_sampler
-from robustprune.search.schedule import default_steps, step_targets
-from robustprune.search.storage import open_step, owned_search, search_identity
+from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
 from robustprune.spec import InputSpec
-from robustprune.structure import PruneSpace, export, masked
-from robustprune.targets import Target, removed_count
+from robustprune.structure import PruneSpace, masked
+from robustprune.targets import Target
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -273,35 +266,6 @@ def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> 
     return removed_last(taylor, candidate)
 
 
-def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    return f"{study.study_name}: trial {trial.number} was left running by a process that stopped; marked failed"
-
-
-def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
-    """How far past the target (as a fraction of the original): <= 0 is feasible."""
-    parts = []
-    if target.macs is not None:
-        parts.append(macs / space.full_macs - target.macs)
-    if target.params is not None:
-        parts.append(params / space.full_params - target.params)
-    return max(parts)
-
-
-def _midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | None:
-    """A target halfway between the last committed one and ``target``, or None once steps get tiny."""
-    mid = {}
-    for name in ("macs", "params"):
-        goal = getattr(target, name)
-        if goal is None:
-            mid[name] = None
-            continue
-        start = last.get(name) if last.get(name) is not None else 1.0
-        if start - goal < 2 * min_span:
-            return None
-        mid[name] = (start + goal) / 2
-    return Target(**mid)
-
-
 def search_config(
     config: SearchConfig | None = None,
     *,
@@ -334,6 +298,7 @@ def search(
     cache_dir=None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    model_ref: str | None = None,
 ) -> SearchResult:
     """Prune ``model`` to the target by progressive, Optuna-driven, proxy-scored steps.
 
@@ -345,221 +310,34 @@ def search(
     input spec and the resolved config (seed and target included); a storage holding another
     search's ``study_name`` studies is refused (``StorageMismatchError``), and so is one where
     another live process runs this search (``StorageBusyError``; see ``robustprune.search.storage``).
+    ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``) is published in a
+    persistent storage so that ``robustprune worker`` processes can load the model and add trials
+    (docs/search.md, "Many machines").
     """
+    from robustprune.search.progressive import ProgressiveSearch  # it builds on this module's config
+
     config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
-    with contextlib.ExitStack() as stack:  # holds the storage's owner claim until the search ends
-        return _search(model, spec, config, storage, study_name, exclude, cache_dir, quiet, log, stack)
-
-
-def _search(
-    model: nn.Module,
-    spec: InputSpec,
-    config: SearchConfig,
-    storage: str | optuna.storages.BaseStorage | None,
-    study_name: str,
-    exclude: tuple[str, ...],
-    cache_dir,
-    quiet: bool,
-    log: Callable[[str], None] | None,
-    stack: contextlib.ExitStack,
-) -> SearchResult:
-    """``search`` with its config resolved from the overrides, and ``stack`` holding the storage's owner claim."""
-    say = log or ((lambda m: None) if quiet else write_line)
-    bars = log is None and bars_enabled(quiet)
-    trial_say = (lambda m: None) if bars else say  # with a bar, per-trial lines become its postfix
-    start = time.time()
-    work = copy.deepcopy(model).eval()
-    space = PruneSpace(work, spec, exclude=exclude)
-    say(
-        f"prune space: {len(space)} channel groups, {space.full_macs / 1e6:.2f} M MACs, "
-        f"{space.full_params / 1e3:.1f} k params; target {config.target.describe()}"
+    run = ProgressiveSearch(
+        model,
+        spec,
+        config,
+        storage=storage,
+        study_name=study_name,
+        exclude=exclude,
+        cache_dir=cache_dir,
+        quiet=quiet,
+        log=log,
+        model_ref=model_ref,
     )
-    config = config.resolve(space)
-    identity = search_identity(model, space, config)  # before the probes: a wrong storage fails at once
-    storage, study_base, owner = stack.enter_context(
-        owned_search(storage, study_name, identity, on_stale=lambda study, trial: say(_stale_message(study, trial)))
-    )
-    if storage is not None and not isinstance(storage, optuna.storages.InMemoryStorage):
-        say(f"storage: this search's studies are {study_base}-step1, -step2, ...")
-    probes = build_probes(work, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
-    attack = "fgsm" if config.weights.get("attack_robustness") else None
-    synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
-    criterion_scores: dict[str, float] = {}
-    if config.importance == "auto":
-        choice, criterion_scores, scores = _choose_criterion(space, probes, synthetic_inputs, config, attack)
-        say(
-            "criterion: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in criterion_scores.items())
-            + f" on the proxies (uniform candidate at the target) -> {choice}"
-        )
-        # rescore ranks only input-based criteria again: with a data-free choice (l1) there is nothing to redo
-        rescore = config.rescore if choice in RESCORED_CRITERIA else "off"
-        config = dataclasses.replace(config, importance=choice, rescore=rescore)
-    else:
-        scores = all_scores(space, config.importance, inputs=synthetic_inputs, seed=config.seed)
-    evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack)
-    if config.rescore != "off" and config.importance in RESCORED_CRITERIA:
-        say(f"ranking channels again after each step on the pruned model ({config.rescore} probes)")
-    n_steps = config.steps
-    targets = step_targets(config.target, n_steps)
-    directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
+    with run:  # holds the storage's owner claim until the search ends
+        return run.resume()
 
-    amounts = {g.name: 0.0 for g in space.groups}
-    history: list[StepRecord] = []
-    all_points: list[dict] = []
-    stop_reason = "target reached"
-    pending = list(targets)
-    k = 0
-    while pending:
-        step_target = pending.pop(0)
-        k += 1
-        step_start = time.time()
-        owner.check()
-        sampler_k = make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective)
-        study = open_step(storage, study_base, k, identity, directions, sampler_k)
-        if config.enqueue_uniform and "committed" not in study.user_attrs:
-            # skip_if_exists: a resumed step does not get the even trial a second time
-            study.enqueue_trial({f"g{i}": 1.0 for i in range(len(space.groups))}, skip_if_exists=True)
-        previous = dict(amounts)
-        done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-        say(
-            f"step {k}/{n_steps}: {step_target.describe()}"
-            + (f" (resuming after {done} completed trials)" if done and "committed" not in study.user_attrs else "")
-        )
 
-        remaining = config.trials - done if "committed" not in study.user_attrs else 0
-        bar = progress_bar(remaining, f"step {k}/{n_steps}", quiet=not bars, unit="trial")
-
-        def objective(
-            trial: optuna.Trial, previous=previous, step_target=step_target, k=k, bar=bar, evaluator=evaluator
-        ):
-            owner.check()  # taken over by another process: add no trial to its search
-            direction = {g.name: trial.suggest_float(f"g{i}", 0.0, 1.0) for i, g in enumerate(space.groups)}
-            proposal, feasible = fit_amounts(
-                space, previous, direction, config.max_increment, step_target, config.max_amount
-            )
-            counts = [g.size - removed_count(g.size, proposal[g.name]) for g in space.groups]
-            macs, params = space.cost_of_counts(counts)
-            trial.set_constraint("target", _excess(space, step_target, macs, params))
-            trial.set_user_attr("amounts", proposal)
-            trial.set_user_attr("macs", macs)
-            trial.set_user_attr("params", params)
-            if not feasible:
-                trial_say(f"  trial {trial.number}: cannot reach the step target within the per-step bound")
-                bar.update(1)
-                return (0.0, 0.0) if config.multi_objective else -1e9
-            _, _, proxies = evaluator.evaluate(proposal)
-            value = weighted_score(proxies, config.weights)
-            trial.set_user_attr("proxies", proxies)
-            trial.set_user_attr("score", value)
-            trial_say(
-                f"  trial {trial.number}: MACs {100 * macs / space.full_macs:.1f}%, fidelity {proxies['fidelity']:.3f},"
-                f" robust {proxies['robust_fidelity']:.3f}, score {value:.4f}"
-            )
-            bar.set_postfix(fidelity=f"{proxies['fidelity']:.3f}", score=f"{value:.4f}", refresh=False)
-            bar.update(1)
-            return (proxies["fidelity"], proxies["robust_fidelity"]) if config.multi_objective else value
-
-        if remaining > 0:
-            try:
-                study.optimize(objective, n_trials=remaining, gc_after_trial=False)
-            finally:
-                bar.close()
-        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        feasible_trials = [
-            t for t in trials if t.user_attrs.get("proxies") is not None and all(v <= 0 for v in t.constraints.values())
-        ]
-        for t in feasible_trials:
-            all_points.append(
-                {
-                    "step": k,
-                    "trial": t.number,
-                    "macs": t.user_attrs["macs"],
-                    "params": t.user_attrs["params"],
-                    "proxies": t.user_attrs["proxies"],
-                    "score": t.user_attrs["score"],
-                    "amounts": t.user_attrs["amounts"],
-                }
-            )
-        if not feasible_trials:
-            last = history[-1].target if history else {"macs": 1.0, "params": 1.0}
-            midpoint = _midpoint(last, step_target)
-            if midpoint is None:
-                stop_reason = (
-                    f"step {k}: no feasible candidate within the per-step bound (max_increment "
-                    f"{config.max_increment}); use more steps or a larger max_increment"
-                )
-                say(stop_reason)
-                break
-            say(
-                f"step {k}: no candidate reaches {step_target.describe()} within the per-step bound; "
-                f"inserting an intermediate step at {midpoint.describe()}"
-            )
-            pending[:0] = [midpoint, step_target]
-            n_steps += 1
-            continue
-        best = max(feasible_trials, key=lambda t: (t.user_attrs["score"], -t.number))
-        crossed = meets_floors(best.user_attrs["proxies"], config.floors)
-        if crossed:
-            stop_reason = f"step {k} would cross a proxy floor: {'; '.join(crossed)}"
-            say(f"stopping: {stop_reason}")
-            break
-        amounts = dict(best.user_attrs["amounts"])
-        if "committed" not in study.user_attrs:
-            owner.check()
-            study.set_user_attr("committed", {"trial": best.number, "seconds": time.time() - step_start})
-        seconds = study.user_attrs["committed"]["seconds"]
-        record = StepRecord(
-            step=k,
-            target=dataclasses.asdict(step_target),
-            amounts=amounts,
-            proxies=best.user_attrs["proxies"],
-            score=best.user_attrs["score"],
-            macs=best.user_attrs["macs"],
-            params=best.user_attrs["params"],
-            kept_macs=best.user_attrs["macs"] / space.full_macs,
-            kept_params=best.user_attrs["params"] / space.full_params,
-            trials=len(trials),
-            feasible_trials=len(feasible_trials),
-            trial=best.number,
-            seconds=seconds,
-        )
-        history.append(record)
-        if config.rescore != "off" and config.importance in RESCORED_CRITERIA and pending:
-            kinds = config.rescore.split("+")  # adversarial probes are answered with the original's answer on them
-            inputs = torch.cat([probes.spec.normalize(probes.pixels[kind]) for kind in kinds])
-            targets = torch.cat([probes.logits[kind].argmax(dim=1) for kind in kinds])
-            scores = _rescore(evaluator, amounts, config.importance, inputs, targets)
-            evaluator = dataclasses.replace(evaluator, scores=scores)
-        say(
-            f"step {k} committed trial {best.number}: MACs {100 * record.kept_macs:.1f}%, params "
-            f"{100 * record.kept_params:.1f}%, fidelity {record.proxies['fidelity']:.3f}, "
-            f"robust {record.proxies['robust_fidelity']:.3f} ({len(feasible_trials)}/{len(trials)} feasible, "
-            f"{seconds:.0f}s)"
-        )
-
-    candidate = evaluator.candidate(amounts)
-    overrides = evaluator.overrides(candidate)
-    pruned = export(space, candidate, model=apply_overrides(work, overrides) if overrides else work)
-    macs, params = space.cost(candidate)
-    reached = bool(history) and history[-1].step == k and not pending
-    if not history:
-        stop_reason = stop_reason if stop_reason != "target reached" else "no step committed"
-    say(
-        f"done in {time.time() - start:.0f}s: {stop_reason}; MACs {100 * macs / space.full_macs:.1f}%, "
-        f"params {100 * params / space.full_params:.1f}% of the original"
-    )
-    return SearchResult(
-        model=pruned.eval(),
-        space=space,
-        candidate=candidate,
-        amounts=amounts,
-        history=history,
-        front=pareto_front(all_points, space),
-        config=config,
-        stop_reason=stop_reason,
-        target_reached=reached and stop_reason == "target reached",
-        seconds=time.time() - start,
-        probe_seconds=probes.seconds,
-        criterion_scores=criterion_scores,
-    )
+def config_from_dict(data: Mapping) -> SearchConfig:
+    """The SearchConfig whose ``to_dict()`` (JSON round trip included) is ``data``."""
+    data = dict(data)
+    probes = dict(data.pop("probes"))
+    synthetic = SyntheticConfig(**probes.pop("synthetic"))
+    compensation = data.pop("compensation")
+    compensation = compensation if isinstance(compensation, str) else tuple(compensation)
+    return SearchConfig(**data, compensation=compensation, probes=ProbeConfig(synthetic=synthetic, **probes))

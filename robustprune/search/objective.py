@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import torch
 
 from robustprune.compensate import bn_reestimate_overrides, merge_overrides
-from robustprune.importance import select_keep
 from robustprune.probes.probeset import ProbeSet
 from robustprune.proxies import PROXIES, score
+from robustprune.select import select_keep
 from robustprune.structure.space import PruneSpace
 from robustprune.targets import Target, removed_count
 

@@ -108,17 +108,65 @@ def _describe(storage: str | BaseStorage) -> str:
         return storage
 
 
+#: A trial whose process died is queued again at most this many times (a trial that kills every process stops).
+MAX_RETRY = 3
+
+
+def database_url(url: str) -> str:
+    """``postgresql://`` names SQLAlchemy's psycopg2 driver; with only psycopg 3 installed, use that one."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def stale_callback(
+    on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None,
+) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """What a storage does with a trial failed by its heartbeat: tell ``on_stale``, then queue it again
+    (Optuna's ``RetryHeartbeatStaleTrialCallback``: same parameters, a new number), so another process runs it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if on_stale is not None:
+            on_stale(study, trial)
+        retry(study, trial)
+
+    return callback
+
+
 def open_storage(
     storage: str | BaseStorage | None, on_stale: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None
 ) -> BaseStorage:
-    """The storage a search runs on: a URL opens an RDBStorage with heartbeats (``on_stale`` is told of each
-    trial failed because its process died); a storage object is used as given; None is in memory."""
+    """The storage a search runs on: a URL opens an RDBStorage with heartbeats, ``journal:PATH`` a journal
+    file with heartbeats (``robustprune.search.journal``); a trial failed because its process died is
+    queued again (``stale_callback``; ``on_stale`` is told of each). A storage object is used as given;
+    None is in memory."""
     if storage is None:
         return InMemoryStorage()
     if isinstance(storage, BaseStorage):
         return storage
     if not isinstance(storage, str):
         raise StorageError(f"storage must be an Optuna storage URL or object, got {type(storage).__name__}")
+    from robustprune.search.journal import HeartbeatJournalStorage, journal_path
+
+    callback = stale_callback(on_stale)
+    storage = database_url(storage)
+    path = journal_path(storage)
+    if path is not None:
+        if not path or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise StorageError(f"cannot open storage {storage!r}: no folder for the journal file {path!r}")
+        return HeartbeatJournalStorage(
+            path,
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            heartbeat_stale_trial_callback=callback,
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         for attempt in range(OPEN_ATTEMPTS):
@@ -127,13 +175,15 @@ def open_storage(
                     storage,
                     heartbeat_interval=HEARTBEAT_INTERVAL,
                     grace_period=GRACE_PERIOD,
-                    heartbeat_stale_trial_callback=on_stale,
+                    heartbeat_stale_trial_callback=callback,
                 )
             except Exception as exc:
                 if attempt + 1 < OPEN_ATTEMPTS and _creation_race(exc):
                     time.sleep(0.05 * (attempt + 1))  # another process is creating the schema: let it finish
                     continue
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+                if isinstance(exc, ImportError) and "psycopg" in str(exc):
+                    reason = "PostgreSQL needs psycopg: pip install 'robustprune[distributed]'"
                 raise StorageError(f"cannot open storage {_describe(storage)!r}: {reason}") from exc
     raise AssertionError("unreachable")
 
@@ -149,7 +199,7 @@ def _creation_race(exc: Exception) -> bool:
 
 
 #: What follows ``study_name-`` in a search's study names (without a fingerprint: an older robustprune's).
-STUDY_SUFFIX = re.compile(r"^(?:(?P<fp>[0-9a-f]{12})-)?(?P<kind>step|owner)(?P<n>\d+)$")
+STUDY_SUFFIX = re.compile(r"^(?:(?P<fp>[0-9a-f]{12})-)?(?P<kind>step|owner|job)(?P<n>\d*)$")
 
 
 def _parse(name: str, study_name: str) -> re.Match | None:

@@ -1,0 +1,355 @@
+"""``ProgressiveSearch``: the search as a sequence of steps, each run, committed and rescored in turn.
+
+A step is one Optuna study. ``run_step`` adds this process's trials to it until its trial budget is
+taken (workers add theirs to the same study, ``robustprune.search.worker``); ``commit`` picks the
+step's candidate by the commit rule (``robustprune.search.steps``) and records it once; ``rescore``
+ranks the channels again on the committed candidate; ``resume`` runs the steps still pending after
+those already committed in the storage. ``search()`` is ``with ProgressiveSearch(...) as run: run.resume()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+
+import optuna
+import torch
+from torch import nn
+
+from robustprune._progress import bars_enabled, progress_bar, write_line
+from robustprune.compensate import apply_overrides
+from robustprune.criteria import all_scores
+from robustprune.probes.cache import cache_key
+from robustprune.probes.probeset import ProbeSet, build_probes
+from robustprune.search import engine
+from robustprune.search.engine import RESCORED_CRITERIA, SearchConfig
+from robustprune.search.job import finish_job, probes_digest, publish_job
+from robustprune.search.objective import Evaluator, meets_floors
+from robustprune.search.result import SearchResult, StepRecord, pareto_front
+from robustprune.search.samplers import make_sampler
+from robustprune.search.schedule import step_targets
+from robustprune.search.steps import (
+    State,
+    StepObjective,
+    best,
+    feasible,
+    run_step_trials,
+    step_plan,
+)
+from robustprune.search.storage import open_step, owned_search, search_identity
+from robustprune.spec import InputSpec
+from robustprune.structure import PruneSpace, export
+from robustprune.targets import Target
+
+
+def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    return (
+        f"{study.study_name}: trial {trial.number} was left running by a process that stopped; marked failed "
+        "and queued again"
+    )
+
+
+def midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | None:
+    """A target halfway between the last committed one and ``target``, or None once steps get tiny."""
+    mid = {}
+    for name in ("macs", "params"):
+        goal = getattr(target, name)
+        if goal is None:
+            mid[name] = None
+            continue
+        start = last.get(name) if last.get(name) is not None else 1.0
+        if start - goal < 2 * min_span:
+            return None
+        mid[name] = (start + goal) / 2
+    return Target(**mid)
+
+
+def attack_of(config: SearchConfig) -> str | None:
+    """The attack the robustness proxy needs (only when it is weighted)."""
+    return "fgsm" if config.weights.get("attack_robustness") else None
+
+
+class ProgressiveSearch:
+    """One search: its prune space, probes, channel scores and committed steps, in one process.
+
+    Use as a context manager (it owns the search's storage while open; see ``robustprune.search.storage``).
+    Extension points: a step's target comes from ``self.pending`` (``step_targets`` of the config's
+    target); a trial's cost and feasibility from ``StepObjective`` (``steps.excess``); what a step
+    commits from ``commit``'s rule over the trials' user attributes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: InputSpec,
+        config: SearchConfig,
+        *,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        study_name: str = "robustprune",
+        exclude: tuple[str, ...] = (),
+        cache_dir=None,
+        quiet: bool = False,
+        log: Callable[[str], None] | None = None,
+        model_ref: str | None = None,
+    ) -> None:
+        self.model, self.spec, self.config = model, spec, config
+        self.storage_arg, self.study_name, self.exclude = storage, study_name, exclude
+        self.cache_dir, self.model_ref = cache_dir, model_ref
+        self.say = log or ((lambda m: None) if quiet else write_line)
+        self.bars = log is None and bars_enabled(quiet)
+        self.trial_say = (lambda m: None) if self.bars else self.say  # with a bar, per-trial lines become its postfix
+        self._stack = contextlib.ExitStack()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def __enter__(self) -> ProgressiveSearch:
+        try:
+            self._setup()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _setup(self) -> None:
+        say, config = self.say, self.config
+        self.start = time.time()
+        self.work = copy.deepcopy(self.model).eval()
+        space = self.space = PruneSpace(self.work, self.spec, exclude=self.exclude)
+        say(
+            f"prune space: {len(space)} channel groups, {space.full_macs / 1e6:.2f} M MACs, "
+            f"{space.full_params / 1e3:.1f} k params; target {config.target.describe()}"
+        )
+        config = config.resolve(space)
+        self.identity = search_identity(self.model, space, config)  # before the probes: a wrong storage fails at once
+        self.storage, self.base, self.owner = self._stack.enter_context(
+            owned_search(
+                self.storage_arg,
+                self.study_name,
+                self.identity,
+                on_stale=lambda study, trial: say(_stale_message(study, trial)),
+            )
+        )
+        self.persistent = self.storage_arg is not None and not isinstance(self.storage, optuna.storages.InMemoryStorage)
+        if self.persistent:
+            say(f"storage: this search's studies are {self.base}-step1, -step2, ...")
+        self.probes = build_probes(
+            self.work, self.spec, space.output_layer, config.probes, cache_dir=self.cache_dir, progress=say
+        )
+        self.config = self._choose(config, self.probes)
+        self.targets = step_targets(self.config.target, self.config.steps)
+        self.pending: list[Target] = list(self.targets)
+        self.n_steps = self.config.steps
+        self.k = 0
+        self.amounts = {g.name: 0.0 for g in space.groups}
+        self.history: list[StepRecord] = []
+        self.all_points: list[dict] = []
+        self.stop_reason = "target reached"
+        self.stopped = False
+        if self.persistent:
+            publish_job(self.storage, self.base, self._job())
+
+    def _choose(self, config: SearchConfig, probes: ProbeSet) -> SearchConfig:
+        """The config with the criterion "auto" chose; sets the evaluator on the first channel scores."""
+        attack = attack_of(config)
+        synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
+        self.criterion_scores: dict[str, float] = {}
+        if config.importance == "auto":
+            choice, self.criterion_scores, scores = engine._choose_criterion(
+                self.space, probes, synthetic_inputs, config, attack
+            )
+            self.say(
+                "criterion: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in self.criterion_scores.items())
+                + f" on the proxies (uniform candidate at the target) -> {choice}"
+            )
+            # rescore ranks only input-based criteria again: with a data-free choice (l1) there is nothing to redo
+            rescore = config.rescore if choice in RESCORED_CRITERIA else "off"
+            config = dataclasses.replace(config, importance=choice, rescore=rescore)
+        else:
+            scores = all_scores(self.space, config.importance, inputs=synthetic_inputs, seed=config.seed)
+        self.evaluator = Evaluator(self.space, probes, scores, config.compensation, attack=attack)
+        if self.rescores(config):
+            self.say(f"ranking channels again after each step on the pruned model ({config.rescore} probes)")
+        return config
+
+    @staticmethod
+    def rescores(config: SearchConfig) -> bool:
+        return config.rescore != "off" and config.importance in RESCORED_CRITERIA
+
+    def _job(self) -> dict:
+        """What a worker needs to rebuild this search (``robustprune.search.job``)."""
+        return {
+            "model": self.model_ref,
+            "spec": self.spec.to_dict(),
+            "exclude": sorted(self.exclude),
+            "config": self.identity["config"],
+            "identity": self.identity,
+            "importance": self.config.importance,
+            "rescore": self.config.rescore,
+            "probes": {
+                "cache_key": cache_key(self.model, self.spec, self.config.probes.synthetic),
+                "digest": probes_digest(self.probes),
+            },
+        }
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def run_step(self, target: Target) -> tuple[optuna.Study, list[optuna.trial.FrozenTrial]]:
+        """Open the next step's study and add this process's trials until its budget is taken.
+
+        Returns the study and the step's commit set (its first ``trials`` completed trials by number).
+        """
+        config, space = self.config, self.space
+        self.k += 1
+        k = self.k
+        self.step_start = time.time()
+        self.owner.check()
+        directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
+        sampler = make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective)
+        study = open_step(self.storage, self.base, k, self.identity, directions, sampler)
+        committed = "committed" in study.user_attrs
+        if config.enqueue_uniform and not committed:
+            # skip_if_exists: a resumed step does not get the even trial a second time
+            study.enqueue_trial({f"g{i}": 1.0 for i in range(len(space.groups))}, skip_if_exists=True)
+        done = len(study.get_trials(deepcopy=False, states=(State.COMPLETE,)))
+        self.say(
+            f"step {k}/{self.n_steps}: {target.describe()}"
+            + (f" (resuming after {done} completed trials)" if done and not committed else "")
+        )
+        if committed:  # decided before: the set it was decided on
+            complete = study.get_trials(deepcopy=False, states=(State.COMPLETE,))
+            return study, sorted(complete, key=lambda t: t.number)[: config.trials]
+        if self.persistent:
+            study.set_user_attr("plan", step_plan(target, self.amounts, self.evaluator.scores))
+        bar = progress_bar(max(config.trials - done, 0), f"step {k}/{self.n_steps}", quiet=not self.bars, unit="trial")
+
+        def on_done(proxies: dict | None) -> None:
+            if proxies is not None:
+                bar.set_postfix(fidelity=f"{proxies['fidelity']:.3f}", score=f"{proxies['score']:.4f}", refresh=False)
+            bar.update(1)
+
+        objective = StepObjective(
+            space, self.evaluator, config, dict(self.amounts), target, self.trial_say, self.owner.check, on_done
+        )
+        try:
+            chosen = run_step_trials(study, objective, config.trials, check=self.owner.check)
+        finally:
+            bar.close()
+        return study, chosen
+
+    def commit(self, study: optuna.Study, target: Target, trials: list[optuna.trial.FrozenTrial]) -> StepRecord | None:
+        """Decide the step: commit its best feasible trial (recorded once in the study), or split the step
+        when none is feasible, or stop when the best would cross a floor. Returns the record, if committed."""
+        config, space, k = self.config, self.space, self.k
+        feasible_trials = feasible(trials)
+        for t in feasible_trials:
+            attrs = {a: t.user_attrs[a] for a in ("macs", "params", "proxies", "score", "amounts")}
+            self.all_points.append({"step": k, "trial": t.number, **attrs})
+        if not feasible_trials:
+            last = self.history[-1].target if self.history else {"macs": 1.0, "params": 1.0}
+            mid = midpoint(last, target)
+            if mid is None:
+                self.stop_reason = (
+                    f"step {k}: no feasible candidate within the per-step bound (max_increment "
+                    f"{config.max_increment}); use more steps or a larger max_increment"
+                )
+                self.say(self.stop_reason)
+                self.stopped = True
+                return None
+            self.say(
+                f"step {k}: no candidate reaches {target.describe()} within the per-step bound; "
+                f"inserting an intermediate step at {mid.describe()}"
+            )
+            self.pending[:0] = [mid, target]
+            self.n_steps += 1
+            return None
+        chosen = best(feasible_trials)
+        crossed = meets_floors(chosen.user_attrs["proxies"], config.floors)
+        if crossed:
+            self.stop_reason = f"step {k} would cross a proxy floor: {'; '.join(crossed)}"
+            self.say(f"stopping: {self.stop_reason}")
+            self.stopped = True
+            return None
+        self.amounts = dict(chosen.user_attrs["amounts"])
+        if "committed" not in study.user_attrs:
+            self.owner.check()
+            study.set_user_attr("committed", {"trial": chosen.number, "seconds": time.time() - self.step_start})
+        seconds = study.user_attrs["committed"]["seconds"]
+        attrs = chosen.user_attrs
+        record = StepRecord(
+            step=k,
+            target=dataclasses.asdict(target),
+            amounts=self.amounts,
+            proxies=attrs["proxies"],
+            score=attrs["score"],
+            macs=attrs["macs"],
+            params=attrs["params"],
+            kept_macs=attrs["macs"] / space.full_macs,
+            kept_params=attrs["params"] / space.full_params,
+            trials=len(trials),
+            feasible_trials=len(feasible_trials),
+            trial=chosen.number,
+            seconds=seconds,
+        )
+        self.history.append(record)
+        self.say(
+            f"step {k} committed trial {chosen.number}: MACs {100 * record.kept_macs:.1f}%, params "
+            f"{100 * record.kept_params:.1f}%, fidelity {record.proxies['fidelity']:.3f}, "
+            f"robust {record.proxies['robust_fidelity']:.3f} ({len(feasible_trials)}/{len(trials)} feasible, "
+            f"{seconds:.0f}s)"
+        )
+        return record
+
+    def rescore(self) -> None:
+        """Rank the channels again on the committed candidate (iterative pruning; ``engine._rescore``)."""
+        kinds = self.config.rescore.split("+")  # adversarial probes are answered with the original's answer on them
+        probes = self.probes
+        inputs = torch.cat([probes.spec.normalize(probes.pixels[kind]) for kind in kinds])
+        targets = torch.cat([probes.logits[kind].argmax(dim=1) for kind in kinds])
+        scores = engine._rescore(self.evaluator, self.amounts, self.config.importance, inputs, targets)
+        self.evaluator = dataclasses.replace(self.evaluator, scores=scores)
+
+    def resume(self) -> SearchResult:
+        """Run the steps still pending; steps already committed in the storage are read back, not rerun."""
+        while self.pending and not self.stopped:
+            target = self.pending.pop(0)
+            study, trials = self.run_step(target)
+            record = self.commit(study, target, trials)
+            if record is not None and self.rescores(self.config) and self.pending:
+                self.rescore()
+        return self.result()
+
+    def result(self) -> SearchResult:
+        """The pruned model of the last committed step, and the search's record."""
+        space, evaluator = self.space, self.evaluator
+        candidate = evaluator.candidate(self.amounts)
+        overrides = evaluator.overrides(candidate)
+        pruned = export(space, candidate, model=apply_overrides(self.work, overrides) if overrides else self.work)
+        macs, params = space.cost(candidate)
+        reached = bool(self.history) and self.history[-1].step == self.k and not self.pending
+        if not self.history and self.stop_reason == "target reached":
+            self.stop_reason = "no step committed"
+        self.say(
+            f"done in {time.time() - self.start:.0f}s: {self.stop_reason}; MACs {100 * macs / space.full_macs:.1f}%, "
+            f"params {100 * params / space.full_params:.1f}% of the original"
+        )
+        if self.persistent:
+            finish_job(self.storage, self.base, self.stop_reason)
+        return SearchResult(
+            model=pruned.eval(),
+            space=space,
+            candidate=candidate,
+            amounts=self.amounts,
+            history=self.history,
+            front=pareto_front(self.all_points, space),
+            config=self.config,
+            stop_reason=self.stop_reason,
+            target_reached=reached and self.stop_reason == "target reached",
+            seconds=time.time() - self.start,
+            probe_seconds=self.probes.seconds,
+            criterion_scores=self.criterion_scores,
+        )

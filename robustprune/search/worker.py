@@ -1,0 +1,161 @@
+"""``robustprune worker``: a process that adds trials to a search a coordinator runs on a shared storage.
+
+The worker reads the job the coordinator published (``robustprune.search.job``), loads the model,
+checks it is the same search (the fingerprint of weights, spec and config), rebuilds the probes and
+checks their digest, then follows the steps: for each step it reads the plan (target, committed
+amounts, channel scores), adds trials until the step's budget is taken, and waits for the next step.
+It never commits: the coordinator does (``ProgressiveSearch.commit``). A worker may join or leave at
+any time; a trial it leaves running when killed is failed by its heartbeat and run again elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from torch import nn
+
+from robustprune._progress import write_line
+from robustprune.probes.probeset import build_probes
+from robustprune.search.engine import config_from_dict
+from robustprune.search.job import find_job, job_status, probes_digest
+from robustprune.search.objective import Evaluator
+from robustprune.search.progressive import _stale_message, attack_of
+from robustprune.search.samplers import make_sampler
+from robustprune.search.steps import POLL_SECONDS, StepObjective, run_step_trials, scores_from_json
+from robustprune.search.storage import StorageError, _describe, _differences, fingerprint, open_storage, search_identity
+from robustprune.spec import InputSpec
+from robustprune.structure import PruneSpace
+from robustprune.targets import Target
+
+
+@dataclasses.dataclass
+class WorkerReport:
+    """What one worker did: trials it ran per step, and how the search ended."""
+
+    base: str
+    trials: dict[int, int]
+    status: str
+    seconds: float
+
+
+def _load(job: dict, model_ref: str | None, weights: str | None, allow_code: bool, device: str) -> nn.Module:
+    from robustprune.models import load_model
+
+    ref = model_ref or job.get("model")
+    if not ref:
+        raise StorageError(
+            "the coordinator published no model reference (it was started from Python without model_ref=); "
+            "give the model with --model"
+        )
+    user_code = not ref.startswith("zoo:") and not Path(ref).is_file()
+    if user_code and not allow_code:
+        raise StorageError(f"the search's model {ref!r} is user code: give --allow-code to import it on this worker")
+    spec = InputSpec.from_dict(job["spec"])
+    model, _ = load_model(ref, weights=weights or job.get("weights"), spec=spec, device=device)
+    return model
+
+
+def run_worker(
+    storage: str,
+    study_name: str = "robustprune",
+    *,
+    model_ref: str | None = None,
+    weights: str | None = None,
+    allow_code: bool = False,
+    cache_dir=None,
+    device: str = "cpu",
+    wait: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> WorkerReport:
+    """Add trials to the search named ``study_name`` on ``storage`` until it ends; returns what this worker did.
+
+    ``model_ref``/``weights`` override the published ones (the model must still be the same: its weights
+    are checked); ``wait`` bounds the wait for a coordinator to publish the search (None: for ever).
+    """
+    say = log or write_line
+    start = time.time()
+    opened = open_storage(storage, on_stale=lambda study, trial: say(_stale_message(study, trial)))
+    base, job = find_job(opened, study_name, wait=wait, say=say)
+    say(f"worker: joining {base} on {_describe(storage)}")
+    model = _load(job, model_ref, weights, allow_code, device)
+    spec = InputSpec.from_dict(job["spec"])
+    space = PruneSpace(model, spec, exclude=tuple(job.get("exclude", ())))
+    config = config_from_dict(job["config"]).resolve(space)
+    identity = search_identity(model, space, config)
+    if f"{study_name}-{fingerprint(identity)}" != base:
+        why = _differences(job["identity"], identity) or "the prune space"
+        raise StorageError(f"this worker's search differs from the coordinator's: {why}")
+    probes = build_probes(model, spec, space.output_layer, config.probes, cache_dir=cache_dir, progress=say)
+    if probes_digest(probes) != job["probes"]["digest"]:
+        raise StorageError(
+            "this worker's probes differ from the coordinator's (floating point differs between these machines); "
+            "copy the coordinator's probe cache file (cache key " + job["probes"]["cache_key"][:12] + ") here"
+        )
+    config = dataclasses.replace(config, importance=job["importance"], rescore=job["rescore"])
+    seed = random.SystemRandom().randrange(2**31)  # equal seeds in two workers would propose equal trials
+    ran: dict[int, int] = {}
+    k = 1
+    while (study := _wait_for_step(opened, base, k)) is not None:
+        if "committed" not in study.user_attrs:
+            sampler = make_sampler(config.sampler, seed=seed + k, multi_objective=config.multi_objective)
+            ran[k] = _work_step(opened, base, k, study.study_name, sampler, space, probes, config, say)
+        k += 1
+    status = job_status(opened, base)
+    say(f"worker: the search ended ({status}); this worker ran {sum(ran.values())} trials")
+    return WorkerReport(base=base, trials=ran, status=status, seconds=time.time() - start)
+
+
+def _work_step(storage, base: str, k: int, name: str, sampler, space, probes, config, say) -> int:
+    """Add trials to step k (scored on the coordinator's plan) until its budget is taken; returns how many."""
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    plan = study.user_attrs["plan"]
+    target = Target(**plan["target"])
+    scores = scores_from_json(plan["scores"])
+    evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack_of(config))
+    count = [0]
+
+    def on_done(_proxies) -> None:
+        count[0] += 1
+
+    objective = StepObjective(space, evaluator, config, plan["previous"], target, say, on_done=on_done)
+    say(f"step {k}: {target.describe()}")
+    run_step_trials(study, objective, config.trials, decided=lambda: _closed(storage, base, k))
+    return count[0]
+
+
+def _step_id(storage, base: str, k: int) -> int | None:
+    try:
+        return storage.get_study_id_from_name(f"{base}-step{k}")
+    except KeyError:
+        return None
+
+
+def _closed(storage, base: str, k: int) -> bool:
+    """Whether step k is decided (committed, or the next step or the end was published)."""
+    study_id = _step_id(storage, base, k)
+    if study_id is not None and "committed" in storage.get_study_user_attrs(study_id):
+        return True
+    following = _step_id(storage, base, k + 1)
+    return (following is not None and "plan" in storage.get_study_user_attrs(following)) or _done(storage, base)
+
+
+def _done(storage, base: str) -> bool:
+    return job_status(storage, base).startswith("done")
+
+
+def _wait_for_step(storage, base: str, k: int) -> optuna.Study | None:
+    """Step k's study once the coordinator planned it; None when the search ended first."""
+    while True:
+        study_id = _step_id(storage, base, k)
+        if study_id is not None:
+            attrs = storage.get_study_user_attrs(study_id)
+            if "plan" in attrs or "committed" in attrs:
+                return optuna.load_study(study_name=f"{base}-step{k}", storage=storage)
+        if _done(storage, base):
+            return None
+        time.sleep(POLL_SECONDS)
