@@ -68,7 +68,7 @@ def _keep_top(scores: torch.Tensor, count: int) -> tuple[int, ...]:
 
 def uniform_candidate(space: PruneSpace, target: Target, scores: dict[str, torch.Tensor]) -> dict:
     """The same removal fraction in every group (up to one channel), landing just under ``target``."""
-    counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target)))
+    counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target), target.round_to))
     return {g.name: _keep_top(scores[g.name], n) for g, n in zip(space.groups, counts, strict=True)}
 
 
@@ -138,16 +138,20 @@ def baseline(
     exclude: tuple[str, ...] = (),
     space: PruneSpace | None = None,
     inputs: torch.Tensor | None = None,
+    round_to: int = 1,
 ) -> PruneResult:
     """Prune ``model`` one-shot with ``method`` to the target; returns a new model (``model`` is untouched).
 
     ``inputs``: normalized synthetic inputs, needed by the ``INPUT_CRITERIA`` baselines only.
+    ``round_to``: kept channels per group in multiples of it (the uniform baselines only).
     """
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
     if method in INPUT_CRITERIA and inputs is None:
         raise ValueError(f"{method} ranks channels on synthetic inputs: pass inputs= (normalized)")
-    target = Target(macs=target_macs, params=target_params)
+    if round_to != 1 and method in ("global_magnitude", "paoding"):
+        raise ValueError(f"round_to applies to the uniform baselines; {method} removes channels one at a time")
+    target = Target(macs=target_macs, params=target_params, round_to=round_to)
     space = space or PruneSpace(model, spec, exclude=exclude)
     if method == "paoding":
         pruned, candidate = _paoding(space, target, seed)

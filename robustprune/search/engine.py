@@ -44,7 +44,7 @@ from robustprune.search.schedule import default_steps, step_targets
 from robustprune.search.storage import open_step, owned_search, search_identity
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, masked
-from robustprune.targets import Target, removed_count
+from robustprune.targets import KINDS, Target, removed_count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -117,9 +117,20 @@ class SearchConfig:
     # applies when the choice is one of them. rescore "auto" (the default) is "synthetic" for deep
     # targets (at most ``RESCORE_AT_MOST`` of the cost kept) and "off" otherwise: see ``resolve``.
     rescore: str = "auto"
+    # Kept channels per group in multiples of this (or the whole group), e.g. 8 for SIMD-friendly widths.
+    round_to: int = 1
+    # Fraction of the original's latency to keep, predicted by a per-layer latency table measured on
+    # this machine (robustprune.evaluate.lut) at ``latency_batch`` inputs and ``latency_threads`` threads.
+    target_latency: float | None = None
+    latency_batch: int = 1
+    latency_threads: int | None = None
 
     def __post_init__(self) -> None:
-        Target(macs=self.target_macs, params=self.target_params)  # validates
+        _ = self.target  # validates the fractions and round_to
+        if not _is_int(self.latency_batch) or self.latency_batch < 1:
+            raise ValueError(f"latency_batch must be an integer >= 1, got {self.latency_batch!r}")
+        if self.latency_threads is not None and (not _is_int(self.latency_threads) or self.latency_threads < 1):
+            raise ValueError(f"latency_threads must be an integer >= 1 (or None), got {self.latency_threads!r}")
         if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
             raise ValueError(f"steps must be an integer >= 1 (or None for the default schedule), got {self.steps!r}")
         if not _is_int(self.trials) or self.trials < 1:
@@ -197,13 +208,22 @@ class SearchConfig:
 
     @property
     def target(self) -> Target:
-        return Target(macs=self.target_macs, params=self.target_params)
+        return Target(
+            macs=self.target_macs, params=self.target_params, latency=self.target_latency, round_to=self.round_to
+        )
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
+        for name, default in _UNSET_FIELDS.items():  # absent at their defaults: older searches keep their identity
+            if data[name] == default:
+                del data[name]
         data["probes"] = self.probe_config.to_dict()
         data["weights"], data["floors"] = dict(self.weights), dict(self.floors)
         return data
+
+
+#: Fields added after searches were first fingerprinted, left out of ``to_dict`` at these defaults.
+_UNSET_FIELDS = {"round_to": 1, "target_latency": None, "latency_batch": 1, "latency_threads": None}
 
 
 #: "auto" picks among these (results/criterion_choice.md); taylor_l1 is computed from the other two.
@@ -227,7 +247,7 @@ def pick_criterion(values: Mapping[str, float], margin: float = HEDGE_MARGIN) ->
 
 
 def _choose_criterion(
-    space, probes, inputs, config: SearchConfig, attack
+    space, probes, inputs, config: SearchConfig, attack, target: Target | None = None
 ) -> tuple[str, dict[str, float], dict[str, torch.Tensor]]:
     """The criterion whose uniform candidate at the final target scores best on the proxies
     (by more than ``HEDGE_MARGIN`` over the rank sum: ``pick_criterion``).
@@ -245,7 +265,7 @@ def _choose_criterion(
             channel_scores[criterion] = all_scores(space, criterion, inputs=inputs, seed=config.seed)
         # the uniform baseline's own candidate: just under the target, not the plain uniform
         # fraction, which can overshoot by several percent of the cost on small models
-        candidate = uniform_candidate(space, config.target, channel_scores[criterion])
+        candidate = uniform_candidate(space, target or config.target, channel_scores[criterion])
         evaluator = Evaluator(space, probes, channel_scores[criterion], config.compensation, attack=attack)
         values[criterion] = weighted_score(evaluator.evaluate_candidate(candidate)[2], config.weights)
     choice = pick_criterion(values)
@@ -277,20 +297,10 @@ def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     return f"{study.study_name}: trial {trial.number} was left running by a process that stopped; marked failed"
 
 
-def _excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
-    """How far past the target (as a fraction of the original): <= 0 is feasible."""
-    parts = []
-    if target.macs is not None:
-        parts.append(macs / space.full_macs - target.macs)
-    if target.params is not None:
-        parts.append(params / space.full_params - target.params)
-    return max(parts)
-
-
 def _midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | None:
     """A target halfway between the last committed one and ``target``, or None once steps get tiny."""
     mid = {}
-    for name in ("macs", "params"):
+    for name in KINDS:
         goal = getattr(target, name)
         if goal is None:
             mid[name] = None
@@ -299,7 +309,21 @@ def _midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | No
         if start - goal < 2 * min_span:
             return None
         mid[name] = (start + goal) / 2
-    return Target(**mid)
+    return target.scaled(mid)
+
+
+def _with_latency_model(config: SearchConfig, space: PruneSpace, cache_dir, say, quiet: bool) -> Target:
+    """The search's target, with the latency table attached when it bounds latency (measured or cached)."""
+    target = config.target
+    if target.latency is None:
+        return target
+    from robustprune.evaluate.lut import build_latency_model
+
+    table = build_latency_model(
+        space, config.latency_batch, config.latency_threads, cache_dir=cache_dir, progress=say, quiet=quiet
+    )
+    say(f"latency model: original {table.measured_full_ms:.2f} ms at batch {config.latency_batch}")
+    return dataclasses.replace(target, latency_model=table)
 
 
 def search_config(
@@ -376,6 +400,7 @@ def _search(
     )
     config = config.resolve(space)
     identity = search_identity(model, space, config)  # before the probes: a wrong storage fails at once
+    target = _with_latency_model(config, space, cache_dir, say, quiet=not bars)
     storage, study_base, owner = stack.enter_context(
         owned_search(storage, study_name, identity, on_stale=lambda study, trial: say(_stale_message(study, trial)))
     )
@@ -386,7 +411,7 @@ def _search(
     synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
     criterion_scores: dict[str, float] = {}
     if config.importance == "auto":
-        choice, criterion_scores, scores = _choose_criterion(space, probes, synthetic_inputs, config, attack)
+        choice, criterion_scores, scores = _choose_criterion(space, probes, synthetic_inputs, config, attack, target)
         say(
             "criterion: "
             + ", ".join(f"{k} {v:.4f}" for k, v in criterion_scores.items())
@@ -401,7 +426,7 @@ def _search(
     if config.rescore != "off" and config.importance in RESCORED_CRITERIA:
         say(f"ranking channels again after each step on the pruned model ({config.rescore} probes)")
     n_steps = config.steps
-    targets = step_targets(config.target, n_steps)
+    targets = step_targets(target, n_steps)
     directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
 
     amounts = {g.name: 0.0 for g in space.groups}
@@ -440,7 +465,7 @@ def _search(
             )
             counts = [g.size - removed_count(g.size, proposal[g.name]) for g in space.groups]
             macs, params = space.cost_of_counts(counts)
-            trial.set_constraint("target", _excess(space, step_target, macs, params))
+            trial.set_constraint("target", step_target.excess(space, counts))
             trial.set_user_attr("amounts", proposal)
             trial.set_user_attr("macs", macs)
             trial.set_user_attr("params", params)
@@ -511,7 +536,7 @@ def _search(
         seconds = study.user_attrs["committed"]["seconds"]
         record = StepRecord(
             step=k,
-            target=dataclasses.asdict(step_target),
+            target=step_target.to_dict(),
             amounts=amounts,
             proxies=best.user_attrs["proxies"],
             score=best.user_attrs["score"],
