@@ -2,12 +2,14 @@
 model architecture, device, thread count and batch size, and cached on disk.
 
 Each conv/linear layer of the prune space is timed alone on a small grid of (input, output) widths
-(its own shapes, kernel, stride and batch) and interpolated bilinearly in between. Everything else
-(BN, activations, adds, pooling, Python overhead) is a remainder ``a + b * volume``, where volume is
-the kept fraction of the layers' output activations, fitted on two whole-model timings: the original
-and the uniform half-width model. ``fraction(counts)`` is the prediction over the original's, the
-quantity a latency target bounds. Wider layers are never predicted faster than narrower ones (each
-table is made monotone), so a target stays a monotone constraint the search can bisect on.
+(its own shapes, kernel, stride and batch) and interpolated bilinearly in between. The prediction is
+``s * (sum of the layer tables) + a + b * volume``, where volume is the kept fraction of the layers'
+output activations (BN, activations, adds scale with it), ``a`` is fixed overhead (Python, pooling,
+the head) and ``s`` corrects layers timed alone against layers inside the model; ``s, a, b >= 0`` are
+fitted by least squares on whole-model timings of the original and of uniform widths (1/4, 1/2, 3/4
+of every group). ``fraction(counts)`` is the prediction over the original's, the quantity a latency
+target bounds. Wider layers are never predicted faster than narrower ones (each table is made
+monotone), so a latency target stays a monotone constraint the search can bisect on.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from robustprune._progress import progress_bar
 from robustprune.evaluate.speed import compile_for, interleaved_latency, torch_threads
 from robustprune.structure.space import PruneSpace
 
-__all__ = ["LUT_VERSION", "LatencyModel", "LayerTable", "build_latency_model", "latency_grid"]
+__all__ = ["LUT_VERSION", "LatencyModel", "LayerTable", "build_latency_model", "check_latency_model", "latency_grid"]
 
-LUT_VERSION = 1
+LUT_VERSION = 3
 #: Grid of kept fractions per pruned dimension (the widths are rounded, at least one channel).
 GRID_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -67,6 +69,7 @@ class LatencyModel:
     sizes: tuple[int, ...]  # full group sizes
     rest_fixed_ms: float
     rest_volume_ms: float
+    layer_scale: float  # calibration of the summed layer tables against whole-model timings
     measured_full_ms: float  # the original model, timed whole
     meta: dict
 
@@ -77,7 +80,7 @@ class LatencyModel:
             n_in = counts[t.in_group] if t.in_group is not None else t.in_grid[-1]
             n_out = counts[t.out_group] if t.out_group is not None else t.out_grid[-1]
             total += t.predict(n_in, n_out)
-        return total + self.rest_fixed_ms + self.rest_volume_ms * self.volume(counts)
+        return self.layer_scale * total + self.rest_fixed_ms + self.rest_volume_ms * self.volume(counts)
 
     def volume(self, counts: Sequence[int]) -> float:
         """Kept fraction of the layers' output activations."""
@@ -111,6 +114,7 @@ class LatencyModel:
             sizes=tuple(data["sizes"]),
             rest_fixed_ms=data["rest_fixed_ms"],
             rest_volume_ms=data["rest_volume_ms"],
+            layer_scale=data["layer_scale"],
             measured_full_ms=data["measured_full_ms"],
             meta=data["meta"],
         )
@@ -120,12 +124,15 @@ def _input_shapes(space: PruneSpace) -> dict[str, tuple[int, ...]]:
     """Per conv/linear layer of the space, the shape (without batch) of its input at full width."""
     modules = dict(space.model.named_modules())
     shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str):
+        def hook(_module, inputs, _output) -> None:  # returns None: the output is left as it is
+            shapes.setdefault(name, tuple(inputs[0].shape[1:]))
+
+        return hook
+
     hooks = [
-        modules[layer.name].register_forward_hook(
-            lambda _m, inputs, _out, name=layer.name: shapes.setdefault(name, tuple(inputs[0].shape[1:]))
-        )
-        for layer in space._layers
-        if layer.kind != "norm"
+        modules[layer.name].register_forward_hook(record(layer.name)) for layer in space._layers if layer.kind != "norm"
     ]
     try:
         with torch.no_grad():
@@ -260,7 +267,8 @@ def build_latency_model(
         if progress:
             progress(f"measuring the latency model ({len(layers)} layers, batch {batch_size}, {n_threads} threads)")
         model = _measure(space, layers, signatures, in_shapes, batch_size, runs, whole_runs, quiet)
-        model = dataclasses.replace(model, meta={**meta, "key": key, "measured_at": time.time()})
+        meta = json.loads(json.dumps({**meta, "key": key, "measured_at": time.time()}))  # as a reload sees it
+        model = dataclasses.replace(model, meta=meta)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, model.to_dict())
@@ -313,27 +321,82 @@ def _measure(space, layers, signatures, in_shapes, batch_size, runs, whole_runs,
         (layer.out_group, layer.positions * layer.out_full) for layer in space._layers if layer.kind != "norm"
     )
     sizes = tuple(g.size for g in space.groups)
-    partial = LatencyModel(tables, volumes, sizes, 0.0, 0.0, 0.0, {})
-    half = [max(1, s // 2) for s in sizes]
-    full_ms, half_ms = _whole_model_ms(space, half, batch_size, whole_runs)
-    rest_full = full_ms - partial.predict_ms(sizes)
-    rest_half = half_ms - partial.predict_ms(half)
-    v_half = partial.volume(half)
-    per_volume = max(0.0, (rest_full - rest_half) / max(1e-9, 1.0 - v_half))
-    fixed = rest_full - per_volume
-    if fixed < 0:  # noise or a model with no overhead at all: the whole remainder scales with the activations
-        fixed, per_volume = 0.0, max(0.0, rest_full)
-    return LatencyModel(tables, volumes, sizes, fixed, per_volume, full_ms, {})
+    partial = LatencyModel(tables, volumes, sizes, 0.0, 0.0, 1.0, 0.0, {})
+    widths = {f: [max(1, round(f * s)) for s in sizes] for f in CALIBRATION_FRACTIONS}
+    whole = _whole_model_ms(space, widths, batch_size, whole_runs)
+    scale, fixed, per_volume = _fit_calibration(
+        [partial.predict_ms(widths[f]) for f in CALIBRATION_FRACTIONS],
+        [partial.volume(widths[f]) for f in CALIBRATION_FRACTIONS],
+        [whole[f] for f in CALIBRATION_FRACTIONS],
+    )
+    return LatencyModel(tables, volumes, sizes, fixed, per_volume, scale, whole[1.0], {})
 
 
-def _whole_model_ms(space: PruneSpace, half: list[int], batch_size: int, runs: int) -> tuple[float, float]:
-    """Interleaved medians of the original and its half-width model (first channels kept: widths are what count)."""
+#: Uniform widths (kept fraction of every group) the whole model is timed at to fit the calibration.
+CALIBRATION_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+
+
+def _fit_calibration(layers_ms: list[float], volumes: list[float], whole_ms: list[float]) -> tuple[float, float, float]:
+    """Non-negative least squares ``whole = s * layers + a + b * volume``.
+
+    ``s`` absorbs a systematic gap between layers timed alone and inside the model (caches, allocator);
+    ``a`` is fixed overhead, ``b`` the element-wise work that scales with the activations.
+    """
+    from scipy.optimize import nnls
+
+    design = np.stack([np.asarray(layers_ms), np.ones(len(volumes)), np.asarray(volumes)], axis=1)
+    target = np.asarray(whole_ms)
+    norms = design.max(axis=0)  # column scaling keeps the problem well conditioned
+    norms[norms == 0] = 1.0
+    coef, _residual = nnls(design / norms, target)
+    s, a, b = (coef / norms).tolist()
+    if s <= 0:  # degenerate fit (noise): fall back to the tables alone, scaled to the original's time
+        s, a, b = whole_ms[-1] / max(layers_ms[-1], 1e-9), 0.0, 0.0
+    return float(s), float(a), float(b)
+
+
+def _whole_model_ms(space: PruneSpace, widths: dict[float, list[int]], batch_size: int, runs: int) -> dict:
+    """Interleaved medians of the model at each uniform width (first channels kept: only widths matter)."""
     from robustprune.structure import export
 
-    candidate = {g.name: tuple(range(n)) for g, n in zip(space.groups, half, strict=True)}
-    runners = {
-        "full": compile_for(space.model, space.spec, batch_size),
-        "half": compile_for(export(space, candidate), space.spec, batch_size),
-    }
+    runners = {}
+    for fraction, counts in widths.items():
+        candidate = {g.name: tuple(range(n)) for g, n in zip(space.groups, counts, strict=True)}
+        model = space.model if fraction == 1.0 else export(space, candidate)
+        runners[fraction] = compile_for(model, space.spec, batch_size)
     stats = interleaved_latency(runners, runs=runs, warmup=3)
-    return stats["full"].median_ms, stats["half"].median_ms
+    return {fraction: s.median_ms for fraction, s in stats.items()}
+
+
+def check_latency_model(
+    original: nn.Module,
+    space: PruneSpace,
+    candidate,
+    pruned: nn.Module,
+    config,
+    cache_dir: str | Path | None = None,
+    runs: int = 50,
+) -> dict:
+    """The table's predicted latency fraction for ``candidate`` against the pruned model timed directly,
+    interleaved with the original (``config``: the search's ``latency_batch`` and ``latency_threads``)."""
+    batch, threads = config.latency_batch, config.latency_threads
+    table = build_latency_model(space, batch, threads, cache_dir=cache_dir)
+    counts = space.kept_counts(candidate)
+    with torch_threads(threads):
+        stats = interleaved_latency(
+            {"original": compile_for(original, space.spec, batch), "pruned": compile_for(pruned, space.spec, batch)},
+            runs=runs,
+        )
+    measured = stats["pruned"].median_ms / stats["original"].median_ms
+    predicted = table.fraction(counts)
+    return {
+        "batch_size": batch,
+        "threads": table.meta.get("threads"),
+        "runs": runs,
+        "original_ms": stats["original"].to_dict(),
+        "pruned_ms": stats["pruned"].to_dict(),
+        "predicted_fraction": predicted,
+        "measured_fraction": measured,
+        "relative_error": predicted / measured - 1.0,
+        "target": getattr(config, "target_latency", None),
+    }

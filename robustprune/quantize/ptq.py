@@ -96,7 +96,7 @@ def quantize_int8(
 def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLike) -> Path:
     """Write the program atomically (``torch.export.save``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save expects a .pt2 name
     torch.export.save(program, str(tmp))
     tmp.replace(path)
     return path
