@@ -127,3 +127,14 @@ def test_calibration_sources(monkeypatch):
     assert seen["config"] == SEARCH_PROBES.seeded(3).synthetic  # the search's own probes: a cache hit after it
     with pytest.raises(ValueError, match="calibration"):
         calibration_inputs("imagenet", None, SPEC)
+
+
+def test_xnnpack_without_executorch_says_where_the_quantizer_is():
+    pytest.importorskip("torchao")
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        with pytest.raises(QuantizeError, match="executorch"):
+            quantize_int8(_model(), SPEC, torch.rand(8, *SPEC.shape), backend="xnnpack")
+    else:
+        pytest.skip("executorch is installed: the xnnpack quantizer is available")
