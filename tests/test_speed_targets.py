@@ -163,3 +163,20 @@ def test_search_with_a_latency_target_commits_a_candidate_the_table_puts_under_i
     assert table.fraction(counts) <= goal
     assert all(c == g.size or c % 2 == 0 for c, g in zip(counts, result.space.groups, strict=True))
     assert dataclasses.asdict(result.config)["target_latency"] == goal
+
+
+def test_cli_flags_reach_the_config_and_bad_values_exit_2(tmp_path):
+    from robustprune.cli import build_parser, main, search_config_from_args
+
+    args = build_parser().parse_args(
+        ["search", "--model", "zoo:cnn", "--target-latency", "0.5", "--latency-batch", "256", "--round-to", "8"]
+        + ["--out", str(tmp_path / "r")]
+    )
+    config = search_config_from_args(args)
+    assert (config.target_latency, config.latency_batch, config.round_to, config.target_macs) == (0.5, 256, 8, None)
+    for bad in (["--round-to", "0"], ["--target-latency", "1.5"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["search", "--model", "zoo:cnn", "--target-macs", "0.5", *bad, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+    base = ["baseline", "--model", "zoo:cnn", "--target-macs", "0.5", "--no-eval", "--out", str(tmp_path / "b")]
+    assert main([*base, "--method", "global_magnitude", "--round-to", "4", "--quiet"]) == 2
