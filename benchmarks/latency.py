@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", nargs="+", type=float, default=[0.7, 0.5, 0.3])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 256])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--backends", nargs="+", default=[*BACKENDS, "onnx"], choices=[*BACKENDS, "onnx"])
+    parser.add_argument("--backends", nargs="*", default=[*BACKENDS, "onnx"], choices=[*BACKENDS, "onnx"])
     parser.add_argument("--runs", type=int, default=50, help="interleaved rounds per cell (>= 50 for the report)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--method", default="search", help="which pruned run folders: search, oneshot_search, ...")
