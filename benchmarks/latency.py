@@ -114,14 +114,11 @@ def _pruned_model(args, model_name: str, target: float, round_to: int) -> tuple[
     own = Path(args.cells).parent / "models"
     folder = _find_pruned(model_name, method, target, args.seed, [Path(args.models_dir), own])
     if folder is None and args.search_missing and args.method == "search":
-        folder = _search_pruned(
-            model_name,
-            target,
-            args.seed,
-            round_to,
-            args.search_trials,
-            own / _cell_id(model_name, method, f"{target:g}", f"s{args.seed}"),
-        )
+        destination = own / _cell_id(model_name, method, f"{target:g}", f"s{args.seed}")
+        try:
+            folder = _search_pruned(model_name, target, args.seed, round_to, args.search_trials, destination)
+        except ValueError as exc:  # e.g. a model the prune space does not support yet: listed as missing
+            print(f"search of {model_name} at {target:g} failed: {type(exc).__name__}: {exc}", flush=True)
     return folder, method
 
 
