@@ -47,7 +47,7 @@ def _quantizer(backend: str):
         from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
     except ImportError:
         raise QuantizeError(
-            "the xnnpack quantizer ships with ExecuTorch (pip install executorch); use backend 'x86' otherwise"
+            "the xnnpack quantizer ships with ExecuTorch: pip install 'robustprune[xnnpack]' (or use backend 'x86')"
         ) from None
     quantizer = xq.XNNPACKQuantizer()
     quantizer.set_global(xq.get_symmetric_quantization_config())
