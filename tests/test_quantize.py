@@ -134,7 +134,7 @@ def test_xnnpack_without_executorch_says_where_the_quantizer_is():
     try:
         import executorch  # noqa: F401
     except ImportError:
-        with pytest.raises(QuantizeError, match="executorch"):
+        with pytest.raises(QuantizeError, match=r"ExecuTorch: pip install .robustprune\[xnnpack\]"):
             quantize_int8(_model(), SPEC, torch.rand(8, *SPEC.shape), backend="xnnpack")
     else:
         pytest.skip("executorch is installed: the xnnpack quantizer is available")
