@@ -25,6 +25,7 @@ RUN_FILES = {
     "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),
     "demo": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", "original.json", *_PLOTS),
     "recover": ("pruned.pt", "spec.json", "recover.json", "recover_loss.png", "report.json"),
+    "quantize": ("int8.pt2", "pruned.pt", "spec.json", "quantize.json", "report.json"),
 }
 #: Every file robustprune may have written into a run folder, whatever the kind.
 OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)

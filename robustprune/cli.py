@@ -28,7 +28,8 @@ EXAMPLES = {
   robustprune eval --model traced.ts --eps 0.05 --n-attack 2000
   robustprune eval --model torchvision:resnet18 --weights r18.pt --input-shape 3,32,32 --num-classes 10 \\
       --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26 --data cifar_test/
-  robustprune eval --model runs/mine --data unlabeled.npz --original mypkg.nets:build --original-weights net.pt""",
+  robustprune eval --model runs/mine --data unlabeled.npz --original mypkg.nets:build --original-weights net.pt
+  robustprune eval --model runs/r20-int8          # a run folder: pruned, or int8 from quantize""",
     "baseline": """examples:
   robustprune baseline --model zoo:resnet20 --method l1_uniform --target-macs 0.5 --out runs/r20-l1
   robustprune baseline --model zoo:mlp --method paoding --target-params 0.5 --out runs/mlp-paoding
@@ -40,11 +41,16 @@ EXAMPLES = {
   robustprune search --model zoo:cnn --target-macs 0.5 --sampler nsga2 --floor fidelity=0.9 --out runs/cnn-mo
   robustprune search --model mypkg.nets:build --weights net.pt --spec net_spec.json --target-macs 0.5 --out runs/net
   robustprune search --model zoo:resnet20 --target-macs 0.5 --storage postgresql://u:pw@db/rp --out runs/r20
-      # coordinator: `robustprune worker --storage postgresql://u:pw@db/rp` on other machines adds trials""",
+      # coordinator: `robustprune worker --storage postgresql://u:pw@db/rp` on other machines adds trials
+  robustprune search --model zoo:resnet20 --target-macs 0.5 --round-to 8 --out runs/r20-r8
+  robustprune search --model zoo:resnet20 --target-latency 0.5 --latency-batch 256 --out runs/r20-lat""",
     "worker": """examples:
   robustprune worker --storage postgresql://user:password@dbhost/robustprune
   robustprune worker --storage journal:/shared/search.log --study r20
   robustprune worker --storage postgresql://u:pw@db/rp --model mypkg.nets:build --weights net.pt --allow-code""",
+    "quantize": """examples:
+  robustprune quantize runs/r20 --out runs/r20-int8                          # synthetic calibration, no data
+  robustprune quantize runs/r20 --out runs/r20-int8-real --calibration real --n 1000""",
     "demo": """examples:
   robustprune demo                              # zoo:resnet20 to half its MACs, into runs/demo
   robustprune demo --model zoo:cnn --target-macs 0.7 --out runs/cnn-demo""",
@@ -72,7 +78,7 @@ EXAMPLES = {
 DEMO_OUT = "runs/demo"
 MODEL_HELP = (
     "zoo:NAME, torchvision:NAME (with --weights), package.module:factory (with --weights), a TorchScript file, "
-    "a torch.export program (.pt2) or a run folder"
+    "a torch.export program (.pt2) or a run folder (pruned, or int8 from quantize)"
 )
 
 
@@ -328,7 +334,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--original is for --data (agreement on your own data)")
     if not args.data:
         _check_eval_data(args, required=True)
-    model, spec = _load_model_from_args(args)
+    if Path(args.model).is_dir() and _is_int8_run(args.model):  # int8 from quantize: its exported program
+        model, spec = _load_run_folder(args)
+        _check_user_data(args, spec)
+    else:
+        model, spec = _load_model_from_args(args)
     original = None
     if args.original:
         original, _ = load_model(
@@ -358,6 +368,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if out:
             print(f"wrote {out}")
     return 0
+
+
+def _is_int8_run(folder: str) -> bool:
+    from robustprune.quantize.run import is_quantized_run
+
+    return is_quantized_run(Path(folder))
+
+
+def _load_run_folder(args: argparse.Namespace):
+    """(model, spec) of a run folder given as ``eval --model``: its int8 program when it has one, else pruned.pt."""
+    from robustprune.quantize.run import is_quantized_run, load_quantized_run
+    from robustprune.structure import load_pruned
+
+    folder = Path(args.model)
+    if is_quantized_run(folder):
+        if args.device != "cpu":
+            raise UsageError("an int8 run folder is evaluated on the CPU (--device cpu)")
+        model, spec, _info = load_quantized_run(folder, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+        return model, spec
+    if not (folder / "spec.json").is_file():
+        raise UsageError(f"{folder} is a folder but not a run folder (no spec.json)")
+    model, spec, _data = load_pruned(folder, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    return model.to(args.device), spec
 
 
 def _fraction(text: str) -> float:
@@ -435,6 +468,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
     if args.method == "paoding" and args.target_macs is not None and args.target_params is not None:
         raise UsageError("the paoding baseline takes one target: --target-macs or --target-params")
+    if args.round_to != 1 and args.method in ("global_magnitude", "paoding"):
+        raise UsageError(f"--round-to applies to the uniform baselines, not {args.method}")
     out = _check_run_dir(args, "baseline")
     _check_eval_data(args)
     model, spec = _load_model_from_args(args, prune=True)
@@ -454,6 +489,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         target_params=args.target_params,
         seed=args.seed,
         inputs=inputs,
+        round_to=args.round_to,
     )
     reached = result.kept_fraction
     if not args.quiet:
@@ -492,8 +528,10 @@ def search_config_from_args(args: argparse.Namespace):
     from robustprune.search import SearchConfig
     from robustprune.search.engine import SEARCH_PROBES
 
-    if args.target_macs is None and args.target_params is None:
-        raise UsageError("give --target-macs and/or --target-params (fraction of the original to keep)")
+    if args.target_macs is None and args.target_params is None and args.target_latency is None:
+        raise UsageError(
+            "give --target-macs, --target-params and/or --target-latency (fraction of the original to keep)"
+        )
     try:
         synthetic = dataclasses.replace(
             SEARCH_PROBES.synthetic, kind=args.synthetic, n=args.n_probes, steps=args.probe_steps
@@ -515,6 +553,10 @@ def search_config_from_args(args: argparse.Namespace):
             rescore=args.rescore,
             probes=probes,
             seed=args.seed,
+            round_to=args.round_to,
+            target_latency=args.target_latency,
+            latency_batch=args.latency_batch,
+            latency_threads=args.latency_threads,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -543,6 +585,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     _save_run(args, out, write)
     report = _report_for_run(result.model, spec, f"{args.model} (search)", args, original=model)
     report["provenance"].update(method="search", search=result.summary())
+    if config.target_latency is not None:
+        report["latency_check"] = _latency_check(model, result, config, args)
     return _finish_run(
         args, out, "search", report, "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
     )
@@ -566,6 +610,21 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     print(f"worker: {sum(report.trials.values())} trials in {report.seconds:.0f}s; search {report.status}")
     return 0
+
+
+def _latency_check(model, result, config, args: argparse.Namespace) -> dict:
+    """The latency table's prediction for the pruned model against timing it, interleaved with the original."""
+    from robustprune.evaluate.lut import check_latency_model
+
+    check = check_latency_model(model, result.space, result.candidate, result.model, config)
+    if not args.quiet:
+        print(
+            f"latency at batch {check['batch_size']}: predicted {100 * check['predicted_fraction']:.1f}% of the "
+            f"original, measured {100 * check['measured_fraction']:.1f}% (target {100 * config.target_latency:.0f}%; "
+            f"table off by {100 * check['relative_error']:+.1f}%)",
+            file=sys.stderr,
+        )
+    return check
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -674,6 +733,64 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return _finish_run(
         args, out, "recovered", report, "pruned.pt, spec.json, recover.json, recover_loss.png, report.json"
     )
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    import shutil
+    import time
+
+    from robustprune._io import atomic_write_json
+    from robustprune.models import load_model
+    from robustprune.quantize import quantize_int8, save_quantized
+    from robustprune.quantize.run import INFO_FILE, PROGRAM_FILE, calibration_inputs, load_quantized_run
+    from robustprune.structure import load_pruned
+
+    source = Path(args.run)
+    missing = [name for name in ("spec.json", "pruned.pt") if not (source / name).is_file()]
+    if missing:
+        raise UsageError(f"{source} is not a run folder (no {' or '.join(missing)})")
+    out = _check_run_dir(args, "quantize")
+    _check_eval_data(args)
+    pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    original = None
+    if args.calibration == "synthetic":  # the search's probes are inverted from the original's BN statistics
+        reference = args.original or data.get("model")
+        if not reference:
+            raise UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
+        if not reference.startswith("zoo:") and not (args.allow_code or args.original):
+            raise UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
+        original, _ = load_model(reference, weights=args.weights, allow_pickle=args.allow_pickle)
+    progress = None if args.quiet else (lambda m: print(f"[calibration] {m}", file=sys.stderr, flush=True))
+    start = time.time()
+    pixels = calibration_inputs(
+        args.calibration, original, spec, n=args.n, seed=args.seed, data_root=args.data_root, progress=progress
+    )
+    program = quantize_int8(pruned, spec, pixels, backend=args.backend)
+    info = {
+        "source": str(source),
+        "calibration": args.calibration,
+        "n": int(pixels.shape[0]),
+        "backend": args.backend,
+        "seed": args.seed,
+        "seconds": time.time() - start,
+    }
+
+    def write(staging: Path) -> None:
+        save_quantized(program, staging / PROGRAM_FILE)
+        for name in ("spec.json", "pruned.pt"):
+            shutil.copyfile(source / name, staging / name)
+        atomic_write_json(staging / INFO_FILE, info)
+
+    _save_run(args, out, write)
+    if not args.quiet:
+        print(f"int8 ({args.backend}) calibrated on {info['n']} {args.calibration} inputs", file=sys.stderr)
+    model, spec, _info = load_quantized_run(out, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    report = _report_for_run(model, spec, f"{data.get('model')} (int8, {args.calibration})", args)
+    report["provenance"].update(method="quantize", quantize=info)
+    return _finish_run(args, out, "int8", report, f"{PROGRAM_FILE}, pruned.pt, spec.json, {INFO_FILE}, report.json")
+
+
+_QUANTIZE_N_HELP = ", ".join(f"{k} {v}" for k, v in {"synthetic": 256, "gaussian": 256, "real": 1000}.items())
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -891,6 +1008,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-macs", type=_fraction, help="fraction of the original MACs to keep, e.g. 0.5")
     p.add_argument("--target-params", type=_fraction, help="fraction of the original parameters to keep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--round-to",
+        type=_positive_int,
+        default=1,
+        help="keep each group's channels at a multiple of N (uniform baselines; default %(default)s)",
+    )
     p.add_argument("--out", required=True, help="run folder: gets pruned.pt, spec.json, report.json")
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
     p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
@@ -985,6 +1108,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROXY=VALUE",
         help="stop before a proxy crosses VALUE (PROXY one of " + ", ".join(PROXIES) + ")",
     )
+    p.add_argument(
+        "--round-to",
+        type=_positive_int,
+        default=search_default["round_to"],
+        help="keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
+    )
+    p.add_argument(
+        "--target-latency",
+        type=_fraction,
+        help="fraction of the original's latency to keep, measured on this machine (per-layer latency table)",
+    )
+    p.add_argument(
+        "--latency-batch",
+        type=_positive_int,
+        default=search_default["latency_batch"],
+        help="batch size --target-latency is measured at (default %(default)s)",
+    )
+    p.add_argument(
+        "--latency-threads",
+        type=_positive_int,
+        default=search_default["latency_threads"],
+        help="torch threads --target-latency is measured with (default: torch's setting)",
+    )
     p.add_argument("--seed", type=int, default=search_default["seed"])
     p.add_argument(
         "--storage",
@@ -1051,6 +1197,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_recover)
 
+    p = add(
+        "quantize",
+        "int8 post-training quantization (PT2E) of a run's model, calibrated on synthetic inputs (no data), "
+        "Gaussian noise, or real images; evaluated like any run.",
+    )
+    p.add_argument("run", help="run folder with spec.json and pruned.pt (from search, baseline or recover)")
+    p.add_argument("--out", required=True, help="new run folder: int8.pt2, pruned.pt, spec.json, quantize.json")
+    p.add_argument(
+        "--calibration",
+        default="synthetic",
+        choices=("synthetic", "gaussian", "real"),
+        help="synthetic: the search's probes (default); gaussian: noise; real: Fashion-MNIST train[:N]",
+    )
+    p.add_argument("--n", type=_positive_int, help=f"calibration inputs (default: {_QUANTIZE_N_HELP})")
+    p.add_argument("--backend", default="x86", choices=("x86", "xnnpack"), help="quantizer (default %(default)s)")
+    p.add_argument("--original", help="the unpruned model, for synthetic inputs (default: the run's model)")
+    p.add_argument("--weights", help="state dict for --original (loaded with weights_only=True)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights")
+    p.add_argument("--allow-code", action="store_true", help="let the run folder's package.module:factory run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration inputs and the evaluation")
+    p.add_argument("--data-root", help="folder with the Fashion-MNIST IDX .gz files")
+    p.add_argument("--no-eval", action="store_true", help="skip the real-data evaluation (cost only)")
+    p.add_argument("--eps", type=_eps, default=0.1, help="L-inf radius of the evaluation's attacks (default 0.1)")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_quantize)
+
     p = add("bench", "Run a benchmark suite (models x methods x targets x seeds); resumes finished cells.")
     p.add_argument("--suite", required=True, help="quick, full, or a suite JSON file")
     p.add_argument("--out", required=True)
@@ -1116,6 +1290,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.data.fashion_mnist import DataError, DataNotFoundError
     from robustprune.deploy import DeployError
     from robustprune.models import ModelRefError
+    from robustprune.quantize.ptq import QuantizeError
     from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
@@ -1133,6 +1308,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         SpecError,
         UnsupportedModelError,
         UnreachableTargetError,
+        QuantizeError,
     )
 
 

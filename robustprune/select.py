@@ -94,7 +94,7 @@ def removed_last(
 
 def uniform_candidate(space: PruneSpace, target: Target, scores: Mapping[str, torch.Tensor]) -> Candidate:
     """The same removal fraction in every group (up to one channel), landing just under ``target``."""
-    counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target)))
+    counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target), target.round_to))
     return {g.name: keep_top(scores[g.name], n) for g, n in zip(space.groups, counts, strict=True)}
 
 

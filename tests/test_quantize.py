@@ -66,3 +66,75 @@ def test_calibration_shape_and_backend_are_checked():
         quantize_int8(_model(), SPEC, torch.rand(8, 3, 12, 12))
     with pytest.raises(QuantizeError, match="backend"):
         quantize_int8(_model(), SPEC, torch.rand(8, *SPEC.shape), backend="tensorrt")
+
+
+# -- int8 run folders (robustprune quantize) -------------------------------------------------------------
+
+
+def _baseline_run(tmp_path):
+    from robustprune.cli import main
+
+    source = tmp_path / "cnn"
+    args = ["baseline", "--model", "zoo:cnn", "--method", "l1_uniform", "--target-macs", "0.6", "--no-eval"]
+    assert main([*args, "--out", str(source), "--quiet"]) == 0
+    return source
+
+
+def test_quantize_writes_a_run_folder_that_loads_as_int8_with_float_gradients(tmp_path):
+    from robustprune.cli import main
+    from robustprune.evaluate.cost import count_macs_params
+    from robustprune.quantize.run import Int8Model, load_quantized_run
+    from robustprune.structure import load_pruned
+
+    source = _baseline_run(tmp_path)
+    out = tmp_path / "int8"
+    args = ["quantize", str(source), "--out", str(out), "--calibration", "gaussian", "--n", "32", "--no-eval"]
+    assert main([*args, "--quiet"]) == 0
+    assert {"int8.pt2", "pruned.pt", "spec.json", "quantize.json", "report.json"} <= {p.name for p in out.iterdir()}
+    model, spec, info = load_quantized_run(out)
+    assert isinstance(model, Int8Model) and info["calibration"] == "gaussian" and info["n"] == 32
+    float_model, _, _ = load_pruned(source)
+    x = spec.normalize(torch.rand(8, *spec.shape))
+    with torch.no_grad():
+        got, want = model.eval()(x), float_model(x)
+    assert not torch.equal(got, want) and (got - want).norm() / want.norm() < 0.2
+    x.requires_grad_()
+    model(x).sum().backward()  # gradients come from the float model (BPDA): attacks can run
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert count_macs_params(model, spec) == count_macs_params(float_model, spec)
+    assert main([*args, "--quiet"]) == 2  # the folder exists: refused without --overwrite
+
+
+def test_calibration_sources(monkeypatch):
+    from robustprune.probes import cache
+    from robustprune.quantize.run import calibration_inputs
+    from robustprune.search.engine import SEARCH_PROBES
+
+    gauss = calibration_inputs("gaussian", None, SPEC, n=50, seed=1)
+    assert gauss.shape == (50, *SPEC.shape) and 0 <= gauss.min() and gauss.max() <= 1
+    assert torch.equal(gauss, calibration_inputs("gaussian", None, SPEC, n=50, seed=1))
+    seen = {}
+
+    class Stub:
+        pixels = torch.rand(300, *SPEC.shape)
+
+    def fake(model, spec, config, **kwargs):
+        seen["config"] = config
+        return Stub
+
+    monkeypatch.setattr(cache, "cached_generate", fake)
+    assert calibration_inputs("synthetic", _model(), SPEC, n=100, seed=3).shape[0] == 100
+    assert seen["config"] == SEARCH_PROBES.seeded(3).synthetic  # the search's own probes: a cache hit after it
+    with pytest.raises(ValueError, match="calibration"):
+        calibration_inputs("imagenet", None, SPEC)
+
+
+def test_xnnpack_without_executorch_says_where_the_quantizer_is():
+    pytest.importorskip("torchao")
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        with pytest.raises(QuantizeError, match=r"ExecuTorch: pip install .robustprune\[xnnpack\]"):
+            quantize_int8(_model(), SPEC, torch.rand(8, *SPEC.shape), backend="xnnpack")
+    else:
+        pytest.skip("executorch is installed: the xnnpack quantizer is available")

@@ -77,16 +77,20 @@ def baseline(
     exclude: tuple[str, ...] = (),
     space: PruneSpace | None = None,
     inputs: torch.Tensor | None = None,
+    round_to: int = 1,
 ) -> PruneResult:
     """Prune ``model`` one-shot with ``method`` to the target; returns a new model (``model`` is untouched).
 
     ``inputs``: normalized synthetic inputs, needed by the ``INPUT_CRITERIA`` baselines only.
+    ``round_to``: kept channels per group in multiples of it (the uniform baselines only).
     """
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose one of: {', '.join(METHODS)}")
     if method in INPUT_CRITERIA and inputs is None:
         raise ValueError(f"{method} ranks channels on synthetic inputs: pass inputs= (normalized)")
-    target = Target(macs=target_macs, params=target_params)
+    if round_to != 1 and method in ("global_magnitude", "paoding"):
+        raise ValueError(f"round_to applies to the uniform baselines; {method} removes channels one at a time")
+    target = Target(macs=target_macs, params=target_params, round_to=round_to)
     space = space or PruneSpace(model, spec, exclude=exclude)
     if method == "paoding":
         pruned, candidate = _paoding(space, target, seed)

@@ -34,6 +34,7 @@ def count_macs_params(model: nn.Module, spec: InputSpec) -> tuple[int, int]:
     such as BN running statistics excluded). The counter works on a deep copy, so
     ``model`` (its mode and hooks) is left untouched.
     """
+    model = getattr(model, "cost_reference", model)  # an int8 model counts as the float model it quantizes
     device = _model_device(model, None)
     example = torch.zeros(1, *spec.shape, device=device)
     macs, params = tp.utils.count_ops_and_params(model, example)

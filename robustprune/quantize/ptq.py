@@ -24,7 +24,8 @@ from robustprune.spec import InputSpec
 
 __all__ = ["BACKENDS", "QuantizeError", "load_quantized", "quantize_int8", "save_quantized"]
 
-#: Quantizers: "x86" (X86InductorQuantizer, for servers and desktops), "xnnpack" (ARM/mobile, ExecuTorch's).
+#: Quantizers: "x86" (torchao's X86InductorQuantizer, for servers and desktops), "xnnpack" (ARM/mobile:
+#: ExecuTorch's XNNPACKQuantizer, needs the executorch package).
 BACKENDS: tuple[str, ...] = ("x86", "xnnpack")
 
 
@@ -40,13 +41,17 @@ def _quantizer(backend: str):
             quantizer = xiq.X86InductorQuantizer()
             quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
             return quantizer
-        from torchao.quantization.pt2e.quantizer import xnnpack_quantizer as xq
-
-        quantizer = xq.XNNPACKQuantizer()
-        quantizer.set_global(xq.get_symmetric_quantization_config())
-        return quantizer
     except ImportError as exc:
         raise QuantizeError(f"int8 quantization needs torchao: pip install 'robustprune[quantize]' ({exc})") from None
+    try:  # torchao keeps only a private test copy of the XNNPACK quantizer; ExecuTorch ships it
+        from executorch.backends.xnnpack.quantizer import xnnpack_quantizer as xq
+    except ImportError:
+        raise QuantizeError(
+            "the xnnpack quantizer ships with ExecuTorch: pip install 'robustprune[xnnpack]' (or use backend 'x86')"
+        ) from None
+    quantizer = xq.XNNPACKQuantizer()
+    quantizer.set_global(xq.get_symmetric_quantization_config())
+    return quantizer
 
 
 def _export(model: nn.Module, example: torch.Tensor, strict: bool) -> torch.export.ExportedProgram:
@@ -96,7 +101,7 @@ def quantize_int8(
 def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLike) -> Path:
     """Write the program atomically (``torch.export.save``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save expects a .pt2 name
     torch.export.save(program, str(tmp))
     tmp.replace(path)
     return path

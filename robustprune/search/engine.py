@@ -110,9 +110,20 @@ class SearchConfig:
     # applies when the choice is one of them. rescore "auto" (the default) is "synthetic" for deep
     # targets (at most ``RESCORE_AT_MOST`` of the cost kept) and "off" otherwise: see ``resolve``.
     rescore: str = "auto"
+    # Kept channels per group in multiples of this (or the whole group), e.g. 8 for SIMD-friendly widths.
+    round_to: int = 1
+    # Fraction of the original's latency to keep, predicted by a per-layer latency table measured on
+    # this machine (robustprune.evaluate.lut) at ``latency_batch`` inputs and ``latency_threads`` threads.
+    target_latency: float | None = None
+    latency_batch: int = 1
+    latency_threads: int | None = None
 
     def __post_init__(self) -> None:
-        Target(macs=self.target_macs, params=self.target_params)  # validates
+        _ = self.target  # validates the fractions and round_to
+        if not _is_int(self.latency_batch) or self.latency_batch < 1:
+            raise ValueError(f"latency_batch must be an integer >= 1, got {self.latency_batch!r}")
+        if self.latency_threads is not None and (not _is_int(self.latency_threads) or self.latency_threads < 1):
+            raise ValueError(f"latency_threads must be an integer >= 1 (or None), got {self.latency_threads!r}")
         if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
             raise ValueError(f"steps must be an integer >= 1 (or None for the default schedule), got {self.steps!r}")
         if not _is_int(self.trials) or self.trials < 1:
@@ -190,13 +201,22 @@ class SearchConfig:
 
     @property
     def target(self) -> Target:
-        return Target(macs=self.target_macs, params=self.target_params)
+        return Target(
+            macs=self.target_macs, params=self.target_params, latency=self.target_latency, round_to=self.round_to
+        )
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
+        for name, default in _UNSET_FIELDS.items():  # absent at their defaults: older searches keep their identity
+            if data[name] == default:
+                del data[name]
         data["probes"] = self.probe_config.to_dict()
         data["weights"], data["floors"] = dict(self.weights), dict(self.floors)
         return data
+
+
+#: Fields added after searches were first fingerprinted, left out of ``to_dict`` at these defaults.
+_UNSET_FIELDS = {"round_to": 1, "target_latency": None, "latency_batch": 1, "latency_threads": None}
 
 
 #: "auto" picks among these (results/criterion_choice.md); taylor_l1 is computed from the other two.
@@ -220,7 +240,7 @@ def pick_criterion(values: Mapping[str, float], margin: float = HEDGE_MARGIN) ->
 
 
 def _choose_criterion(
-    space, probes, inputs, config: SearchConfig, attack
+    space, probes, inputs, config: SearchConfig, attack, target: Target | None = None
 ) -> tuple[str, dict[str, float], dict[str, torch.Tensor]]:
     """The criterion whose uniform candidate at the final target scores best on the proxies
     (by more than ``HEDGE_MARGIN`` over the rank sum: ``pick_criterion``).
@@ -238,7 +258,7 @@ def _choose_criterion(
             channel_scores[criterion] = all_scores(space, criterion, inputs=inputs, seed=config.seed)
         # the uniform baseline's own candidate: just under the target, not the plain uniform
         # fraction, which can overshoot by several percent of the cost on small models
-        candidate = uniform_candidate(space, config.target, channel_scores[criterion])
+        candidate = uniform_candidate(space, target or config.target, channel_scores[criterion])
         evaluator = Evaluator(space, probes, channel_scores[criterion], config.compensation, attack=attack)
         values[criterion] = weighted_score(evaluator.evaluate_candidate(candidate)[2], config.weights)
     choice = pick_criterion(values)
@@ -264,6 +284,20 @@ def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> 
     if criterion == "taylor_l1":
         taylor = rank_sum(taylor, all_scores(space, "l1"))
     return removed_last(taylor, candidate)
+
+
+def _with_latency_model(config: SearchConfig, space: PruneSpace, cache_dir, say, quiet: bool) -> Target:
+    """The search's target, with the latency table attached when it bounds latency (measured or cached)."""
+    target = config.target
+    if target.latency is None:
+        return target
+    from robustprune.evaluate.lut import build_latency_model
+
+    table = build_latency_model(
+        space, config.latency_batch, config.latency_threads, cache_dir=cache_dir, progress=say, quiet=quiet
+    )
+    say(f"latency model: original {table.measured_full_ms:.2f} ms at batch {config.latency_batch}")
+    return dataclasses.replace(target, latency_model=table)
 
 
 def search_config(

@@ -12,7 +12,7 @@ from robustprune.probes.probeset import ProbeSet
 from robustprune.proxies import PROXIES, score
 from robustprune.select import select_keep
 from robustprune.structure.space import PruneSpace
-from robustprune.targets import Target, removed_count
+from robustprune.targets import Target, removed_count, rounded_amount
 
 #: Default objective: agreement on synthetic inputs, agreement on adversarial inputs, KL to the
 #: original's outputs (a continuous tie-breaker: agreement saturates near 1 for mild candidates),
@@ -64,6 +64,11 @@ def fit_amounts(
     """Removal fractions ``previous + max_increment * min(1, lam * direction)`` per group, with the
     smallest ``lam >= 0`` that meets ``target``; ``(amounts at the bound, False)`` if none does.
 
+    With ``target.round_to`` > 1 each amount is rounded so the kept channels are a multiple of it
+    (``removed_count``), and a group may move by one such multiple in a step even where that is more
+    than ``max_increment`` (else a small group could never lose a multiple); the cost is monotone in
+    ``lam`` either way, so the bisection still lands just under the target.
+
     The sampler chooses the *shape* of the step (``direction`` in [0, 1] per group: which groups
     lose more); the scale is solved for, so a trial lands just under the step's target, and no
     group's amount grows by more than ``max_increment`` in one step (groups saturate at the
@@ -71,11 +76,15 @@ def fit_amounts(
     direction taking the full increment falls short.
     """
 
+    step = target.round_to
+    increment = {g.name: max(max_increment, step / g.size) if step > 1 else max_increment for g in space.groups}
+
     def amounts(lam: float) -> dict[str, float]:
         out = {}
         for g in space.groups:
             before = previous.get(g.name, 0.0)
-            out[g.name] = max(before, min(max_amount, before + max_increment * min(1.0, lam * direction[g.name])))
+            grown = before + increment[g.name] * min(1.0, lam * direction[g.name])
+            out[g.name] = rounded_amount(g.size, max(before, min(max_amount, grown)), step)
         return out
 
     def feasible(lam: float) -> bool:

@@ -42,7 +42,7 @@ from robustprune.search.steps import (
 from robustprune.search.storage import open_step, owned_search, search_identity
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
-from robustprune.targets import Target
+from robustprune.targets import KINDS, Target
 
 
 def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
@@ -55,7 +55,7 @@ def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
 def midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | None:
     """A target halfway between the last committed one and ``target``, or None once steps get tiny."""
     mid = {}
-    for name in ("macs", "params"):
+    for name in KINDS:
         goal = getattr(target, name)
         if goal is None:
             mid[name] = None
@@ -64,7 +64,7 @@ def midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | Non
         if start - goal < 2 * min_span:
             return None
         mid[name] = (start + goal) / 2
-    return Target(**mid)
+    return target.scaled(mid)
 
 
 def attack_of(config: SearchConfig) -> str | None:
@@ -126,6 +126,8 @@ class ProgressiveSearch:
         )
         config = config.resolve(space)
         self.identity = search_identity(self.model, space, config)  # before the probes: a wrong storage fails at once
+        # the final target, with the latency table attached when it bounds latency (measured or cached)
+        self.target = engine._with_latency_model(config, space, self.cache_dir, say, quiet=not self.bars)
         self.storage, self.base, self.owner = self._stack.enter_context(
             owned_search(
                 self.storage_arg,
@@ -141,7 +143,7 @@ class ProgressiveSearch:
             self.work, self.spec, space.output_layer, config.probes, cache_dir=self.cache_dir, progress=say
         )
         self.config = self._choose(config, self.probes)
-        self.targets = step_targets(self.config.target, self.config.steps)
+        self.targets = step_targets(self.target, self.config.steps)
         self.pending: list[Target] = list(self.targets)
         self.n_steps = self.config.steps
         self.k = 0
@@ -160,7 +162,7 @@ class ProgressiveSearch:
         self.criterion_scores: dict[str, float] = {}
         if config.importance == "auto":
             choice, self.criterion_scores, scores = engine._choose_criterion(
-                self.space, probes, synthetic_inputs, config, attack
+                self.space, probes, synthetic_inputs, config, attack, self.target
             )
             self.say(
                 "criterion: "
@@ -282,7 +284,7 @@ class ProgressiveSearch:
         attrs = chosen.user_attrs
         record = StepRecord(
             step=k,
-            target=dataclasses.asdict(target),
+            target=target.to_dict(),
             amounts=self.amounts,
             proxies=attrs["proxies"],
             score=attrs["score"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from robustprune.targets import Target
+from robustprune.targets import KINDS, Target
 
 
 def default_steps(target: Target, per_step: float = 0.1) -> int:
@@ -20,4 +20,4 @@ def step_targets(target: Target, steps: int) -> list[Target]:
     def at(final: float | None, k: int) -> float | None:
         return None if final is None else 1.0 - (1.0 - final) * k / steps
 
-    return [Target(macs=at(target.macs, k), params=at(target.params, k)) for k in range(1, steps + 1)]
+    return [target.scaled({kind: at(getattr(target, kind), k) for kind in KINDS}) for k in range(1, steps + 1)]

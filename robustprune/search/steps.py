@@ -28,16 +28,6 @@ POLL_SECONDS = 1.0
 State = optuna.trial.TrialState
 
 
-def excess(space: PruneSpace, target: Target, macs: int, params: int) -> float:
-    """How far past the target (as a fraction of the original): <= 0 is feasible."""
-    parts = []
-    if target.macs is not None:
-        parts.append(macs / space.full_macs - target.macs)
-    if target.params is not None:
-        parts.append(params / space.full_params - target.params)
-    return max(parts)
-
-
 @dataclasses.dataclass
 class StepObjective:
     """Scores one trial of a step: the trial's direction, fitted to the step target from ``previous``.
@@ -66,7 +56,7 @@ class StepObjective:
         macs, params = space.cost_of_counts(counts)
         with warnings.catch_warnings():  # a retried trial carries its original's (equal) constraint already
             warnings.simplefilter("ignore", UserWarning)
-            trial.set_constraint("target", excess(space, self.target, macs, params))
+            trial.set_constraint("target", self.target.excess(space, counts))
         trial.set_user_attr("amounts", proposal)
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("params", params)
@@ -195,4 +185,4 @@ def scores_from_json(data: Mapping[str, dict]) -> dict[str, torch.Tensor]:
 
 def step_plan(target: Target, previous: Mapping[str, float], scores: Mapping[str, torch.Tensor]) -> dict:
     """What a worker needs to score step k's trials exactly as the coordinator does."""
-    return {"target": dataclasses.asdict(target), "previous": dict(previous), "scores": scores_to_json(scores)}
+    return {"target": target.to_dict(), "previous": dict(previous), "scores": scores_to_json(scores)}

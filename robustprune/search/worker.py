@@ -86,6 +86,8 @@ def run_worker(
     spec = InputSpec.from_dict(job["spec"])
     space = PruneSpace(model, spec, exclude=tuple(job.get("exclude", ())))
     config = config_from_dict(job["config"]).resolve(space)
+    if config.target_latency is not None:  # the latency table is measured on the coordinator's machine only
+        raise StorageError("a latency-targeted search runs on one machine: its latency table is this host's timing")
     identity = search_identity(model, space, config)
     if f"{study_name}-{fingerprint(identity)}" != base:
         why = _differences(job["identity"], identity) or "the prune space"
