@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustprune.importance import all_scores
+from robustprune.importance import _top, all_scores
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, save_pruned
 from robustprune.structure.space import UnsupportedModelError
@@ -61,15 +61,14 @@ class PruneResult:
         save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref)
 
 
-def _keep_top(scores: torch.Tensor, count: int) -> tuple[int, ...]:
-    order = torch.argsort(scores, descending=True, stable=True)
-    return tuple(sorted(order[:count].tolist()))
+def _keep_top(scores: torch.Tensor, count: int, blocks: int = 1) -> tuple[int, ...]:
+    return _top(scores, count, blocks)  # with GroupNorm: the same count from each of its groups
 
 
 def uniform_candidate(space: PruneSpace, target: Target, scores: dict[str, torch.Tensor]) -> dict:
     """The same removal fraction in every group (up to one channel), landing just under ``target``."""
     counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target)))
-    return {g.name: _keep_top(scores[g.name], n) for g, n in zip(space.groups, counts, strict=True)}
+    return {g.name: _keep_top(scores[g.name], n, g.blocks) for g, n in zip(space.groups, counts, strict=True)}
 
 
 def _random_scores(space: PruneSpace, seed: int) -> dict[str, torch.Tensor]:

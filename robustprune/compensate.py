@@ -151,7 +151,7 @@ def bn_reestimate_overrides(
     if not norms:
         return {}
     module_masks = _module_masks(space, group_mask(space, candidate, device=torch.device("cpu")))
-    keep_masks = {name: mask for name, (mask, _axis) in module_masks.items()}
+    keep_masks = {name: entry[0] for name, entry in module_masks.items()}
     one_batch = inputs.shape[0] <= batch_size
     ancestors = _bn_ancestors(space, norms)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)

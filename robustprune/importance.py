@@ -58,13 +58,12 @@ import torch_pruning as tp
 from torch import nn
 
 from robustprune._modes import eval_mode
-from robustprune.structure.masks import channel_axis
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1")
 _NEEDS_INPUTS = ("taylor_synthetic", "taylor_l1")
 
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)  # affine per channel
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _MASKABLE_TYPES = _LAYER_TYPES + _NORM_TYPES
 _TAYLOR_BATCH = 256
@@ -184,9 +183,22 @@ def select_keep(
             raise ValueError(f"scores for group {name!r} have {s.numel()} entries, the group has {size} channels")
         s = torch.nan_to_num(s, nan=-math.inf)
         n_remove = min(math.floor(float(amount) * size + 1e-9), size - 1)
-        order = torch.argsort(s, descending=True, stable=True)
-        keep[name] = tuple(sorted(int(i) for i in order[: size - n_remove]))
+        keep[name] = _top(s, size - n_remove, space.group(name).blocks)
     return keep
+
+
+def _top(scores: torch.Tensor, n_keep: int, blocks: int) -> tuple[int, ...]:
+    """The ``n_keep`` best channels (sorted), or with GroupNorm ``blocks`` the same number of best channels
+    from each block, rounded down (at least one per block), so the group structure stays valid."""
+    if blocks == 1:
+        return tuple(sorted(int(i) for i in torch.argsort(scores, descending=True, stable=True)[:n_keep]))
+    width = scores.numel() // blocks
+    per_block = max(1, n_keep // blocks)
+    keep = []
+    for b in range(blocks):
+        order = torch.argsort(scores[b * width : (b + 1) * width], descending=True, stable=True)
+        keep += [b * width + int(i) for i in order[:per_block]]
+    return tuple(sorted(keep))
 
 
 # -- data-free criteria -------------------------------------------------------------------------------
@@ -373,8 +385,9 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
 def _bn_affine(norm: nn.Module, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (scale, shift) of an eval-mode BatchNorm: y = scale * x + shift."""
     n = len(idx)
-    mean = norm.running_mean[idx] if norm.running_mean is not None else torch.zeros(n)
-    var = norm.running_var[idx] if norm.running_var is not None else torch.ones(n)
+    running_mean, running_var = getattr(norm, "running_mean", None), getattr(norm, "running_var", None)
+    mean = running_mean[idx] if running_mean is not None else torch.zeros(n)  # layer/group norm: affine only
+    var = running_var[idx] if running_var is not None else torch.ones(n)
     mean, var = mean.detach().to("cpu", torch.float64), var.detach().to("cpu", torch.float64)
     gamma = norm.weight.detach()[idx].to("cpu", torch.float64) if norm.weight is not None else torch.ones(n)
     beta = norm.bias.detach()[idx].to("cpu", torch.float64) if norm.bias is not None else torch.zeros(n)
@@ -545,7 +558,7 @@ def _taylor_all(
                     if grad is None:
                         continue  # the member does not influence the loss
                     act = captured[name].detach()
-                    contrib = _per_channel(act * grad, channel_axis(modules[name])).to("cpu", torch.float64)
+                    contrib = _per_channel(act * grad, space.channel_axes[name]).to("cpu", torch.float64)
                     for gi, cmap in watch[name]:
                         if gi not in signed:
                             signed[gi] = torch.zeros(contrib.shape[0], len(cmap), dtype=torch.float64)
