@@ -142,6 +142,8 @@ class SearchConfig:
             unknown = set(self.compensation) - set(COMPENSATIONS)
             if unknown:
                 raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
+            if {"merge", "bias"} <= set(self.compensation):
+                raise ValueError("compensation 'merge' and 'bias' both rewrite what consumers read; choose one")
         if self.importance != "auto" and self.importance not in CRITERIA:
             raise ValueError(f"unknown importance {self.importance!r}; choose one of: auto, {', '.join(CRITERIA)}")
         make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
