@@ -15,6 +15,7 @@ are a few percent of the total and not multiply-accumulates.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -95,7 +96,9 @@ class PruneSpace:
             output_layers = _output_layers(model, example)
             self.output_layer = names[output_layers[0]]
             try:
-                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+                with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
+                    warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+                    self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             except Exception as exc:
                 raise UnsupportedModelError(
                     f"torch-pruning could not trace the model: {exc.__class__.__name__}: {exc}"
