@@ -3,12 +3,13 @@ step and export + reload handle, with random weights at each model's native inpu
 
     nice -n 10 python -m benchmarks.coverage [--only NAME ...] [--timeout 1500]
 
-Per model (each in its own subprocess, so a crash or a timeout costs one cell): build the prune
-space (a refusal names the unsupported module; the model is then retried with every module of
-that type excluded, which is the documented way through), check that the masked model equals
-the exported one within 1e-4 (relative to the largest logit) on a random 50% candidate, run one
-search step to 0.9 of the MACs with tiny probes (8 images, 5 synthesis steps, 2 PGD steps,
-4 trials), and save + reload the searched model, comparing its outputs bit for bit.
+Per model (each stage in its own subprocess, so a crash or a timeout costs one cell). Stage
+"structure", for every model first: build the prune space (a refusal names the unsupported module;
+the model is then retried with every module of that type excluded, which is the documented way
+through), check that the masked model equals the exported one within 1e-4 (relative to the largest
+logit) on a random 50% candidate, and save + reload that export, comparing outputs bit for bit.
+Stage "search", as far as time allows: one search step to 0.9 of the MACs with tiny probes
+(8 images, 5 synthesis steps, 2 PGD steps, 4 trials), the searched model saved, reloaded, compared.
 Cells land in results/coverage/cells/ as they finish (a rerun skips them); results/coverage.md is
 rewritten from them after every cell. Randomness: seed 0 for weights, inputs and search.
 """
@@ -136,9 +137,6 @@ def exclusions_for(error: str, model: nn.Module) -> list[str]:
 
 def run_one(suite: str, name: str, resolution: int) -> dict:
     from robustprune.importance import _top
-    from robustprune.probes.probeset import ProbeConfig
-    from robustprune.probes.synthetic import SyntheticConfig
-    from robustprune.search.engine import SearchConfig, search
     from robustprune.structure import PruneSpace, UnsupportedModelError, export, load_pruned, masked, save_pruned
 
     cell: dict = {"suite": suite, "model": name, "input": f"3x{resolution}x{resolution}"}
@@ -180,7 +178,31 @@ def run_one(suite: str, name: str, resolution: int) -> dict:
         cell["params_exact"] = params == sum(p.numel() for p in pruned.parameters())
     except Exception as exc:  # report, go on with the search
         cell["masked_equals_export"] = f"fails: {type(exc).__name__}: {str(exc)[:300]}"
+        return cell
 
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            save_pruned(tmp, space, candidate, pruned)
+            reloaded, _spec, _data = load_pruned(tmp, build=lambda: build(suite, name))
+        with torch.no_grad():
+            same = torch.equal(reloaded(x), pruned(x))
+        cell["reload_exact"] = "ok" if same else "differs"
+    except Exception as exc:
+        cell["reload_exact"] = f"fails: {type(exc).__name__}: {str(exc)[:300]}"
+    cell["exclude"] = exclude
+    return cell
+
+
+def run_search(suite: str, name: str, resolution: int, exclude: list[str]) -> dict:
+    """One search step to 0.9 of the MACs with tiny probes; the searched model saved, reloaded, compared."""
+    from robustprune.probes.probeset import ProbeConfig
+    from robustprune.probes.synthetic import SyntheticConfig
+    from robustprune.search.engine import SearchConfig, search
+    from robustprune.structure import load_pruned, save_pruned
+
+    cell: dict = {}
+    model = build(suite, name)
+    spec = InputSpec(shape=(3, resolution, resolution), **IMAGENET)
     probes = ProbeConfig(synthetic=SyntheticConfig(n=8, steps=5), attack_steps=2, n_undesired=8)
     config = SearchConfig(target_macs=0.9, steps=1, trials=4, probes=probes)
     t0 = time.time()
@@ -193,21 +215,21 @@ def run_one(suite: str, name: str, resolution: int) -> dict:
         return cell
     finally:
         cell["search_s"] = round(time.time() - t0, 1)
-
+    x = torch.randn(2, *spec.shape, generator=torch.Generator().manual_seed(0))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             save_pruned(tmp, result.space, result.candidate, result.model)
             reloaded, _spec, _data = load_pruned(tmp, build=lambda: build(suite, name))
         with torch.no_grad():
             same = torch.equal(reloaded(x), result.model.eval()(x))
-        cell["reload_exact"] = "ok" if same else "differs"
+        cell["searched_reload_exact"] = "ok" if same else "differs"
     except Exception as exc:
-        cell["reload_exact"] = f"fails: {type(exc).__name__}: {str(exc)[:300]}"
+        cell["searched_reload_exact"] = f"fails: {type(exc).__name__}: {str(exc)[:300]}"
     return cell
 
 
-def cell_path(suite: str, name: str) -> Path:
-    return CELLS / f"{suite}__{name}.json"
+def cell_path(suite: str, name: str, stage: str = "structure") -> Path:
+    return CELLS / (f"{suite}__{name}.json" if stage == "structure" else f"{suite}__{name}__{stage}.json")
 
 
 def render() -> None:
@@ -230,16 +252,21 @@ def render() -> None:
         lines += [
             f"## {suite}",
             "",
-            "| model | input | space | groups | GMACs | masked = exported | params exact | search step (s) | "
-            "reload exact |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | input | space | groups | GMACs | masked = exported | params exact | reload exact | "
+            "search step (s) | searched model reload exact |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name in models:
             path = cell_path(suite, name)
             if not path.exists():
-                lines.append(f"| {name} | | not run yet | | | | | | |")
+                lines.append(f"| {name} | | not run yet | | | | | | | |")
                 continue
             c = json.loads(path.read_text())
+            searched = cell_path(suite, name, "search")
+            if searched.exists():
+                c.update(json.loads(searched.read_text()))
+            elif "search_step" not in c:
+                c["search_step"] = "not run" if c.get("reload_exact") else ""
             search_cell = c.get("search_step", "")
             if "search_s" in c:
                 search_cell += f" ({c['search_s']:.0f} s)"
@@ -251,8 +278,9 @@ def render() -> None:
                 str(c.get("macs_g", "")),
                 _short(c.get("masked_equals_export", "")),
                 str(c.get("params_exact", "")),
-                _short(search_cell),
                 _short(c.get("reload_exact", "")),
+                _short(search_cell),
+                _short(c.get("searched_reload_exact", "")),
             ]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
@@ -271,44 +299,64 @@ def _notes() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="suite:name cells to run (default: all)")
-    parser.add_argument("--timeout", type=int, default=1500, help="seconds per model")
-    parser.add_argument("--cell", help=argparse.SUPPRESS)  # suite:name, run in this process
+    parser.add_argument("--timeout", type=int, default=1500, help="seconds per model and stage")
+    parser.add_argument("--stages", nargs="+", default=["structure", "search"], choices=["structure", "search"])
+    parser.add_argument("--cell", help=argparse.SUPPRESS)  # stage:suite:name, run in this process
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.cell:
-        suite, name = args.cell.split(":", 1)
+        stage, suite, name = args.cell.split(":", 2)
         resolution = (TORCHVISION if suite == "torchvision" else TIMM)[name]
-        cell = run_one(suite, name, resolution)
+        if stage == "structure":
+            cell = run_one(suite, name, resolution)
+        else:
+            structure = json.loads(cell_path(suite, name).read_text())
+            cell = run_search(suite, name, resolution, structure.get("exclude", []))
         cell.update(provenance())
         cell["command"] = f"python -m benchmarks.coverage --cell {args.cell}"
         CELLS.mkdir(parents=True, exist_ok=True)
-        cell_path(suite, name).write_text(json.dumps(cell, indent=1, default=str))
+        cell_path(suite, name, stage).write_text(json.dumps(cell, indent=1, default=str))
         return
     todo = [f"torchvision:{n}" for n in TORCHVISION] + [f"timm:{n}" for n in TIMM]
     todo.sort(key=lambda ref: HEAVY.index(ref) if ref in HEAVY else -1)  # light models first (stable)
     if args.only:
         todo = [t for t in todo if t in args.only or t.split(":", 1)[1] in args.only]
-    for ref in todo:
-        suite, name = ref.split(":", 1)
-        if cell_path(suite, name).exists():
-            continue
-        start = time.time()
-        cmd = [sys.executable, "-m", "benchmarks.coverage", "--cell", ref, "--threads", str(args.threads)]
-        try:
-            proc = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True)
-            if proc.returncode and not cell_path(suite, name).exists():
+    for stage in args.stages:  # every model's structure first: the search step is what costs
+        for ref in todo:
+            suite, name = ref.split(":", 1)
+            path = cell_path(suite, name, stage)
+            if path.exists():
+                continue
+            if stage == "search":
+                structure = cell_path(suite, name)
+                if not structure.exists() or json.loads(structure.read_text()).get("reload_exact") != "ok":
+                    continue  # nothing to search: the space or the export already failed
+                if "search_step" in json.loads(structure.read_text()):
+                    continue  # an earlier run of this script searched in the same cell
+            start = time.time()
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.coverage",
+                "--cell",
+                f"{stage}:{ref}",
+                "--threads",
+                str(args.threads),
+            ]
+            failure = None
+            try:
+                proc = subprocess.run(cmd, timeout=args.timeout, capture_output=True, text=True)
+                if proc.returncode and not path.exists():
+                    failure = "crashed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+            except subprocess.TimeoutExpired:
+                failure = f"timed out after {args.timeout} s"
+            if failure:
                 CELLS.mkdir(parents=True, exist_ok=True)
-                err = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                crashed = {"suite": suite, "model": name, "space": f"crashed: {err}"}
-                cell_path(suite, name).write_text(json.dumps(crashed))
-        except subprocess.TimeoutExpired:
-            CELLS.mkdir(parents=True, exist_ok=True)
-            cell_path(suite, name).write_text(
-                json.dumps({"suite": suite, "model": name, "space": f"timed out after {args.timeout} s"})
-            )
-        print(f"{ref}: {time.time() - start:.0f} s", flush=True)
-        render()
+                key = "space" if stage == "structure" else "search_step"
+                path.write_text(json.dumps({"suite": suite, "model": name, key: failure}))
+            print(f"{stage} {ref}: {time.time() - start:.0f} s", flush=True)
+            render()
     render()
 
 
