@@ -1,7 +1,7 @@
 """Which data-free compensation helps a model without BatchNorm (nothing to re-estimate)?
 
-    nice -n 10 python -m benchmarks.nobn_compensation [--model convnext] [--targets 0.7 0.5]
-                                                      [--search-target 0.5] [--seed 0]
+    nice -n 5 python -m benchmarks.nobn_compensation [--model convnext] [--targets 0.7 0.5]
+        [--search-target 0.5] [--steps 5] [--trials 8] [--seed 0] [--probe-images 256] [--probe-steps 100]
 
 Compared, on the validation split (train[55000:]; never the test split):
 
@@ -20,6 +20,7 @@ seed (``--seed``); paired bootstrap intervals over the validation images
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe-images", type=int, default=SEARCH_PROBES.synthetic.n)
+    parser.add_argument("--probe-steps", type=int, default=SEARCH_PROBES.synthetic.steps)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "robustprune-bench"))
     parser.add_argument("--out", default=str(RESULTS / "nobn_compensation.md"))
@@ -67,13 +70,17 @@ def main(argv: list[str] | None = None) -> None:
     x_val, y_val = load_eval_split("val")
     space = PruneSpace(model, spec)
     base = correct(model, spec, x_val, y_val)
-    probes = build_probes(model, spec, space.output_layer, SEARCH_PROBES.seeded(args.seed), cache_dir=args.cache)
+    synthetic = dataclasses.replace(SEARCH_PROBES.synthetic, n=args.probe_images, steps=args.probe_steps)
+    probe_config = dataclasses.replace(SEARCH_PROBES, synthetic=synthetic, n_undesired=args.probe_images)
+    probes = build_probes(model, spec, space.output_layer, probe_config.seeded(args.seed), cache_dir=args.cache)
     lines = [
         f"# Compensation without BatchNorm: {args.model} on the validation split",
         "",
         f"Produced by `{command.strip()}` at commit `{prov['commit']}` on {prov['machine']}, torch {prov['torch']}; "
-        f"probe seed {args.seed} (one seed), the search's default probes ({SEARCH_PROBES.synthetic.n} synthetic "
-        f"images). Validation = train[55000:], {len(y_val)} images; unpruned: {100 * base.mean():.2f}%. "
+        f"probe seed {args.seed} (one seed); probes: {args.probe_images} synthetic images ({args.probe_steps} Adam "
+        f"steps), their PGD versions and {args.probe_images} undesired inputs (the search's default is "
+        f"{SEARCH_PROBES.synthetic.n} x {SEARCH_PROBES.synthetic.steps}). Validation = train[55000:], "
+        f"{len(y_val)} images; unpruned: {100 * base.mean():.2f}%. "
         "Differences are paired bootstrap 95% intervals in accuracy points (robustprune/evaluate/stats.py).",
         "",
         "## Fixed candidates (uniform, merge-saliency ranking)",
@@ -102,7 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     acc = {}
     for label, comp in CHOICES.items():
         config = SearchConfig(
-            target_macs=args.search_target, compensation=comp, steps=args.steps, trials=args.trials, seed=args.seed
+            target_macs=args.search_target,
+            compensation=comp,
+            steps=args.steps,
+            trials=args.trials,
+            seed=args.seed,
+            probes=probe_config,
         )
         result = search(model, spec, config=config, cache_dir=args.cache, quiet=True)
         acc[label] = correct(result.model, spec, x_val, y_val)
