@@ -76,6 +76,20 @@ TIMM = {
     "deit_tiny_patch16_224": 224,
     "swin_tiny_patch4_window7_224": 224,
 }
+#: run first: one of each structural kind (channel LayerNorm, attention, grouped convs, channel shuffle)
+FIRST = [
+    "torchvision:convnext_tiny",
+    "timm:convnext_atto",
+    "torchvision:vit_b_16",
+    "timm:vit_tiny_patch16_224",
+    "torchvision:efficientnet_b0",
+    "torchvision:regnet_y_400mf",
+    "torchvision:swin_t",
+    "torchvision:shufflenet_v2_x0_5",
+    "torchvision:resnext50_32x4d",
+    "torchvision:googlenet",
+    "torchvision:densenet121",
+]
 #: run last, heaviest last: on a contended 2-core machine these take the longest
 HEAVY = [
     "torchvision:vit_b_16",
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     todo = [f"torchvision:{n}" for n in TORCHVISION] + [f"timm:{n}" for n in TIMM]
     todo.sort(key=lambda ref: HEAVY.index(ref) if ref in HEAVY else -1)  # light models first (stable)
+    todo.sort(key=lambda ref: FIRST.index(ref) if ref in FIRST else len(FIRST))
     if args.only:
         todo = [t for t in todo if t in args.only or t.split(":", 1)[1] in args.only]
     for stage in args.stages:  # every model's structure first: the search step is what costs
