@@ -145,8 +145,12 @@ def exclusions_for(error: str, model: nn.Module) -> list[str]:
     if not match:
         return []
     modules = dict(model.named_modules())
-    kind = type(modules[match.group(1)]) if match.group(1) in modules else None
-    return [n for n, m in modules.items() if n and type(m) is kind] or [match.group(1)]
+    named = match.group(1)
+    if match.re.pattern.startswith("exclude"):  # a named group: the same module in every block
+        pattern = re.compile(re.sub(r"\\.\d+\\.", r"\\.\\d+\\.", re.escape(named)) + "$")
+        return [n for n in modules if pattern.match(n)] or [named]
+    kind = type(modules[named]) if named in modules else None
+    return [n for n, m in modules.items() if n and type(m) is kind] or [named]
 
 
 def run_one(suite: str, name: str, resolution: int) -> dict:

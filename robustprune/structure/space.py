@@ -393,7 +393,8 @@ def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: d
             size = groups[gi].size
             if c_in % size:
                 raise UnsupportedModelError(
-                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels"
+                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels (e.g. attention "
+                    f"heads split from one projection); exclude '{groups[gi].name}'"
                 )
             mult, in_full = c_in // size, size
         layers.append(
