@@ -64,14 +64,23 @@ def select_keep(
         if s.numel() != size:
             raise ValueError(f"scores for group {name!r} have {s.numel()} entries, the group has {size} channels")
         s = torch.nan_to_num(s, nan=-math.inf)
-        keep[name] = keep_top(s, size - removed_count(size, float(amount)))
+        keep[name] = keep_top(s, size - removed_count(size, float(amount)), space.group(name).blocks)
     return keep
 
 
-def keep_top(scores: torch.Tensor, count: int) -> tuple[int, ...]:
-    """Indices (sorted) of the ``count`` highest scores; ties go to the lower index."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    return tuple(sorted(int(i) for i in order[:count]))
+def keep_top(scores: torch.Tensor, count: int, blocks: int = 1) -> tuple[int, ...]:
+    """Indices (sorted) of the ``count`` highest scores; ties go to the lower index. With ``blocks`` > 1
+    (GroupNorm groups) the same number of best channels from each block, rounded down (at least one each)."""
+    if blocks == 1:
+        order = torch.argsort(scores, descending=True, stable=True)
+        return tuple(sorted(int(i) for i in order[:count]))
+    width = scores.numel() // blocks
+    per_block = max(1, count // blocks)
+    keep = []
+    for b in range(blocks):
+        order = torch.argsort(scores[b * width : (b + 1) * width], descending=True, stable=True)
+        keep += [b * width + int(i) for i in order[:per_block]]
+    return tuple(sorted(keep))
 
 
 def removed_last(
@@ -95,7 +104,7 @@ def removed_last(
 def uniform_candidate(space: PruneSpace, target: Target, scores: Mapping[str, torch.Tensor]) -> Candidate:
     """The same removal fraction in every group (up to one channel), landing just under ``target``."""
     counts = fill_to_target(space, target, uniform_counts(space, uniform_amount_for(space, target), target.round_to))
-    return {g.name: keep_top(scores[g.name], n) for g, n in zip(space.groups, counts, strict=True)}
+    return {g.name: keep_top(scores[g.name], n, g.blocks) for g, n in zip(space.groups, counts, strict=True)}
 
 
 def global_candidate(space: PruneSpace, target: Target, scores: Mapping[str, torch.Tensor]) -> Candidate:

@@ -12,7 +12,7 @@ from robustprune.criteria import CRITERIA, all_scores, channel_scores, magnitude
 from robustprune.select import select_keep
 from robustprune.spec import InputSpec
 from robustprune.structure.masks import masked
-from robustprune.structure.space import PruneSpace, UnsupportedModelError
+from robustprune.structure.space import PruneSpace
 from robustprune.structure.surgery import export
 from robustprune.zoo import FASHION_MNIST_SPEC
 from robustprune.zoo.architectures import ARCHITECTURES
@@ -451,11 +451,8 @@ def test_bn_reestimate_with_base_overrides():
 
 # -- every criterion and compensation on every zoo architecture --------------------------------------
 def zoo_cases():
-    """Every zoo architecture; those with LayerNorm are refused until LayerNorm channels become prunable."""
-    for name, factory in ARCHITECTURES.items():
-        has_layernorm = any(isinstance(m, nn.LayerNorm) for m in factory().modules())
-        refused = pytest.mark.xfail(raises=UnsupportedModelError, strict=True, reason="LayerNorm is not prunable yet")
-        yield pytest.param(name, id=name, marks=[refused] if has_layernorm else [])
+    """Every zoo architecture (convnext: LayerNorm, no BatchNorm)."""
+    return [pytest.param(name, id=name) for name in ARCHITECTURES]
 
 
 @pytest.mark.parametrize("arch", list(zoo_cases()))

@@ -238,6 +238,7 @@ def test_auto_settings_resolve_by_batchnorm():
     for name, importance, compensation in (
         ("resnet20", "auto", ("bn",)),  # with BN the criterion is chosen on the proxies at search time
         ("mlp", "merge_saliency", ("merge",)),
+        ("convnext", "merge_saliency", ()),  # no BN, LayerNorm: neither merging nor bias correction helped
     ):
         model, spec = zoo.load(name)
         resolved = SearchConfig(target_macs=0.5).resolve(PruneSpace(model, spec))

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from robustprune._modes import eval_mode
 from robustprune.structure.analysis import terminal_members
-from robustprune.structure.masks import channel_axis
 from robustprune.structure.space import PruneSpace
 
 _TAYLOR_BATCH = 256
@@ -99,7 +98,7 @@ def taylor_for_groups(
                     if grad is None:
                         continue  # the member does not influence the loss
                     act = captured[name].detach()
-                    contrib = _per_channel(act * grad, channel_axis(modules[name])).to("cpu", torch.float64)
+                    contrib = _per_channel(act * grad, space.channel_axes[name]).to("cpu", torch.float64)
                     for gi, cmap in watch[name]:
                         if gi not in signed:
                             signed[gi] = torch.zeros(contrib.shape[0], len(cmap), dtype=torch.float64)

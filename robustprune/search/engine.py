@@ -56,6 +56,14 @@ SEARCH_PROBES = ProbeConfig(synthetic=SyntheticConfig(n=256, steps=100), eps=0.0
 #: on resnet20 (+4.3), cnn (+0.4) and mobilenetv2 (+0.6); at 70% it cost resnet20 1.3 clean points.
 RESCORE_AT_MOST = 0.6
 
+#: Compensation "auto" for a model without BatchNorm but with layer or group norms (``SearchConfig.resolve``).
+NO_BN_NORMED: tuple[str, ...] = ()
+
+
+def _has_layer_norms(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.LayerNorm | nn.GroupNorm) for m in model.modules())
+
+
 #: Default schedule: no step removes more than this fraction of the original cost (``SearchConfig.resolve``).
 STEP_FRACTION = 0.1
 STEP_FRACTION_NO_BN = 0.05
@@ -146,6 +154,8 @@ class SearchConfig:
             unknown = set(self.compensation) - set(COMPENSATIONS)
             if unknown:
                 raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
+            if {"merge", "bias"} <= set(self.compensation):
+                raise ValueError("compensation 'merge' and 'bias' both rewrite what consumers read; choose one")
         if self.importance != "auto" and self.importance not in CRITERIA:
             raise ValueError(f"unknown importance {self.importance!r}; choose one of: auto, {', '.join(CRITERIA)}")
         make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
@@ -165,8 +175,11 @@ class SearchConfig:
         (``_choose_criterion``, the rank sum unless another clearly leads; none wins everywhere:
         Taylor on resnet20 at 50% MACs, l1 on mobilenetv2 at 50%, the rank sum on resnet20 at 70%;
         results/criterion_choice.md). Without BatchNorm
-        nothing can be re-estimated, so pruned channels are merged into their most similar
-        survivor (Paoding) and ranked by merge saliency (mlp at 50% params: 85.8% vs 72.4%).
+        nothing can be re-estimated; channels are ranked by merge saliency, and pruned channels
+        are merged into their most similar survivor (Paoding) in a model without any norm layer
+        (mlp at 50% params: 85.8% vs 72.4%), but left uncompensated (``NO_BN_NORMED``) in one with
+        layer or group norms, where merging and bias correction both lost (convnext;
+        docs/defaults.md).
 
         Steps (when not given): one per 10% of the original cost, and one per 5% without
         BatchNorm, where a search takes seconds: on the mlp the finer steps gained on both
@@ -179,7 +192,7 @@ class SearchConfig:
             importance = "merge_saliency"  # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies
         compensation = self.compensation
         if compensation == "auto":
-            compensation = ("bn",) if has_bn else ("merge",)
+            compensation = ("bn",) if has_bn else (NO_BN_NORMED if _has_layer_norms(space.model) else ("merge",))
         steps = self.steps or default_steps(self.target, per_step=STEP_FRACTION if has_bn else STEP_FRACTION_NO_BN)
         rescore = self.rescore
         if rescore == "auto":

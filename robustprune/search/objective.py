@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-from robustprune.compensate import bn_reestimate_overrides, merge_overrides
+from robustprune.compensate import bias_overrides, bn_reestimate_overrides, consumer_input_means, merge_overrides
 from robustprune.probes.probeset import ProbeSet
 from robustprune.proxies import PROXIES, score
 from robustprune.select import select_keep
@@ -19,7 +19,7 @@ from robustprune.targets import Target, removed_count, rounded_amount
 #: and a penalty for becoming more confident on undesired inputs. Chosen on the validation
 #: split by benchmarks/tune_objective.py (results/tune_objective.md).
 DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "kl": 0.1, "open_world": 0.25}
-COMPENSATIONS = ("bn", "merge")
+COMPENSATIONS = ("bn", "merge", "bias")
 
 
 def weighted_score(proxies: Mapping[str, float], weights: Mapping[str, float]) -> float:
@@ -122,8 +122,11 @@ class Evaluator:
         unknown = set(self.compensation) - set(COMPENSATIONS)
         if unknown:
             raise ValueError(f"unknown compensation {sorted(unknown)}; choose from {', '.join(COMPENSATIONS)}")
+        if {"merge", "bias"} <= set(self.compensation):
+            raise ValueError("compensation 'merge' and 'bias' both rewrite what consumers read; choose one")
         pixels = self.probes.pixels["synthetic"] if self.bn_pixels is None else self.bn_pixels
         self.bn_inputs = self.probes.spec.normalize(pixels)
+        self._means: dict[str, torch.Tensor] | None = None  # consumer input means, for "bias"
 
     def candidate(self, amounts: Mapping[str, float]) -> dict[str, tuple[int, ...]]:
         return select_keep(self.space, dict(amounts), scores=self.scores)
@@ -132,6 +135,10 @@ class Evaluator:
         overrides: dict[str, torch.Tensor] = {}
         if "merge" in self.compensation:
             overrides = merge_overrides(self.space, candidate)
+        if "bias" in self.compensation:
+            if self._means is None:
+                self._means = consumer_input_means(self.space, self.bn_inputs)
+            overrides = bias_overrides(self.space, candidate, self._means)
         if "bn" in self.compensation:
             bn = bn_reestimate_overrides(
                 self.space, candidate, self.bn_inputs, batch_size=len(self.bn_inputs), base=overrides or None

@@ -14,9 +14,11 @@ from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedMod
 
 #: The BatchNorms whose affine map is folded into the layer before them.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: Norms with a per-channel affine map (layer and group norms have no running statistics).
+AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm)
 #: Layers with a weight matrix whose rows (producers) or input slices (consumers) carry a group's channels.
 WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_MASKABLE = WEIGHTED_LAYERS + BATCH_NORMS
+_MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS
 
 
 def index_of(space: PruneSpace, name: str) -> int:
@@ -83,7 +85,7 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
     paired: dict[str, str] = {}  # layer member -> the BN member that reads its output directly
     for name in group.members:
         module = modules[name]
-        if not isinstance(module, BATCH_NORMS):
+        if not isinstance(module, AFFINE_NORMS):
             continue
         node = space.graph.module2node.get(module)
         inputs = node.inputs if node is not None else []
@@ -100,7 +102,7 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
             last = norm or name
             norm_module, norm_map = (modules[norm], maps[norm]) if norm else (None, None)
             units.append(_Unit(module, maps[name], norm_module, norm_map, last in terminal))
-        elif isinstance(module, BATCH_NORMS) and name not in bn_of_layer:
+        elif isinstance(module, AFFINE_NORMS) and name not in bn_of_layer:
             units.append(_Unit(None, None, module, maps[name], name in terminal))
     return units
 
@@ -108,8 +110,9 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
 def _bn_affine(norm: nn.Module, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (scale, shift) of an eval-mode BatchNorm: y = scale * x + shift."""
     n = len(idx)
-    mean = norm.running_mean[idx] if norm.running_mean is not None else torch.zeros(n)
-    var = norm.running_var[idx] if norm.running_var is not None else torch.ones(n)
+    running_mean, running_var = getattr(norm, "running_mean", None), getattr(norm, "running_var", None)
+    mean = running_mean[idx] if running_mean is not None else torch.zeros(n)  # layer/group norm: affine only
+    var = running_var[idx] if running_var is not None else torch.ones(n)
     mean, var = mean.detach().to("cpu", torch.float64), var.detach().to("cpu", torch.float64)
     gamma = norm.weight.detach()[idx].to("cpu", torch.float64) if norm.weight is not None else torch.ones(n)
     beta = norm.bias.detach()[idx].to("cpu", torch.float64) if norm.bias is not None else torch.zeros(n)

@@ -15,6 +15,7 @@ are a few percent of the total and not multiply-accumulates.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec, validate_model
 
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORM_TYPES = _BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _MASKABLE_TYPES = _LAYER_TYPES + _NORM_TYPES
 
@@ -47,6 +49,7 @@ class ChannelGroup:
     consumers: tuple[str, ...]  # modules whose *inputs* carry the group's channels
     macs_per_channel: int = 0  # marginal cost of one channel at full width
     params_per_channel: int = 0
+    blocks: int = 1  # a GroupNorm member's groups: a candidate keeps the same number of channels in each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,7 @@ class _Layer:
     out_full: int
     in_mult: int  # input features per group channel (flatten before a linear)
     positions: int  # output spatial positions (1 for linear)
-    kernel: int  # kernel elements (1 for linear)
+    kernel: int  # kernel elements (1 for linear); for a norm, its affine parameters per channel
     depthwise: bool
     bias: bool
 
@@ -82,6 +85,7 @@ class PruneSpace:
         self.device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
         validate_model(model, spec)
         names = {m: n for n, m in model.named_modules()}
+        by_name = dict(model.named_modules())
         exclude = set(exclude)
         self.excluded = frozenset(exclude)
         unknown = exclude - set(names.values())
@@ -92,7 +96,9 @@ class PruneSpace:
             output_layers = _output_layers(model, example)
             self.output_layer = names[output_layers[0]]
             try:
-                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+                with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
+                    warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+                    self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             except Exception as exc:
                 raise UnsupportedModelError(
                     f"torch-pruning could not trace the model: {exc.__class__.__name__}: {exc}"
@@ -103,42 +109,46 @@ class PruneSpace:
 
         groups: list[ChannelGroup] = []
         self._roots: list[tuple[nn.Module, object]] = []
+        self._params: list[list[nn.Parameter]] = []  # per group: free parameters sliced along with it
         for raw in raw_groups:
             root = raw[0].dep
             size = len(raw[0].idxs)
             full = self.graph.get_pruning_group(root.target.module, root.handler, list(range(size)))
-            members, maps, consumers = [], [], []
+            members, maps, consumers, unsupported, params = [], [], [], [], []
             for dep, idxs in full:
                 module = dep.target.module
+                if isinstance(module, nn.Parameter) and "out_channels" in dep.handler.__name__:
+                    params.append(module)  # e.g. ConvNeXt's layer scale: torch-pruning slices it with the group
+                    continue
                 if not isinstance(module, nn.Module) or module not in names:
                     continue  # element-wise ops and reshapes: no parameters, nothing to mask
                 name = names[module]
-                is_out = "out_channels" in dep.handler.__name__
-                if is_out:
+                if "out_channels" in dep.handler.__name__:
                     if not isinstance(module, _MASKABLE_TYPES):
-                        raise UnsupportedModelError(
-                            f"module '{name}' ({type(module).__name__}) carries prunable channels but is not a "
-                            "conv, linear or batch-norm layer; exclude it or its producers"
-                        )
-                    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and 1 < module.groups < module.in_channels:
-                        raise UnsupportedModelError(
-                            f"module '{name}' is a grouped (non-depthwise) conv, which is not supported"
-                        )
-                    if name not in members:
+                        unsupported.append(name)
+                    elif name not in members:
                         members.append(name)
                         maps.append(tuple(int(i) for i in idxs))
                 elif name not in consumers:
                     consumers.append(name)
-            if any(m in exclude for m in members):
-                continue
-            if not members:
-                continue
+            if any(m in exclude for m in members + unsupported) or not (members or unsupported):
+                continue  # excluded: its channels stay whole; the other groups are unaffected
+            if unsupported:
+                kind = type(by_name[unsupported[0]]).__name__
+                raise UnsupportedModelError(
+                    f"module '{unsupported[0]}' ({kind}) carries prunable channels but is not a conv, linear, "
+                    f"batch-, layer- or group-norm layer; exclude it (exclude=['{unsupported[0]}']) to keep them whole"
+                )
+            modules = [by_name[m] for m in members]
+            for name, module in zip(members, modules, strict=True):
+                _check_member(name, module)
             for member, cmap in zip(members, maps, strict=True):
                 if len(cmap) != size:  # e.g. one branch of a concat that is then added to another tensor
                     raise UnsupportedModelError(
                         f"module '{member}' carries {len(cmap)} of the {size} channels of group '{members[0]}' "
                         f"(a concat joined by an add?), which is not supported; exclude '{members[0]}'"
                     )
+            blocks = _blocks(members, modules, maps, size)
             groups.append(
                 ChannelGroup(
                     name=members[0],
@@ -146,12 +156,15 @@ class PruneSpace:
                     members=tuple(members),
                     channel_maps=tuple(maps),
                     consumers=tuple(consumers),
+                    blocks=blocks,
                 )
             )
+            self._params.append(params)
             self._roots.append((root.target.module, root.handler))
         if not groups:
             raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
         self._layers = _layers(model, names, groups, shapes)
+        self.channel_axes = {names[m]: _channel_axis(m, shapes[m][1]) for m in shapes}
         self.groups: tuple[ChannelGroup, ...] = tuple(self._with_marginal_costs(groups))
         self._index = {g.name: i for i, g in enumerate(self.groups)}
         self.full_macs, self.full_params = self.cost({})
@@ -180,6 +193,13 @@ class PruneSpace:
                 raise ValueError(f"group {name!r} would lose all its channels; keep at least one")
             if len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= g.size:
                 raise ValueError(f"kept indices of group {name!r} must be distinct and in [0, {g.size})")
+            if g.blocks > 1:
+                per_block = torch.bincount(torch.tensor(keep) // (g.size // g.blocks), minlength=g.blocks)
+                if not bool((per_block == per_block[0]).all()):
+                    raise ValueError(
+                        f"group {name!r} feeds a GroupNorm of {g.blocks} groups: keep the same number of channels "
+                        f"in each of its groups of {g.size // g.blocks}"
+                    )
             counts[self._index[name]] = len(keep)
         return counts
 
@@ -189,12 +209,12 @@ class PruneSpace:
 
     def cost_of_counts(self, counts: Sequence[int]) -> tuple[int, int]:
         macs = 0
-        params = self._fixed_params
+        params = self._fixed_params + sum(c * n for c, n in zip(self._free_per_channel, counts, strict=True))
         for layer in self._layers:
             n_in = counts[layer.in_group] if layer.in_group is not None else layer.in_full
             n_out = counts[layer.out_group] if layer.out_group is not None else layer.out_full
             if layer.kind == "norm":
-                params += 2 * n_out if layer.bias else 0
+                params += layer.kernel * n_out  # affine parameters per channel (0, 1 or 2)
                 continue
             fan_in = layer.kernel * (1 if layer.depthwise else n_in * layer.in_mult)
             macs += layer.positions * (fan_in * n_out + (n_out if layer.bias else 0))
@@ -204,8 +224,16 @@ class PruneSpace:
     def _with_marginal_costs(self, groups: list[ChannelGroup]) -> list[ChannelGroup]:
         self.groups = tuple(groups)
         own = {layer.name for layer in self._layers}
+        free = {id(p) for params in self._params for p in params}
+        self._free_per_channel = [
+            sum(p.numel() for p in params) // g.size for params, g in zip(self._params, groups, strict=True)
+        ]
         self._fixed_params = sum(
-            p.numel() for n, m in self.model.named_modules() if n not in own for p in m.parameters(recurse=False)
+            p.numel()
+            for n, m in self.model.named_modules()
+            if n not in own
+            for p in m.parameters(recurse=False)
+            if id(p) not in free
         )
         full = [g.size for g in groups]
         base_macs, base_params = self.cost_of_counts(full)
@@ -233,6 +261,51 @@ class PruneSpace:
                 f"  {g.name:<32} {g.size:>5} ch  {g.macs_per_channel:>9} MACs/ch  members: {', '.join(g.members)}"
             )
         return "\n".join(rows)
+
+
+def _norm_channels(module: nn.Module) -> int:
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1]
+    return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
+
+
+def _channel_axis(module: nn.Module, out_shape: tuple[int, ...]) -> int:
+    """The axis of ``module``'s output that holds its channels: the last for a Linear (it maps the last
+    axis, e.g. (N, L, C) tokens) and for a plain LayerNorm; axis 1 for convs, batch and group norms and a
+    channels-first LayerNorm (a subclass that permutes NCHW, as torchvision's and timm's LayerNorm2d)."""
+    if isinstance(module, nn.Linear) or len(out_shape) == 2:
+        return -1
+    if isinstance(module, nn.LayerNorm):
+        channels = module.normalized_shape[-1]
+        if type(module).forward is nn.LayerNorm.forward or out_shape[1] != channels:
+            return -1
+        return 1 if out_shape[-1] != channels else -1
+    return 1
+
+
+def _check_member(name: str, module: nn.Module) -> None:
+    """Refuse members whose channels cannot be sliced exactly."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and 1 < module.groups < module.in_channels:
+        raise UnsupportedModelError(f"module '{name}' is a grouped (non-depthwise) conv, which is not supported")
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        raise UnsupportedModelError(
+            f"module '{name}' is a LayerNorm over {tuple(module.normalized_shape)}; only a LayerNorm over the "
+            "channels alone is supported"
+        )
+
+
+def _blocks(members: list[str], modules: list[nn.Module], maps: list[tuple[int, ...]], size: int) -> int:
+    """The number of GroupNorm groups the group's channels fall into (1 without a GroupNorm member)."""
+    blocks = 1
+    for name, module, cmap in zip(members, modules, maps, strict=True):
+        if not isinstance(module, nn.GroupNorm) or module.num_groups == 1:
+            continue
+        if list(cmap) != list(range(size)) or (blocks > 1 and module.num_groups != blocks):
+            raise UnsupportedModelError(
+                f"GroupNorm '{name}' does not cover its group's channels one to one; exclude '{members[0]}'"
+            )
+        blocks = module.num_groups
+    return blocks
 
 
 def _check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
@@ -292,20 +365,10 @@ def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: d
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
         if isinstance(module, _NORM_TYPES):
+            channels = _norm_channels(module)
+            affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
             layers.append(
-                _Layer(
-                    name,
-                    "norm",
-                    None,
-                    out_group.get(name),
-                    module.num_features,
-                    module.num_features,
-                    1,
-                    1,
-                    1,
-                    False,
-                    module.affine,
-                )
+                _Layer(name, "norm", None, out_group.get(name), channels, channels, 1, 1, affine, False, False)
             )
             continue
         if isinstance(module, nn.Linear):
@@ -330,7 +393,8 @@ def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: d
             size = groups[gi].size
             if c_in % size:
                 raise UnsupportedModelError(
-                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels"
+                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels (e.g. attention "
+                    f"heads split from one projection); exclude '{groups[gi].name}'"
                 )
             mult, in_full = c_in // size, size
         layers.append(

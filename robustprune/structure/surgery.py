@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch_pruning as tp
@@ -20,7 +21,9 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     source = space.model if model is None else model
     pruned = copy.deepcopy(source).eval()
     example = torch.zeros(1, *space.spec.shape, device=space.device)
-    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
+    with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
     space.kept_counts(candidate)  # validates
