@@ -25,6 +25,16 @@ RUN_FILES = {
     "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),
     "demo": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", "original.json", *_PLOTS),
     "recover": ("pruned.pt", "spec.json", "recover.json", "recover_loss.png", "report.json"),
+    "search+recover": (
+        "pruned.pt",
+        "spec.json",
+        "history.json",
+        "front.json",
+        "recover.json",
+        "recover_loss.png",
+        "report.json",
+        *_PLOTS,
+    ),
 }
 #: Every file robustprune may have written into a run folder, whatever the kind.
 OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)
@@ -148,7 +158,7 @@ def run_kind(directory: str | Path) -> str | None:
     if (directory / "original.json").exists():
         return "demo"
     if (directory / "recover.json").exists():
-        return "recover"
+        return "search+recover" if (directory / "history.json").exists() else "recover"
     if (directory / "history.json").exists():
         return "search"
     if (directory / "pruned.pt").exists() or (directory / "spec.json").exists():
