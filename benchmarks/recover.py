@@ -186,6 +186,7 @@ def run_cell(model_name: str, target: float, seed: int, recipe: str, overrides: 
         pool, pool_seconds = shared_pool(original, spec, config, args.out / "pools" / f"{model_name}__s{seed}", log)
     candidate = {name: tuple(group["keep"]) for name, group in data["groups"].items()}
     log(f"{path.stem}: recovering")
+    cpu = time.process_time()  # CPU seconds of this process: less sensitive to a contended machine than wall time
     checkpoints = args.out / "checkpoints" / path.stem
     result = recover(
         pruned,
@@ -199,10 +200,12 @@ def run_cell(model_name: str, target: float, seed: int, recipe: str, overrides: 
         quiet=True,
         log=lambda line: log(f"  {line}"),
     )
+    cpu = time.process_time() - cpu
     row = {**ident, "stage": "after", "recipe": recipe, "budget": tag, **measure(result.model, spec, args.split)}
     summary = result.summary()
     row["recover"] = {k: summary[k] for k in ("config", "seconds", "params", "loss_first", "loss_last")}
     row["recover"]["pool_seconds"] = pool_seconds  # synthesis of the (shared) pool, not in "seconds"
+    row["recover"]["cpu_seconds"] = cpu  # training (and the pool when this cell synthesized it), all threads
     row["recover"]["loss_curve"] = result.losses[:: max(1, len(result.losses) // 50)]
     _write_cell(path, row)
     log(f"{path.stem}: clean {100 * row['report']['clean_accuracy']:.2f}% in {result.seconds:.0f}s")

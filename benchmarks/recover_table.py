@@ -35,8 +35,10 @@ def _row_line(label: str, rows: list[dict]) -> str:
     parts += [_stat(_per_image(rows, m).mean(axis=1)) for m in METRICS]
     parts.append(_stat([r["corruption_accuracy"] for r in reports]))
     parts += [_stat([r["ood_auroc"][name] for r in reports]) for name in ("digits", "flipped", "noise")]
-    seconds = [r["recover"]["seconds"] for r in rows if "recover" in r]
+    seconds = [r["recover"]["seconds"] + r["recover"].get("pool_seconds", 0.0) for r in rows if "recover" in r]
+    cpu = [r["recover"]["cpu_seconds"] for r in rows if "cpu_seconds" in r.get("recover", {})]
     parts.append(f"{np.mean(seconds):.0f}" if seconds else "-")
+    parts.append(f"{np.mean(cpu):.0f}" if cpu else "-")
     return "| " + " | ".join(parts) + " |"
 
 
@@ -61,8 +63,10 @@ def recover_markdown(rows: list[dict], split: str, n_resamples: int = 10_000) ->
         "Accuracies in %, on the same images for every cell (evaluation seed 0): clean on the whole split, "
         "PGD-10 at eps 0.01 on 1000 fixed images, corruption accuracy (8 corruptions x 5 severities, 1000 "
         "images), OOD AUROC (max softmax) against digits, flipped images and uniform noise. Mean ± 95% "
-        "t-interval over seeds where there are several. `seconds`: recovery wall time (synthesis included) "
-        "on the cell's threads of a shared, contended 2-core CPU (see each cell's provenance: threads, load).",
+        "t-interval over seeds where there are several. `wall s`: recovery wall time, the pool's synthesis "
+        "included, on the cell's threads of a shared, contended 2-core CPU (each cell's provenance has its "
+        "threads and load average); `CPU s`: the CPU time the recovery used (training, and the pool's synthesis "
+        "in the cell that made it), a steadier measure on a contended machine.",
         "",
     ]
     for (model, target, start), by_label in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
@@ -70,8 +74,9 @@ def recover_markdown(rows: list[dict], split: str, n_resamples: int = 10_000) ->
         origin = "the default search" if start == "search" else f"`{start}` (a one-shot stand-in for the search)"
         out += [f"## {model} at {target:g} of the cost, from {origin} (seeds {', '.join(map(str, seeds))})", ""]
         out += [
-            "| model | seeds | clean | PGD | corruption | AUROC digits | AUROC flipped | AUROC noise | seconds |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | seeds | clean | PGD | corruption | AUROC digits | AUROC flipped | AUROC noise "
+            "| wall s | CPU s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         if model in originals:
             out.append(_row_line("original", [originals[model]]))
