@@ -139,6 +139,7 @@ def shared_pool(original, spec, config: RecoverConfig, cache: Path, log) -> tupl
     recipes (each would invert the same images); returns it with the seconds its synthesis took."""
     timing = cache / f"pool_seconds_{config.pool_size}_{config.synthetic.steps}.json"
     cache = cache / f"{config.pool_size}_{config.synthetic.steps}"
+    cache.mkdir(parents=True, exist_ok=True)
     pixels, seconds = synthetic_pool(original, spec, config, device=torch.device("cpu"), cache_dir=cache)
     if seconds > 0:
         log(f"  synthesized a pool of {config.pool_size} in {seconds:.0f}s")
