@@ -154,7 +154,8 @@ def _shown(path: Path) -> str:
 
 
 def _write_cell(path: Path, row: dict) -> None:
-    row["provenance"] = provenance(threads=torch.get_num_threads(), loadavg=os.getloadavg())
+    command = "python -m benchmarks.recover " + " ".join(sys.argv[1:])
+    row["provenance"] = provenance(threads=torch.get_num_threads(), loadavg=os.getloadavg(), command=command)
     atomic_write_json(path, row)
 
 
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.recover " + " ".join(argv if argv is not None else sys.argv[1:])
     prov = provenance()
     text = recover_markdown(rows, args.split)
+    commands = sorted({r["provenance"]["command"] for r in rows if "command" in r.get("provenance", {})})
+    if commands:
+        text += "\nCells computed by:\n\n" + "".join(f"- `{c}`\n" for c in commands)
     text += (
         f"\nTable written by `{command}` at commit {prov['commit']} on {prov['machine']}, torch {prov['torch']}; "
         f"each cell's JSON in {_shown(args.out)}/cells holds its own provenance (commit, machine, threads, load).\n"
