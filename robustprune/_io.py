@@ -26,6 +26,16 @@ RUN_FILES = {
     "demo": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", "original.json", *_PLOTS),
     "recover": ("pruned.pt", "spec.json", "recover.json", "recover_loss.png", "report.json"),
     "quantize": ("int8.pt2", "pruned.pt", "spec.json", "quantize.json", "report.json"),
+    "search+recover": (
+        "pruned.pt",
+        "spec.json",
+        "history.json",
+        "front.json",
+        "recover.json",
+        "recover_loss.png",
+        "report.json",
+        *_PLOTS,
+    ),
 }
 #: Every file robustprune may have written into a run folder, whatever the kind.
 OWNED_FILES = frozenset(name for names in RUN_FILES.values() for name in names)
@@ -149,7 +159,7 @@ def run_kind(directory: str | Path) -> str | None:
     if (directory / "original.json").exists():
         return "demo"
     if (directory / "recover.json").exists():
-        return "recover"
+        return "search+recover" if (directory / "history.json").exists() else "recover"
     if (directory / "history.json").exists():
         return "search"
     if (directory / "pruned.pt").exists() or (directory / "spec.json").exists():

@@ -568,8 +568,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from robustprune.search import search
 
     config = search_config_from_args(args)
+    recover_config = _recover_config_from_args(args, prefix="recover_") if args.recover else None
     _check_device(args.device)
-    out = _check_run_dir(args, "search")
+    out = _check_run_dir(args, "search+recover" if args.recover else "search")
     _check_storage(args.storage)
     _check_eval_data(args)
     model, spec = _load_model_from_args(args, prune=True)
@@ -577,18 +578,43 @@ def _cmd_search(args: argparse.Namespace) -> int:
     result = search(
         model, spec, config=config, storage=args.storage, study_name=args.study, quiet=args.quiet, model_ref=args.model
     )
+    recovered = _recover_search(args, result, model, spec, recover_config) if args.recover else None
 
     def write(staging: Path) -> None:
         result.save(staging, model_ref=canonical_ref(args.model))
         plot_run(staging, staging / "plots")
+        if recovered is not None:  # the recovered weights replace the search's pruned.pt
+            recovered.save(staging, model_ref=canonical_ref(args.model))
 
     _save_run(args, out, write)
-    report = _report_for_run(result.model, spec, f"{args.model} (search)", args, original=model)
+    final = recovered.model if recovered is not None else result.model
+    report = _report_for_run(
+        final, spec, f"{args.model} (search{' + recover' if recovered else ''})", args, original=model
+    )
     report["provenance"].update(method="search", search=result.summary())
+    if recovered is not None:
+        report["provenance"].update(method="search+recover", stages=["search", "recover"], recover=recovered.summary())
     if config.target_latency is not None:
         report["latency_check"] = _latency_check(model, result, config, args)
-    return _finish_run(
-        args, out, "search", report, "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
+    files = "pruned.pt, spec.json, history.json, front.json, report.json, plots/"
+    return _finish_run(args, out, "search", report, files + (", recover.json, recover_loss.png" if recovered else ""))
+
+
+def _recover_search(args: argparse.Namespace, result, model, spec, config):
+    """``search --recover``: distill the search's pruned model from the original (changes its weights)."""
+    from robustprune.recover import recover
+
+    if not args.quiet:
+        print("recovering the pruned model from the original on synthetic inputs", file=sys.stderr)
+    return recover(
+        result.model,
+        model,
+        spec,
+        config,
+        candidate=result.candidate,
+        device=args.device,
+        checkpoint_dir=args.recover_checkpoint_dir,
+        quiet=args.quiet,
     )
 
 
@@ -680,15 +706,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recover_config_from_args(args: argparse.Namespace):
+def _recover_config_from_args(args: argparse.Namespace, prefix: str = ""):
+    """The RecoverConfig of ``recover`` (``prefix`` "") or of ``search --recover`` (``prefix`` "recover_")."""
     from robustprune.recover import RecoverConfig
 
-    given = {name: getattr(args, name) for name in ("steps", "batch_size", "pool_size", "expand", "seed")}
+    names = ("steps", "batch_size", "pool_size", "expand")
+    given = {name: getattr(args, prefix + name) for name in names} | {"seed": args.seed}
     options = {k: v for k, v in given.items() if v is not None}
-    if args.synthesis_steps is not None:
+    if getattr(args, prefix + "synthesis_steps") is not None:
         from robustprune.probes.synthetic import SyntheticConfig
 
-        options["synthetic"] = dataclasses.replace(SyntheticConfig(), steps=args.synthesis_steps)
+        options["synthetic"] = dataclasses.replace(SyntheticConfig(), steps=getattr(args, prefix + "synthesis_steps"))
     try:
         return RecoverConfig(**options)
     except ValueError as exc:
@@ -1138,6 +1166,18 @@ def build_parser() -> argparse.ArgumentParser:
         "also lets `robustprune worker` processes on other machines add trials (docs/search.md)",
     )
     p.add_argument("--study", default="robustprune", help="name of the search in the storage (default %(default)s)")
+    p.add_argument(
+        "--recover",
+        action="store_true",
+        help="then distill the pruned model from the original on synthetic inputs (changes weights; see "
+        "'robustprune recover')",
+    )
+    p.add_argument("--recover-steps", type=_positive_int, help=f"default {recover_default['steps']}")
+    p.add_argument("--recover-batch-size", type=_positive_int, help=f"default {recover_default['batch_size']}")
+    p.add_argument("--recover-pool-size", type=_positive_int, help=f"default {recover_default['pool_size']}")
+    p.add_argument("--recover-synthesis-steps", type=_positive_int, help="Adam steps inverting each pool image")
+    p.add_argument("--recover-expand", type=_positive_int, help=f"default {recover_default['expand']}")
+    p.add_argument("--recover-checkpoint-dir", help="recovery checkpoints go there; rerun to resume")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where the search and the evaluation run")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)

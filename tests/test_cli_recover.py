@@ -40,3 +40,28 @@ def test_recover_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["recover", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--steps", "0"])
     assert exc.value.code == 2
+
+
+def test_search_then_recover_writes_one_run_with_both_stages(tmp_path):
+    out = tmp_path / "run"
+    search = ["search", "--model", "zoo:mlp", "--target-params", "0.8", "--trials", "1", "--steps", "1"]
+    search += ["--n-probes", "16", "--probe-steps", "2", "--no-eval", "--quiet", "--out", str(out)]
+    rec = ["--recover", "--recover-steps", "2", "--recover-batch-size", "8", "--recover-pool-size", "8"]
+    rec += ["--recover-synthesis-steps", "2", "--recover-expand", "2"]
+    assert main([*search, *rec]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"pruned.pt", "spec.json", "history.json", "recover.json", "recover_loss.png", "report.json"} <= names
+    report = json.loads((out / "report.json").read_text())["provenance"]
+    assert report["method"] == "search+recover" and report["stages"] == ["search", "recover"]
+    assert report["recover"]["steps"] == 2 and report["recover"]["config"]["expand"] == 2
+    assert len(json.loads((out / "history.json").read_text())["steps"]) >= 1
+    # pruned.pt holds the recovered weights, not the search's
+    plain = tmp_path / "plain"
+    assert main([*search[:-1], str(plain)]) == 0
+    recovered, _, data = load_pruned(out)
+    searched, _, plain_data = load_pruned(plain)
+    assert data["groups"] == plain_data["groups"]  # same kept channels (the search is seeded)
+    assert any(not torch.equal(a, b) for a, b in zip(recovered.parameters(), searched.parameters(), strict=True))
+    # the folder is a search+recover run: rerunning is fine, a plain search into it needs --overwrite
+    assert main([*search, *rec]) == 0
+    assert main(search) == 2

@@ -361,6 +361,22 @@ def test_fresh_inputs_and_logit_only_distillation():
     assert result.pool_seconds == 0.0
 
 
+def test_a_given_pool_replaces_the_synthetic_one():
+    original, pruned, candidate = pruned_pair()
+    cfg = dataclasses.replace(FAST, adv_fraction=0.0)
+    pool = torch.rand(6, *SPEC.shape, generator=torch.Generator().manual_seed(3))
+    a = recover(pruned, original, SPEC, cfg, candidate=candidate, pool=pool, quiet=True)
+    assert a.pool_seconds == 0.0  # nothing synthesized
+    b = recover(pruned, original, SPEC, cfg, candidate=candidate, pool=pool.clone(), quiet=True)
+    assert a.losses == b.losses
+    c = recover(pruned, original, SPEC, cfg, candidate=candidate, pool=1 - pool, quiet=True)
+    assert c.losses != a.losses  # the batches came from the given pool
+    with pytest.raises(ValueError, match="pool must be"):
+        recover(pruned, original, SPEC, cfg, pool=torch.rand(4, 8, 8), quiet=True)
+    with pytest.raises(ValueError, match="inputs='pool'"):
+        recover(pruned, original, SPEC, dataclasses.replace(cfg, inputs="fresh"), pool=pool, quiet=True)
+
+
 def test_save_writes_a_loadable_run_folder(tmp_path):
     original, pruned, candidate = pruned_pair()
     result = recover(pruned, original, SPEC, FAST, candidate=candidate, quiet=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -122,6 +123,10 @@ def _losses(
     return total, parts
 
 
+def _tensor_hash(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
 def _lr(config: RecoverConfig, step: int) -> float:
     """Cosine decay from ``lr`` (step 1) toward 0 (after the last step)."""
     return config.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / config.steps))
@@ -137,6 +142,7 @@ def recover(
     exclude: Iterable[str] = (),
     device: str | torch.device = "cpu",
     checkpoint_dir: str | Path | None = None,
+    pool: torch.Tensor | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> RecoverResult:
@@ -149,7 +155,10 @@ def recover(
     ``device``: where to train ("cpu" or "cuda"); the result lives on ``pruned``'s device.
     ``checkpoint_dir``: a checkpoint is written there every ``config.checkpoint_every``
     steps (and the input pool cached); calling again with the same folder and settings
-    resumes from it. ``log`` receives about twenty progress lines; ``quiet`` hides the bar.
+    resumes from it. ``pool``: pixel-space inputs (N, *spec.shape) to draw the batches from
+    instead of the synthesized pool (``config.inputs`` must be "pool"), e.g. real images for an
+    upper bound; recovery stays data-free only without it. ``log`` receives about twenty
+    progress lines; ``quiet`` hides the bar.
     Deterministic: the same seed gives the same weights (bit-identical on the CPU).
     """
     config = config or RecoverConfig()
@@ -160,6 +169,12 @@ def recover(
     validate_model(original, spec)
     if config.adv_fraction > 0:
         check_adversarial_spec(spec)
+    if pool is not None:
+        if config.inputs != "pool":
+            raise ValueError(f"a given pool needs RecoverConfig.inputs='pool', got {config.inputs!r}")
+        if pool.dim() != len(spec.shape) + 1 or tuple(pool.shape[1:]) != tuple(spec.shape) or len(pool) == 0:
+            raise ValueError(f"pool must be (N, {', '.join(map(str, spec.shape))}) pixels, got {tuple(pool.shape)}")
+        pool = pool.detach().float().cpu()
     say = log or (lambda _line: None)
     start_time = time.perf_counter()
     home = _module_device(pruned)
@@ -192,6 +207,7 @@ def recover(
             **config.to_dict(),
             "original_sha256": weights_hash(original),
             "pruned_sha256": weights_hash(pruned),
+            "pool_sha256": _tensor_hash(pool) if pool is not None else None,
         }
         state = load_checkpoint(cache_dir, identity) if cache_dir is not None else None
         if state is not None:
@@ -205,8 +221,8 @@ def recover(
             parts = {k: [float(v) for v in vs] for k, vs in json.loads(state["parts"]).items()}
             say(f"resuming from step {start}/{config.steps} ({cache_dir})")
 
-        pool, pool_seconds = None, 0.0
-        if config.inputs == "pool" and start < config.steps:
+        pool_seconds = 0.0
+        if pool is None and config.inputs == "pool" and start < config.steps:
             say(f"synthesizing a pool of {config.pool_size} inputs from the original")
             pool, pool_seconds = synthetic_pool(
                 teacher, spec, config, device=run_on, cache_dir=cache_dir, progress=None if quiet else say
