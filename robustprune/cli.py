@@ -987,8 +987,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "eval",
-        "Evaluate a model on real Fashion-MNIST: accuracy, FGSM/PGD robustness, corruptions, "
-        "OOD AUROC, calibration, MACs, params, latency.",
+        "Evaluate a model on real data (Fashion-MNIST, or yours with --data): accuracy, FGSM/PGD robustness, "
+        "corruptions, OOD AUROC, calibration, MACs, params, latency.",
     )
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
