@@ -93,3 +93,15 @@ def test_cli_worker_rejects_a_bad_storage_in_one_line(capsys):
     assert main(["worker", "--storage", "foo://bar"]) == 2
     err = capsys.readouterr().err
     assert "--storage 'foo://bar'" in err and err.count("\n") == 1
+
+
+def test_schema_creation_races_are_retried_on_postgresql_and_sqlite():
+    import sqlalchemy.exc
+
+    from robustprune.search.storage import _creation_race
+
+    duplicate = sqlalchemy.exc.ProgrammingError("CREATE TABLE", {}, Exception('relation "studies" already exists'))
+    locked = sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("database is locked"))
+    assert _creation_race(duplicate) and _creation_race(locked)
+    denied = sqlalchemy.exc.OperationalError("connect", {}, Exception('password authentication failed for "u"'))
+    assert not _creation_race(denied) and not _creation_race(ValueError("relation already exists"))

@@ -192,7 +192,9 @@ def _creation_race(exc: Exception) -> bool:
     """Whether ``exc`` is what a process gets when another one creates the same new database at the same time."""
     import sqlalchemy.exc
 
-    if not isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.IntegrityError):
+    # PostgreSQL reports a table another process just created as ProgrammingError (DuplicateTable)
+    races = sqlalchemy.exc.OperationalError | sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError
+    if not isinstance(exc, races):
         return False
     text = str(exc).lower()
     return "already exists" in text or "locked" in text or "unique constraint" in text or "duplicate" in text
