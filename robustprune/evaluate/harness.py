@@ -16,12 +16,17 @@ from torch import nn
 
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
-from robustprune.data.corruptions import corruption_suite
 from robustprune.data.fashion_mnist import EVAL_SPLITS, load_eval_split
 from robustprune.data.ood import ood_sets
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
-from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.evaluate.metrics import (
+    accuracy,
+    corruption_accuracy,
+    expected_calibration_error,
+    ood_auroc,
+    predict_logits,
+)
 from robustprune.evaluate.userdata import model_cost
 from robustprune.spec import InputSpec, SpecError
 
@@ -142,12 +147,9 @@ def evaluate(
     corr_idx = subset[: settings.n_corruption]
     x_corr, y_corr = x_test[corr_idx], y_test[corr_idx]
     say(f"corruption accuracy on {len(x_corr)} images x 8 corruptions x 5 severities")
-    per: dict[str, list[float]] = {}
-    for name, _severity, corrupted in corruption_suite(x_corr, seed=settings.seed):
-        per.setdefault(name, []).append(accuracy(predict_logits(model, spec, corrupted, device=device), y_corr))
-        bar.update(1)
-    report["corruption_accuracy_per"] = {name: sum(v) / len(v) for name, v in per.items()}
-    report["corruption_accuracy"] = sum(report["corruption_accuracy_per"].values()) / len(per)
+    per = corruption_accuracy(model, spec, x_corr, y_corr, settings.seed, device, lambda: bar.update(1))
+    report["corruption_accuracy_per"] = per
+    report["corruption_accuracy"] = sum(per.values()) / len(per)
 
     say("OOD detection AUROC (max softmax) against digits, flipped images, uniform noise")
     report["ood_auroc"] = {

@@ -9,6 +9,8 @@ never have to remember which space a batch lives in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from scipy.stats import rankdata
@@ -153,3 +155,16 @@ def auroc(scores_in: torch.Tensor | np.ndarray, scores_out: torch.Tensor | np.nd
 def ood_auroc(logits_in: torch.Tensor, logits_out: torch.Tensor) -> float:
     """AUROC of the max-softmax-probability detector (Hendrycks & Gimpel) between in- and out-of-distribution logits."""
     return auroc(max_softmax(logits_in), max_softmax(logits_out))
+
+
+def corruption_accuracy(
+    model: nn.Module, spec, x: torch.Tensor, y: torch.Tensor, seed: int, device, tick: Callable[[], None]
+) -> dict[str, float]:
+    """Mean accuracy over severities per corruption of ``x`` (pixels); ``tick`` after each corrupted set."""
+    from robustprune.data.corruptions import corruption_suite
+
+    per: dict[str, list[float]] = {}
+    for name, _severity, corrupted in corruption_suite(x, seed=seed):
+        per.setdefault(name, []).append(accuracy(predict_logits(model, spec, corrupted, device=device), y))
+        tick()
+    return {name: sum(v) / len(v) for name, v in per.items()}

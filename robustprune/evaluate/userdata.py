@@ -18,10 +18,16 @@ from torch import nn
 
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
-from robustprune.data.corruptions import CORRUPTIONS, SEVERITIES, corruption_suite
+from robustprune.data.corruptions import CORRUPTIONS, SEVERITIES
 from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
-from robustprune.evaluate.metrics import accuracy, expected_calibration_error, ood_auroc, predict_logits
+from robustprune.evaluate.metrics import (
+    accuracy,
+    corruption_accuracy,
+    expected_calibration_error,
+    ood_auroc,
+    predict_logits,
+)
 from robustprune.spec import InputSpec, SpecError
 
 #: The keys of a report on the user's data: the Fashion-MNIST report's keys plus ``agreement``.
@@ -136,12 +142,9 @@ def _label_metrics(model, unit, x, labels, logits, settings, device, say, bar) -
     idx = subset[: settings.n_corruption]
     x_corr, y_corr = x[idx], labels[idx]
     say(f"corruption accuracy on {len(x_corr)} inputs x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities")
-    per: dict[str, list[float]] = {}
-    for name, _severity, corrupted in corruption_suite(x_corr, seed=settings.seed):
-        per.setdefault(name, []).append(accuracy(predict_logits(model, unit, corrupted, device=device), y_corr))
-        bar.update(1)
-    out["corruption_accuracy_per"] = {name: sum(v) / len(v) for name, v in per.items()}
-    out["corruption_accuracy"] = sum(out["corruption_accuracy_per"].values()) / len(per)
+    per = corruption_accuracy(model, unit, x_corr, y_corr, settings.seed, device, lambda: bar.update(1))
+    out["corruption_accuracy_per"] = per
+    out["corruption_accuracy"] = sum(per.values()) / len(per)
     return out
 
 
