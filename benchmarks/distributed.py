@@ -143,7 +143,8 @@ def report(args, runs: list[dict], poll: float, command: str) -> str:
         f"Search: zoo:{args.model} to {args.target_macs:g} of the MACs, {args.trials} trials per step, probes "
         f"{args.n_probes} x {args.probe_steps} steps (built once before the runs; each process reads the cache). "
         "N processes = the coordinator (`robustprune search --storage URL`, which runs trials too) and N-1 "
-        "`robustprune worker`s, all on this machine, each run on a fresh database of a local PostgreSQL 15.",
+        "`robustprune worker`s, all on this machine, each run on a fresh database of a local PostgreSQL 15. "
+        f"Each process runs torch with {args.threads} thread(s) (OMP_NUM_THREADS).",
         "",
         args.note,
         "",
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-steps", type=int, default=SEARCH_PROBES.synthetic.steps)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each process (1: one core each)")
     parser.add_argument("--note", default="", help="a line for the report (e.g. the machine was busy)")
     parser.add_argument("--out", default=str(ROOT / "results" / "distributed.md"))
     args = parser.parse_args(argv)
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     os.chmod(folder, 0o755)
     pg = folder / "pg"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ROBUSTPRUNE_CACHE_DIR": str(folder / "cache")}
+    env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))  # read by torch at start
     try:
         admin = pgserver.start(pg, options="-c shared_preload_libraries=pg_stat_statements")
         _sql(admin, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements", autocommit=True)
