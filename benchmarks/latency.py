@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--round-to", type=int, default=0, help="also the search with widths in multiples of N")
     parser.add_argument("--int8", action="store_true", help="also pruned int8 vs fp32 original (batch 256, 2 threads)")
     parser.add_argument("--profile", action="store_true", help="profile the first model at 0.5, batch 256, 2 threads")
+    parser.add_argument("--report-only", action="store_true", help="write the report from saved cells only")
     parser.add_argument("--out", default=str(RESULTS / "latency.md"))
     parser.add_argument("--cells", help="cell JSON folder (default: <out dir>/latency/cells)")
     args = parser.parse_args(argv)
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if args.int8:
         plan += [(m, t, 1, 256, 2, "int8") for m in args.models for t in args.targets]
-    cells, missing = [], set()
+    cells, missing, unmeasured = [], set(), set()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (m, t, r, b, n, backend) in enumerate(plan):
@@ -259,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
                 cells.append(json.loads(path.read_text()))
                 continue
             if (m, t, r) in missing:
+                continue
+            if args.report_only:
+                unmeasured.add((m, t, r))
                 continue
             cell = _measure_cell(args, m, t, r, b, n, backend, Path(tmp))
             if cell is None:
@@ -269,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             atomic_write_json(path, cell)
             cells.append(cell)
             print(f"[{i + 1}/{len(plan)} {time.time() - start:.0f}s] {_row(cell)}", flush=True)
-    profile_text = _profile(args, args.models[0], 0.5, 256, 2) if args.profile else ""
+    profile_text = _profile(args, args.models[0], 0.5, 256, 2) if args.profile and not args.report_only else ""
     info = provenance(load_average_at_start=load)
     lines = [
         "# Delivered speed: pruned vs original",
@@ -288,6 +292,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         lines += ["Cells without a pruned model (rerun with --search-missing): "]
         lines += [", ".join(f"{m} at {t:g} (round_to {r})" for m, t, r in sorted(missing)), ""]
+    if unmeasured:
+        lines += ["Not measured yet (the run was stopped; the same command resumes): "]
+        lines += [", ".join(f"{m} at {t:g} (round_to {r})" for m, t, r in sorted(unmeasured)), ""]
     if profile_text:
         lines += ["## Where the time goes", "", profile_text]
     atomic_write_text(Path(args.out), "\n".join(lines))
