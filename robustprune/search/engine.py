@@ -21,8 +21,9 @@ from torch import nn
 
 from robustprune.compensate import overrides_applied
 from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
+from robustprune.probes.bn_statistics import bn_layers
 from robustprune.probes.probeset import ProbeConfig
-from robustprune.probes.synthetic import SyntheticConfig, bn_layers
+from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.proxies import PROXIES
 from robustprune.search.objective import (
     COMPENSATIONS,
