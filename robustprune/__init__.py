@@ -16,7 +16,7 @@ import importlib
 import sys
 import types
 
-__version__ = "0.1.0"
+from robustprune._version import __version__
 
 # The public names load on first use (PEP 562), so ``import robustprune.cli`` does not import torch:
 # the command line catches a Ctrl-C during those imports and reports it in one line.
