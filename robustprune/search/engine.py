@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import optuna
 import torch
@@ -32,7 +32,7 @@ from robustprune.search.objective import (
     check_weights,
     weighted_score,
 )
-from robustprune.search.result import SearchResult
+from robustprune.search.result import SearchResult, StepRecord
 from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
@@ -314,24 +314,30 @@ def search_config(
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
+#: Called with each committed step's record, in order (an exception stops the search; a storage resumes it).
+StepCallback = Callable[[StepRecord], None]
+
+
 def search(
     model: nn.Module,
     spec: InputSpec,
-    target_macs: float | None = None,
+    config: SearchConfig | float | None = None,
     target_params: float | None = None,
     *,
-    config: SearchConfig | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    cache_dir=None,
+    callbacks: Sequence[StepCallback] = (),
+    target_macs: float | None = None,
     sampler: str | None = None,
     seed: int | None = None,
-    storage: str | optuna.storages.BaseStorage | None = None,
-    study_name: str = "robustprune",
-    exclude: tuple[str, ...] = (),
-    cache_dir=None,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
-    model_ref: str | None = None,
+    **options,
 ) -> SearchResult:
     """Prune ``model`` to the target by progressive, Optuna-driven, proxy-scored steps.
+
+    ``search(model, spec, SearchConfig(target_macs=0.5), storage=..., cache_dir=..., callbacks=[...])``.
+    For compatibility the third argument may also be the MACs fraction to keep (it was ``target_macs``
+    before the config took its place), and ``target_macs``, ``target_params``, ``sampler`` and ``seed``
+    override the config's fields (``search_config``).
 
     The user's model is never modified (the search works on one private copy).
     ``storage`` (an Optuna storage URL such as ``sqlite:///search.db``, or a storage
@@ -341,25 +347,23 @@ def search(
     input spec and the resolved config (seed and target included); a storage holding another
     search's ``study_name`` studies is refused (``StorageMismatchError``), and so is one where
     another live process runs this search (``StorageBusyError``; see ``robustprune.search.storage``).
-    ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``) is published in a
-    persistent storage so that ``robustprune worker`` processes can load the model and add trials
-    (docs/search.md, "Many machines").
+    ``cache_dir`` caches the probes (and a latency table) on disk. ``callbacks`` get each committed
+    ``StepRecord``. ``options`` are ``ProgressiveSearch``'s other keywords: ``study_name``, ``exclude``
+    (module names whose channels stay whole), ``quiet``, ``log`` (a callable taking each progress line)
+    and ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``: published in a
+    persistent storage so that ``robustprune worker`` processes can load the model and add trials;
+    docs/search.md, "Many machines").
     """
     from robustprune.search.progressive import ProgressiveSearch  # it builds on this module's config
 
+    if config is not None and not isinstance(config, SearchConfig):
+        if isinstance(config, bool) or not isinstance(config, int | float):
+            raise TypeError(f"config must be a SearchConfig or a MACs fraction, got {type(config).__name__}")
+        if target_macs is not None:
+            raise TypeError("search() got the MACs target twice: as the third argument and as target_macs")
+        config, target_macs = None, float(config)
     config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
-    run = ProgressiveSearch(
-        model,
-        spec,
-        config,
-        storage=storage,
-        study_name=study_name,
-        exclude=exclude,
-        cache_dir=cache_dir,
-        quiet=quiet,
-        log=log,
-        model_ref=model_ref,
-    )
+    run = ProgressiveSearch(model, spec, config, storage=storage, cache_dir=cache_dir, callbacks=callbacks, **options)
     with run:  # holds the storage's owner claim until the search ends
         return run.resume()
 
