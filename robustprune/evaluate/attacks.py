@@ -17,8 +17,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustprune._modes import eval_mode
-from robustprune.evaluate.metrics import _model_device, accuracy, predict_logits
+from robustprune._modes import eval_mode, model_device
+from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.spec import InputSpec
 
 __all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct"]
@@ -123,7 +123,7 @@ def adversarial_examples(
     """
     labels = torch.as_tensor(labels)
     alpha = _validate(spec, pixels, labels, attack, eps, steps, alpha, batch_size)
-    run_on = _model_device(model, device)
+    run_on = model_device(model, device)
     atk = _build_attack(model, spec, attack, eps, steps, alpha)
     atk.set_device(run_on)
     chunks = []
