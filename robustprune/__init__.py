@@ -16,7 +16,7 @@ import importlib
 import sys
 import types
 
-__version__ = "0.1.0"
+from robustprune._version import __version__
 
 # The public names load on first use (PEP 562), so ``import robustprune.cli`` does not import torch:
 # the command line catches a Ctrl-C during those imports and reports it in one line.
@@ -38,6 +38,7 @@ _EXPORTS = {
     "SpecError": ("robustprune.spec", "SpecError"),
     "validate_model": ("robustprune.spec", "validate_model"),
     "PruneSpace": ("robustprune.structure", "PruneSpace"),
+    "PruningResult": ("robustprune.pruned", "PruningResult"),
     "export": ("robustprune.structure", "export"),
     "load_pruned": ("robustprune.structure", "load_pruned"),
     "masked": ("robustprune.structure", "masked"),
@@ -77,6 +78,7 @@ __all__ = [
     "InputSpec",
     "PruneResult",
     "PruneSpace",
+    "PruningResult",
     "RecoverConfig",
     "RecoverResult",
     "SearchConfig",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from robustprune._version import __version__
+
 #: Output folders (absolute, ``os.pathsep``-separated) whose changes do not make the code dirty; an
 #: environment variable so that the worker processes a run starts inherit it (see ``outputs_excluded``).
 OUTPUTS_ENV = "ROBUSTPRUNE_OUTPUT_DIRS"
@@ -77,8 +79,6 @@ def machine() -> str:
 
 
 def provenance(**extra) -> dict:
-    from robustprune import __version__
-
     info = {
         "robustprune": __version__,
         "commit": git_commit(),

@@ -3,32 +3,113 @@
 ``select_keep`` keeps the best-scoring channels for per-group removal fractions;
 ``uniform_candidate`` and ``global_candidate`` turn a cost target into a candidate
 (the same fraction everywhere, or one ranking over all groups); ``removed_last``
-makes the next candidate of a progressive search nested in the last one. The removal
-rounding itself is ``targets.removed_count``, shared with the cost model.
+makes the next candidate of a progressive search nested in the last one.
+
+The removal rounding (``removed_count``: floor, at least one channel kept, ``round_to``
+multiples) is the one rule the search steps, the objective, the uniform and global
+candidates and the cost checks share; ``uniform_amount_for`` and ``fill_to_target``
+land a uniform candidate just under a ``Target``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
 from robustprune.criteria import group_scores
 from robustprune.criteria.base import check_criterion
 from robustprune.structure.space import Candidate, PruneSpace
-from robustprune.targets import (
-    Target,
-    fill_to_target,
-    removed_count,
-    smallest_feasible,
-    uniform_amount_for,
-    uniform_counts,
-)
+from robustprune.targets import Target, UnreachableTargetError
 
-__all__ = ["global_candidate", "keep_top", "removed_last", "select_keep", "uniform_candidate"]
+__all__ = [
+    "fill_to_target",
+    "global_candidate",
+    "keep_top",
+    "removed_count",
+    "removed_last",
+    "rounded_amount",
+    "select_keep",
+    "smallest_feasible",
+    "uniform_amount_for",
+    "uniform_candidate",
+    "uniform_counts",
+]
 
 
+# -- removal rounding: one rule for the search, the baselines and the cost model --------------------------
+def removed_count(size: int, amount: float, round_to: int = 1) -> int:
+    """Channels removed from a group of ``size`` for a removal fraction ``amount``; always keeps one.
+
+    With ``round_to`` > 1 the kept count is rounded up to a multiple of it (at most the whole group),
+    as torch-pruning's ``round_to`` does: fewer channels are removed, never more.
+    """
+    removed = min(size - 1, int(math.floor(amount * size + 1e-9)))
+    if round_to > 1:
+        removed = size - min(size, -(-(size - removed) // round_to) * round_to)
+    return removed
+
+
+def rounded_amount(size: int, amount: float, round_to: int) -> float:
+    """The removal fraction that removes exactly ``removed_count(size, amount, round_to)`` channels."""
+    return amount if round_to <= 1 else removed_count(size, amount, round_to) / size
+
+
+def uniform_counts(space: PruneSpace, amount: float, round_to: int = 1) -> list[int]:
+    return [g.size - removed_count(g.size, amount, round_to) for g in space.groups]
+
+
+def smallest_feasible(lo: int, hi: int, feasible: Callable[[int], bool]) -> int:
+    """Smallest k in [lo, hi] with feasible(k) true, for a feasibility that is monotone in k."""
+    if not feasible(hi):
+        raise UnreachableTargetError(
+            "the target cannot be reached even when every group keeps a single channel; ask for a larger fraction"
+        )
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def fill_to_target(space: PruneSpace, target: Target, counts: Sequence[int]) -> list[int]:
+    """Give channels back, most-pruned group first, while ``target`` stays met.
+
+    Uniform fractions move every group at once, so the cost falls in steps that can
+    overshoot a target by several percent on small models; this lands just under it
+    while keeping the allocation as even as possible. With ``target.round_to`` a group
+    gets back a whole multiple at a time (or the rest of the group).
+    """
+    counts = list(counts)
+    sizes = [g.size for g in space.groups]
+    step = target.round_to
+    progress = True
+    while progress:
+        progress = False
+        order = sorted(range(len(counts)), key=lambda i: (counts[i] / sizes[i], i))
+        for i in order:
+            if counts[i] < sizes[i]:
+                before = counts[i]
+                counts[i] = min(sizes[i], (before // step + 1) * step)
+                if target.met(space, counts):
+                    progress = True
+                    break
+                counts[i] = before
+    return counts
+
+
+def uniform_amount_for(space: PruneSpace, target: Target, resolution: int = 10_000) -> float:
+    """The smallest uniform removal fraction whose pruned model meets ``target``."""
+    k = smallest_feasible(
+        0, resolution - 1, lambda k: target.met(space, uniform_counts(space, k / resolution, target.round_to))
+    )
+    return k / resolution
+
+
+# -- candidates --------------------------------------------------------------------------------------------
 def select_keep(
     space: PruneSpace,
     amounts: Mapping[str, float],

@@ -1,16 +1,15 @@
-"""Turn a compression target into channel counts.
+"""A compression target: the fractions of the original cost a pruned model may keep.
 
-A target is the fraction of the original MACs (or parameters) the pruned model
-may keep: ``Target(macs=0.5)`` means at most half the original MACs. Every
-one-shot method here lands at or just below it: the search over counts is a
-bisection on a monotone cost.
+A target is the fraction of the original MACs (or parameters, or predicted latency) the
+pruned model may keep: ``Target(macs=0.5)`` means at most half the original MACs. Turning
+it into channel counts (removal rounding, the uniform fraction, fill-to-target) is
+``robustprune.select``'s job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from robustprune.structure.space import PruneSpace
@@ -98,73 +97,3 @@ class LatencyPredictor(Protocol):
     """Predicts a candidate's latency (from kept channel counts per group) as a fraction of the original's."""
 
     def fraction(self, counts: Sequence[int]) -> float: ...
-
-
-def removed_count(size: int, amount: float, round_to: int = 1) -> int:
-    """Channels removed from a group of ``size`` for a removal fraction ``amount``; always keeps one.
-
-    With ``round_to`` > 1 the kept count is rounded up to a multiple of it (at most the whole group),
-    as torch-pruning's ``round_to`` does: fewer channels are removed, never more.
-    """
-    removed = min(size - 1, int(math.floor(amount * size + 1e-9)))
-    if round_to > 1:
-        removed = size - min(size, -(-(size - removed) // round_to) * round_to)
-    return removed
-
-
-def rounded_amount(size: int, amount: float, round_to: int) -> float:
-    """The removal fraction that removes exactly ``removed_count(size, amount, round_to)`` channels."""
-    return amount if round_to <= 1 else removed_count(size, amount, round_to) / size
-
-
-def uniform_counts(space: PruneSpace, amount: float, round_to: int = 1) -> list[int]:
-    return [g.size - removed_count(g.size, amount, round_to) for g in space.groups]
-
-
-def smallest_feasible(lo: int, hi: int, feasible: Callable[[int], bool]) -> int:
-    """Smallest k in [lo, hi] with feasible(k) true, for a feasibility that is monotone in k."""
-    if not feasible(hi):
-        raise UnreachableTargetError(
-            "the target cannot be reached even when every group keeps a single channel; ask for a larger fraction"
-        )
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if feasible(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def fill_to_target(space: PruneSpace, target: Target, counts: Sequence[int]) -> list[int]:
-    """Give channels back, most-pruned group first, while ``target`` stays met.
-
-    Uniform fractions move every group at once, so the cost falls in steps that can
-    overshoot a target by several percent on small models; this lands just under it
-    while keeping the allocation as even as possible. With ``target.round_to`` a group
-    gets back a whole multiple at a time (or the rest of the group).
-    """
-    counts = list(counts)
-    sizes = [g.size for g in space.groups]
-    step = target.round_to
-    progress = True
-    while progress:
-        progress = False
-        order = sorted(range(len(counts)), key=lambda i: (counts[i] / sizes[i], i))
-        for i in order:
-            if counts[i] < sizes[i]:
-                before = counts[i]
-                counts[i] = min(sizes[i], (before // step + 1) * step)
-                if target.met(space, counts):
-                    progress = True
-                    break
-                counts[i] = before
-    return counts
-
-
-def uniform_amount_for(space: PruneSpace, target: Target, resolution: int = 10_000) -> float:
-    """The smallest uniform removal fraction whose pruned model meets ``target``."""
-    k = smallest_feasible(
-        0, resolution - 1, lambda k: target.met(space, uniform_counts(space, k / resolution, target.round_to))
-    )
-    return k / resolution

@@ -252,8 +252,8 @@ def test_auto_settings_resolve_by_batchnorm():
 def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion, pick_criterion
     from robustprune.search.objective import Evaluator, weighted_score
+    from robustprune.select import uniform_amount_for, uniform_counts
     from robustprune.structure import PruneSpace
-    from robustprune.targets import uniform_amount_for, uniform_counts
 
     def uniform_cost(space, target):
         counts = uniform_counts(space, uniform_amount_for(space, target))

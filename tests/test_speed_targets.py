@@ -15,9 +15,10 @@ from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.search.objective import fit_amounts
 from robustprune.search.schedule import step_targets
+from robustprune.select import removed_count
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace
-from robustprune.targets import Target, removed_count
+from robustprune.targets import Target
 from tests.helpers import randomize_norms
 
 SPEC = InputSpec(shape=(3, 10, 10), mean=(0.5,), std=(0.25,), num_classes=4)

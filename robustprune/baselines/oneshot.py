@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from robustprune.criteria import all_scores
+from robustprune.pruned import Cost, PruningResult
 from robustprune.select import global_candidate, uniform_candidate
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export, save_pruned
@@ -22,8 +23,8 @@ INPUT_CRITERIA = {"taylor_uniform": "taylor_synthetic", "taylor_l1_uniform": "ta
 
 
 @dataclasses.dataclass
-class PruneResult:
-    """A pruned model and how it was obtained."""
+class PruneResult(PruningResult):
+    """A pruned model and how it was obtained (its interface, shared with ``SearchResult``: ``robustprune.pruned``)."""
 
     model: nn.Module
     candidate: dict[str, tuple[int, ...]]
@@ -33,12 +34,15 @@ class PruneResult:
     macs: int
     params: int
 
-    @property
-    def kept_fraction(self) -> dict[str, float]:
-        return {"macs": self.macs / self.space.full_macs, "params": self.params / self.space.full_params}
+    def cost(self) -> Cost:
+        return Cost(self.macs, self.params, self.space.full_macs, self.space.full_params)
 
-    def save(self, directory: str | Path, model_ref: str | None = None) -> None:
-        save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref)
+    def save(self, directory: str | Path, model_ref: str | None = None) -> list[Path]:
+        """Write pruned.pt and spec.json into ``directory``."""
+        return list(save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref))
+
+    def details(self) -> dict:
+        return {"target": self.target.to_dict()}
 
 
 def _random_scores(space: PruneSpace, seed: int) -> dict[str, torch.Tensor]:

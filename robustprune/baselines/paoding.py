@@ -231,7 +231,10 @@ def select_pairs(
 
 
 def _quota(fraction: float, n: int) -> int:
-    """Neurons out of ``n`` that ``fraction`` names (round half up), at most ``n - 1``."""
+    """Neurons out of ``n`` that ``fraction`` names (round half up), at most ``n - 1``.
+
+    Paoding's own rounding, not ``select.removed_count``'s floor: the published method rounds to nearest,
+    and switching would change which widths its bisection lands on."""
     return min(n - 1, int(math.floor(fraction * n + 0.5)))
 
 

@@ -17,14 +17,16 @@ import torch
 import torchattacks
 from torch import nn
 
-from robustprune._modes import eval_mode
-from robustprune.evaluate.metrics import _model_device, accuracy, predict_logits
+from robustprune._modes import eval_mode, model_device
+from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.spec import InputSpec
 
 __all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct"]
 
 #: apgd-ce is APGD on cross-entropy, the first component of AutoAttack (Croce & Hein, 2020).
 ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce")
+#: Inputs per forward pass of an attack (and of the accuracy on its result).
+BATCH_SIZE = 250
 
 
 def _validate(
@@ -101,7 +103,7 @@ def adversarial_examples(
     eps: float = 0.1,
     steps: int = 10,
     alpha: float | None = None,
-    batch_size: int = 250,
+    batch_size: int = BATCH_SIZE,
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -121,7 +123,7 @@ def adversarial_examples(
     """
     labels = torch.as_tensor(labels)
     alpha = _validate(spec, pixels, labels, attack, eps, steps, alpha, batch_size)
-    run_on = _model_device(model, device)
+    run_on = model_device(model, device)
     atk = _build_attack(model, spec, attack, eps, steps, alpha)
     atk.set_device(run_on)
     chunks = []
@@ -143,48 +145,31 @@ def adversarial_examples(
 
 
 def robust_accuracy(
-    model: nn.Module,
-    spec: InputSpec,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
-    attack: str = "fgsm",
-    eps: float = 0.1,
-    steps: int = 10,
-    alpha: float | None = None,
-    batch_size: int = 250,
-    seed: int = 0,
-    device: torch.device | str | None = None,
+    model: nn.Module, spec: InputSpec, pixels: torch.Tensor, labels: torch.Tensor, attack: str = "fgsm", **options
 ) -> float:
-    """Accuracy of ``model`` on :func:`adversarial_examples` of ``pixels`` (same arguments).
+    """Accuracy of ``model`` on :func:`adversarial_examples` of ``pixels`` (``options``: its ``eps``, ``steps``,
+    ``alpha``, ``batch_size``, ``seed`` and ``device``).
 
     This is plain accuracy on the attacked inputs (the torchattacks / RobustBench
     convention); an example the model already got wrong counts as robust only if
     the attack happens to make it right, which FGSM occasionally does.
     """
-    x_adv = adversarial_examples(
-        model, spec, pixels, labels, attack, eps, steps, alpha=alpha, batch_size=batch_size, seed=seed, device=device
-    )
-    logits = predict_logits(model, spec, x_adv, batch_size=batch_size, device=device)
-    return accuracy(logits, labels)
+    x_adv = adversarial_examples(model, spec, pixels, labels, attack, **options)
+    return accuracy(_logits(model, spec, x_adv, options), labels)
 
 
 def robust_correct(
-    model: nn.Module,
-    spec: InputSpec,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
-    attack: str | None = "pgd",
-    eps: float = 0.1,
-    steps: int = 10,
-    batch_size: int = 250,
-    seed: int = 0,
-    device: torch.device | str | None = None,
+    model: nn.Module, spec: InputSpec, pixels: torch.Tensor, labels: torch.Tensor, attack: str | None = "pgd", **options
 ) -> torch.Tensor:
-    """Per-image correctness (bool) under ``attack`` (``None``: clean), for paired comparisons on shared images."""
+    """Per-image correctness (bool) under ``attack`` (``None``: clean), for paired comparisons on shared images;
+    ``options`` as in :func:`robust_accuracy`."""
     labels = torch.as_tensor(labels)
     if attack is not None:
-        pixels = adversarial_examples(
-            model, spec, pixels, labels, attack, eps, steps, batch_size=batch_size, seed=seed, device=device
-        )
-    logits = predict_logits(model, spec, pixels, batch_size=batch_size, device=device)
-    return logits.argmax(dim=1).cpu() == labels.cpu()
+        pixels = adversarial_examples(model, spec, pixels, labels, attack, **options)
+    return _logits(model, spec, pixels, options).argmax(dim=1).cpu() == labels.cpu()
+
+
+def _logits(model: nn.Module, spec: InputSpec, pixels: torch.Tensor, options: dict) -> torch.Tensor:
+    """The model's logits on ``pixels``, batched and placed as the attack ``options`` say."""
+    batch_size = options.get("batch_size", BATCH_SIZE)
+    return predict_logits(model, spec, pixels, batch_size=batch_size, device=options.get("device"))

@@ -14,8 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune._modes import eval_mode
-from robustprune.evaluate.metrics import _model_device
+from robustprune._modes import eval_mode, model_device
 from robustprune.spec import InputSpec
 
 __all__ = ["count_macs_params", "latency_ms"]
@@ -35,7 +34,7 @@ def count_macs_params(model: nn.Module, spec: InputSpec) -> tuple[int, int]:
     ``model`` (its mode and hooks) is left untouched.
     """
     model = getattr(model, "cost_reference", model)  # an int8 model counts as the float model it quantizes
-    device = _model_device(model, None)
+    device = model_device(model, None)
     example = torch.zeros(1, *spec.shape, device=device)
     macs, params = tp.utils.count_ops_and_params(model, example)
     return int(round(macs)), int(params)
@@ -62,7 +61,7 @@ def latency_ms(
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}")
-    run_on = _model_device(model, device)
+    run_on = model_device(model, device)
     inputs = torch.zeros(batch_size, *spec.shape, device=run_on)
 
     def sync() -> None:

@@ -18,15 +18,14 @@ from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.data.fashion_mnist import EVAL_SPLITS, load_eval_split
 from robustprune.data.ood import ood_sets
-from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import (
     accuracy,
-    corruption_accuracy,
     expected_calibration_error,
     ood_auroc,
     predict_logits,
 )
+from robustprune.evaluate.robustness import robustness_metrics
 from robustprune.evaluate.userdata import model_cost
 from robustprune.spec import InputSpec, SpecError
 
@@ -126,30 +125,7 @@ def evaluate(
     report: dict = {"clean_accuracy": accuracy(logits, y_test), "ece": expected_calibration_error(logits, y_test)}
     bar.update(1)
 
-    attack_idx = subset[: settings.n_attack]
-    x_att, y_att = x_test[attack_idx], y_test[attack_idx]
-    report["robust_accuracy"] = {}
-    for attack in ("fgsm", "pgd"):
-        say(f"{attack.upper()} robust accuracy, eps {settings.eps}, on {len(x_att)} images")
-        report["robust_accuracy"][attack] = robust_accuracy(
-            model,
-            spec,
-            x_att,
-            y_att,
-            attack=attack,
-            eps=settings.eps,
-            steps=settings.pgd_steps,
-            seed=settings.seed,
-            device=device,
-        )
-        bar.update(1)
-
-    corr_idx = subset[: settings.n_corruption]
-    x_corr, y_corr = x_test[corr_idx], y_test[corr_idx]
-    say(f"corruption accuracy on {len(x_corr)} images x 8 corruptions x 5 severities")
-    per = corruption_accuracy(model, spec, x_corr, y_corr, settings.seed, device, lambda: bar.update(1))
-    report["corruption_accuracy_per"] = per
-    report["corruption_accuracy"] = sum(per.values()) / len(per)
+    report.update(robustness_metrics(model, spec, x_test, y_test, subset, settings, device, say, lambda: bar.update(1)))
 
     say("OOD detection AUROC (max softmax) against digits, flipped images, uniform noise")
     report["ood_auroc"] = {

@@ -17,6 +17,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from robustprune._modes import eval_mode as _eval_mode
+from robustprune._modes import model_device
 from robustprune.spec import InputSpec
 
 __all__ = [
@@ -27,15 +28,6 @@ __all__ = [
     "ood_auroc",
     "predict_logits",
 ]
-
-
-def _model_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    """The device to run on: ``device`` if given, else where the model's tensors live (CPU if it has none)."""
-    if device is not None:
-        return torch.device(device)
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _as_tensor(values: torch.Tensor | np.ndarray | list, name: str) -> torch.Tensor:
@@ -76,7 +68,7 @@ def predict_logits(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     spec.check_batch(pixels)
-    run_on = _model_device(model, device)
+    run_on = model_device(model, device)
     chunks = []
     with _eval_mode(model), torch.no_grad():
         for start in range(0, pixels.shape[0], batch_size):

@@ -2,7 +2,7 @@
 
 Every method and seed of a model is evaluated on the same images: clean on the whole split,
 PGD on a fixed subset, APGD-CE on a smaller fixed subset. The subsets depend only on
-``image_seed``, never on the method's or cell's seed (results/PROTOCOL.md).
+``image_seed``, never on the method's or cell's seed, so every method is judged on the same images.
 """
 
 from __future__ import annotations

@@ -19,15 +19,14 @@ from torch import nn
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.data.corruptions import CORRUPTIONS, SEVERITIES
-from robustprune.evaluate.attacks import robust_accuracy
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import (
     accuracy,
-    corruption_accuracy,
     expected_calibration_error,
     ood_auroc,
     predict_logits,
 )
+from robustprune.evaluate.robustness import robustness_metrics
 from robustprune.spec import InputSpec, SpecError
 
 #: The keys of a report on the user's data: the Fashion-MNIST report's keys plus ``agreement``.
@@ -130,21 +129,7 @@ def _label_metrics(model, unit, x, labels, logits, settings, device, say, bar) -
     """Clean accuracy, ECE, FGSM/PGD and corruption accuracy against ``labels`` (true or the original's)."""
     out = {"clean_accuracy": accuracy(logits, labels), "ece": expected_calibration_error(logits, labels)}
     subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.seed))
-    x_att, y_att = x[subset[: settings.n_attack]], labels[subset[: settings.n_attack]]
-    out["robust_accuracy"] = {}
-    for attack in ("fgsm", "pgd"):
-        say(f"{attack.upper()} robust accuracy, eps {settings.eps} of the pixel range, on {len(x_att)} inputs")
-        out["robust_accuracy"][attack] = robust_accuracy(
-            model, unit, x_att, y_att, attack=attack, eps=settings.eps, steps=settings.pgd_steps,
-            seed=settings.seed, device=device,
-        )  # fmt: skip
-        bar.update(1)
-    idx = subset[: settings.n_corruption]
-    x_corr, y_corr = x[idx], labels[idx]
-    say(f"corruption accuracy on {len(x_corr)} inputs x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities")
-    per = corruption_accuracy(model, unit, x_corr, y_corr, settings.seed, device, lambda: bar.update(1))
-    out["corruption_accuracy_per"] = per
-    out["corruption_accuracy"] = sum(per.values()) / len(per)
+    out.update(robustness_metrics(model, unit, x, labels, subset, settings, device, say, lambda: bar.update(1)))
     return out
 
 

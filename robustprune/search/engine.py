@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import optuna
 import torch
@@ -21,8 +21,9 @@ from torch import nn
 
 from robustprune.compensate import overrides_applied
 from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
+from robustprune.probes.bn_statistics import bn_layers
 from robustprune.probes.probeset import ProbeConfig
-from robustprune.probes.synthetic import SyntheticConfig, bn_layers
+from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.proxies import PROXIES
 from robustprune.search.objective import (
     COMPENSATIONS,
@@ -31,7 +32,7 @@ from robustprune.search.objective import (
     check_weights,
     weighted_score,
 )
-from robustprune.search.result import SearchResult
+from robustprune.search.result import SearchResult, StepRecord
 from robustprune.search.samplers import make_sampler
 from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
@@ -42,18 +43,13 @@ from robustprune.targets import Target
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-#: Probes for the search: 256 inversion images, 100 Adam steps. Twice the images and steps
-#: cost four times the generation time (about 20 minutes for resnet20 on 2 CPU cores)
-#: for little change in the BN-statistics match; the probes are cached on disk either way.
-#: Adversarial probes use eps 0.03: at the evaluation's default 0.1 every zoo model's PGD
-#: accuracy is near zero (results/zoo.md), so 0.03 is where robustness still differs.
+#: Probes for the search: 256 inversion images, 100 Adam steps (cached on disk), and adversarial probes at
+#: eps 0.03, where the zoo models' robustness still differs. Evidence: docs/defaults.md, "probes".
 SEARCH_PROBES = ProbeConfig(synthetic=SyntheticConfig(n=256, steps=100), eps=0.03)
 
 
-#: rescore "auto" ranks again after each step when the target keeps at most this fraction of the cost.
-#: Why: the first ranking goes stale as more is cut. On the validation split (results/tune_rescore.md,
-#: results/tune_rescore_2.md, results/tune_rescore_deep.md) rescoring at 50% MACs gained clean accuracy
-#: on resnet20 (+4.3), cnn (+0.4) and mobilenetv2 (+0.6); at 70% it cost resnet20 1.3 clean points.
+#: rescore "auto" ranks again after each step when the target keeps at most this fraction of the cost:
+#: the first ranking goes stale as more is cut (docs/defaults.md, "rescore").
 RESCORE_AT_MOST = 0.6
 
 #: Compensation "auto" for a model without BatchNorm but with layer or group norms (``SearchConfig.resolve``).
@@ -96,8 +92,7 @@ class SearchConfig:
     max_amount: float = 0.9  # no group loses more than this fraction of its channels
     sampler: str = "tpe"
     multi_objective: bool = False
-    # "auto" (the default) picks by model, as chosen on the validation split
-    # (results/tune_search.md, results/tune_search_mlp.md): see ``resolve``.
+    # "auto" (the default) picks by model: see ``resolve`` and docs/defaults.md
     importance: str = "auto"
     compensation: tuple[str, ...] | str = "auto"
     weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
@@ -106,10 +101,8 @@ class SearchConfig:
     probes: ProbeConfig = dataclasses.field(default_factory=lambda: SEARCH_PROBES)
     seed: int = 0
     # True: each step's first trial is the even step (every group's amount grows by the same
-    # increment), so no step commits a candidate that scores below it on the proxies. Off by
-    # default: on the validation split it lowered accuracy in 3 of 4 cells and tied the 4th
-    # (resnet20 at 50% MACs: 80.0% vs 82.4%; results/tune_uniform.md). The proxies prefer
-    # the even step more often than real data does.
+    # increment), so no step commits a candidate that scores below it on the proxies. Off by default:
+    # the proxies prefer the even step more often than real data does (docs/defaults.md).
     enqueue_uniform: bool = False
     # After each committed step, rank the channels again on the pruned candidate (Taylor against
     # the original model's predictions; removed channels stay removed: iterative pruning), on
@@ -173,18 +166,13 @@ class SearchConfig:
         With BatchNorm: BN re-estimation, and the criterion (Taylor on the synthetic probes,
         l1, or their rank sum) chosen on the proxies by the uniform candidate at the final target
         (``_choose_criterion``, the rank sum unless another clearly leads; none wins everywhere:
-        Taylor on resnet20 at 50% MACs, l1 on mobilenetv2 at 50%, the rank sum on resnet20 at 70%;
-        results/criterion_choice.md). Without BatchNorm
-        nothing can be re-estimated; channels are ranked by merge saliency, and pruned channels
-        are merged into their most similar survivor (Paoding) in a model without any norm layer
-        (mlp at 50% params: 85.8% vs 72.4%), but left uncompensated (``NO_BN_NORMED``) in one with
-        layer or group norms, where merging and bias correction both lost (convnext;
-        docs/defaults.md).
+        the best criterion differs by model and target). Without BatchNorm nothing can be
+        re-estimated; channels are ranked by merge saliency, and pruned channels are merged into
+        their most similar survivor (Paoding) in a model without any norm layer, but left
+        uncompensated (``NO_BN_NORMED``) in one with layer or group norms.
 
         Steps (when not given): one per 10% of the original cost, and one per 5% without
-        BatchNorm, where a search takes seconds: on the mlp the finer steps gained on both
-        targets and both metrics on validation (results/tune_steps_mlp.md). With BN the finer
-        schedule doubles the time and has not been validated.
+        BatchNorm, where a search takes seconds. The evidence for each choice is in docs/defaults.md.
         """
         has_bn = bool(bn_layers(space.model))  # BN with running statistics: what re-estimation can fix
         importance = self.importance
@@ -232,15 +220,11 @@ class SearchConfig:
 _UNSET_FIELDS = {"round_to": 1, "target_latency": None, "latency_batch": 1, "latency_threads": None}
 
 
-#: "auto" picks among these (results/criterion_choice.md); taylor_l1 is computed from the other two.
+#: "auto" picks among these; taylor_l1 is computed from the other two.
 AUTO_CRITERIA = ("taylor_synthetic", "l1", "taylor_l1")
 #: The rank sum is kept unless another criterion's uniform candidate scores more than
-#: ``HEDGE_MARGIN`` higher on the proxies. Why: on the validation split (results/criterion_seeds.md,
-#: 6 BN cells x 3 probe seeds) the rank sum's candidate is near the best one wherever the leads are
-#: small, and a criterion's lead over it changes between probe seeds with a standard deviation of
-#: 0.008-0.030 (median 0.023; cnn at 50% MACs: l1 - taylor_l1 = -0.011, -0.008, +0.004). A lead
-#: within about one such deviation is noise; a clear one (resnet20 at 50%: Taylor +0.034 to +0.090)
-#: is kept.
+#: ``HEDGE_MARGIN`` higher on the proxies: a smaller lead is within the probe seeds' noise
+#: (docs/defaults.md, "importance").
 HEDGE_CRITERION = "taylor_l1"
 HEDGE_MARGIN = 0.03
 
@@ -330,24 +314,30 @@ def search_config(
     return dataclasses.replace(config, **overrides) if overrides else config
 
 
+#: Called with each committed step's record, in order (an exception stops the search; a storage resumes it).
+StepCallback = Callable[[StepRecord], None]
+
+
 def search(
     model: nn.Module,
     spec: InputSpec,
-    target_macs: float | None = None,
+    config: SearchConfig | float | None = None,
     target_params: float | None = None,
     *,
-    config: SearchConfig | None = None,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    cache_dir=None,
+    callbacks: Sequence[StepCallback] = (),
+    target_macs: float | None = None,
     sampler: str | None = None,
     seed: int | None = None,
-    storage: str | optuna.storages.BaseStorage | None = None,
-    study_name: str = "robustprune",
-    exclude: tuple[str, ...] = (),
-    cache_dir=None,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
-    model_ref: str | None = None,
+    **options,
 ) -> SearchResult:
     """Prune ``model`` to the target by progressive, Optuna-driven, proxy-scored steps.
+
+    ``search(model, spec, SearchConfig(target_macs=0.5), storage=..., cache_dir=..., callbacks=[...])``.
+    For compatibility the third argument may also be the MACs fraction to keep (it was ``target_macs``
+    before the config took its place), and ``target_macs``, ``target_params``, ``sampler`` and ``seed``
+    override the config's fields (``search_config``).
 
     The user's model is never modified (the search works on one private copy).
     ``storage`` (an Optuna storage URL such as ``sqlite:///search.db``, or a storage
@@ -357,25 +347,23 @@ def search(
     input spec and the resolved config (seed and target included); a storage holding another
     search's ``study_name`` studies is refused (``StorageMismatchError``), and so is one where
     another live process runs this search (``StorageBusyError``; see ``robustprune.search.storage``).
-    ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``) is published in a
-    persistent storage so that ``robustprune worker`` processes can load the model and add trials
-    (docs/search.md, "Many machines").
+    ``cache_dir`` caches the probes (and a latency table) on disk. ``callbacks`` get each committed
+    ``StepRecord``. ``options`` are ``ProgressiveSearch``'s other keywords: ``study_name``, ``exclude``
+    (module names whose channels stay whole), ``quiet``, ``log`` (a callable taking each progress line)
+    and ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``: published in a
+    persistent storage so that ``robustprune worker`` processes can load the model and add trials;
+    docs/search.md, "Many machines").
     """
     from robustprune.search.progressive import ProgressiveSearch  # it builds on this module's config
 
+    if config is not None and not isinstance(config, SearchConfig):
+        if isinstance(config, bool) or not isinstance(config, int | float):
+            raise TypeError(f"config must be a SearchConfig or a MACs fraction, got {type(config).__name__}")
+        if target_macs is not None:
+            raise TypeError("search() got the MACs target twice: as the third argument and as target_macs")
+        config, target_macs = None, float(config)
     config = search_config(config, target_macs=target_macs, target_params=target_params, sampler=sampler, seed=seed)
-    run = ProgressiveSearch(
-        model,
-        spec,
-        config,
-        storage=storage,
-        study_name=study_name,
-        exclude=exclude,
-        cache_dir=cache_dir,
-        quiet=quiet,
-        log=log,
-        model_ref=model_ref,
-    )
+    run = ProgressiveSearch(model, spec, config, storage=storage, cache_dir=cache_dir, callbacks=callbacks, **options)
     with run:  # holds the storage's owner claim until the search ends
         return run.resume()
 

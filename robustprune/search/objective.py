@@ -10,14 +10,13 @@ import torch
 from robustprune.compensate import bias_overrides, bn_reestimate_overrides, consumer_input_means, merge_overrides
 from robustprune.probes.probeset import ProbeSet
 from robustprune.proxies import PROXIES, score
-from robustprune.select import select_keep
+from robustprune.select import removed_count, rounded_amount, select_keep
 from robustprune.structure.space import PruneSpace
-from robustprune.targets import Target, removed_count, rounded_amount
+from robustprune.targets import Target
 
 #: Default objective: agreement on synthetic inputs, agreement on adversarial inputs, KL to the
 #: original's outputs (a continuous tie-breaker: agreement saturates near 1 for mild candidates),
-#: and a penalty for becoming more confident on undesired inputs. Chosen on the validation
-#: split by benchmarks/tune_objective.py (results/tune_objective.md).
+#: and a penalty for becoming more confident on undesired inputs (evidence: docs/defaults.md, "weights").
 DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "kl": 0.1, "open_world": 0.25}
 COMPENSATIONS = ("bn", "merge", "bias")
 

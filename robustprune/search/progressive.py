@@ -13,7 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import optuna
 import torch
@@ -78,7 +78,8 @@ class ProgressiveSearch:
     Use as a context manager (it owns the search's storage while open; see ``robustprune.search.storage``).
     Extension points: a step's target comes from ``self.pending`` (``step_targets`` of the config's
     target); a trial's cost and feasibility from ``StepObjective`` (``steps.excess``); what a step
-    commits from ``commit``'s rule over the trials' user attributes.
+    commits from ``commit``'s rule over the trials' user attributes; ``callbacks`` get each committed
+    step's ``StepRecord`` (``resume``).
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class ProgressiveSearch:
         quiet: bool = False,
         log: Callable[[str], None] | None = None,
         model_ref: str | None = None,
+        callbacks: Sequence[Callable[[StepRecord], None]] = (),
     ) -> None:
         self.model, self.spec, self.config = model, spec, config
+        self.callbacks = tuple(callbacks)
         self.storage_arg, self.study_name, self.exclude = storage, study_name, exclude
         self.cache_dir, self.model_ref = cache_dir, model_ref
         self.say = log or ((lambda m: None) if quiet else write_line)
@@ -321,6 +324,9 @@ class ProgressiveSearch:
             target = self.pending.pop(0)
             study, trials = self.run_step(target)
             record = self.commit(study, target, trials)
+            if record is not None:
+                for callback in self.callbacks:
+                    callback(record)
             if record is not None and self.rescores(self.config) and self.pending:
                 self.rescore()
         return self.result()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
 from robustprune._io import atomic_write_json
+from robustprune.pruned import Cost, PruningResult
 from robustprune.structure import PruneSpace, load_pruned, save_pruned
 
 
@@ -53,8 +55,10 @@ def pareto_front(points: list[dict], space: PruneSpace | None) -> list[dict]:
 
 
 @dataclasses.dataclass
-class SearchResult:
-    """A finished (or stopped) search."""
+class SearchResult(PruningResult):
+    """A finished (or stopped) search (the interface it shares with ``PruneResult``: ``robustprune.pruned``)."""
+
+    method: ClassVar[str] = "search"
 
     model: nn.Module  # physically pruned, compensation applied: a new object
     space: PruneSpace | None
@@ -80,16 +84,29 @@ class SearchResult:
             "config": self.config.to_dict() if hasattr(self.config, "to_dict") else self.config,
         }
 
-    def save(self, directory: str | Path, model_ref: str | None = None) -> None:
+    def cost(self) -> Cost:
+        if self.space is not None:
+            macs, params = self.space.cost(self.candidate)
+            return Cost(macs, params, self.space.full_macs, self.space.full_params)
+        if self.spec_data is None:
+            raise ValueError("this result has neither its prune space nor a saved spec: its cost is unknown")
+        data = self.spec_data  # loaded from disk: the cost spec.json recorded
+        return Cost(data["macs"], data["params"], data["original_macs"], data["original_params"])
+
+    def details(self) -> dict:
+        return self.summary()
+
+    def save(self, directory: str | Path, model_ref: str | None = None) -> list[Path]:
         """Write pruned.pt, spec.json, history.json and front.json into ``directory``."""
         directory = Path(directory)
         if self.space is None:
             raise ValueError("this result was loaded from disk; it is already saved")
-        save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref)
+        written = list(save_pruned(directory, self.space, self.candidate, self.model, model_ref=model_ref))
         atomic_write_json(
             directory / "history.json", {**self.summary(), "steps": [dataclasses.asdict(s) for s in self.history]}
         )
         atomic_write_json(directory / "front.json", self.front)
+        return [*written, directory / "history.json", directory / "front.json"]
 
     @classmethod
     def load(cls, directory: str | Path, build=None, trust_code: bool = False) -> SearchResult:

@@ -19,8 +19,9 @@ import optuna
 import torch
 
 from robustprune.search.objective import Evaluator, fit_amounts, weighted_score
+from robustprune.select import removed_count
 from robustprune.structure import PruneSpace
-from robustprune.targets import Target, removed_count
+from robustprune.targets import Target
 
 #: Seconds between two looks at a step's study while this process waits for other processes' trials.
 POLL_SECONDS = 1.0
