@@ -110,6 +110,13 @@ def add_run_out_args(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
+def add_source_run_args(p: argparse.ArgumentParser, run_help: str, out_help: str, original_help: str) -> None:
+    """A command that makes a new run folder from a run folder: RUN, --out, --overwrite and the original model."""
+    p.add_argument("run", help=run_help)
+    add_run_out_args(p, out_help)
+    add_original_args(p, original_help)
+
+
 def add_device_arg(p: argparse.ArgumentParser, help_text: str = "cpu or cuda") -> None:
     p.add_argument("--device", default="cpu", help=help_text)
 
@@ -205,6 +212,19 @@ def check_run_source(folder: Path) -> None:
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     if missing:
         raise UsageError(f"{folder} is not a run folder (no {' or '.join(missing)})")
+
+
+def open_source_run(args: argparse.Namespace, kind: str):
+    """(source, out, pruned model, spec, spec.json data) of a command that reads run folder RUN and writes a
+    ``kind`` run to --out; both folders and the evaluation data are checked first."""
+    from robustprune.structure import load_pruned
+
+    source = Path(args.run)
+    check_run_source(source)
+    out = check_run_dir(args, kind)
+    check_eval_data(args)
+    pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    return source, out, pruned, spec, data
 
 
 def check_device(device: str | None) -> None:

@@ -59,16 +59,8 @@ def run(args: argparse.Namespace) -> int:
         synthetic = SEARCH_PROBES.seeded(args.seed).synthetic
         progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
         inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
-    result = baseline(
-        model,
-        spec,
-        args.method,
-        target_macs=args.target_macs,
-        target_params=args.target_params,
-        seed=args.seed,
-        inputs=inputs,
-        round_to=args.round_to,
-    )
+    targets = {"target_macs": args.target_macs, "target_params": args.target_params}
+    result = baseline(model, spec, args.method, **targets, seed=args.seed, inputs=inputs, round_to=args.round_to)
     reached = result.kept_fraction
     if not args.quiet:
         print(

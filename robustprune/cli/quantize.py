@@ -17,6 +17,12 @@ HELP = (
 EXAMPLES = """examples:
   robustprune quantize runs/r20 --out runs/r20-int8                          # synthetic calibration, no data
   robustprune quantize runs/r20 --out runs/r20-int8-real --calibration real --n 1000"""
+#: help of RUN, --out and --original
+SOURCE_HELP = (
+    "run folder with spec.json and pruned.pt (from search, baseline or recover)",
+    "new run folder: int8.pt2, pruned.pt, spec.json, quantize.json",
+    "the unpruned model, for synthetic inputs (default: the run's model)",
+)
 #: the CLI's calibration source: no data needed
 CALIBRATION = "synthetic"
 
@@ -27,8 +33,7 @@ def add_parser(add) -> None:
     from robustprune.quantize.run import CALIBRATIONS, DEFAULT_N, calibration_inputs
 
     p = add("quantize", HELP, EXAMPLES)
-    p.add_argument("run", help="run folder with spec.json and pruned.pt (from search, baseline or recover)")
-    p.add_argument("--out", required=True, help="new run folder: int8.pt2, pruned.pt, spec.json, quantize.json")
+    c.add_source_run_args(p, *SOURCE_HELP)
     p.add_argument(
         "--calibration",
         default=CALIBRATION,
@@ -43,14 +48,12 @@ def add_parser(add) -> None:
         choices=BACKENDS,
         help="quantizer (default %(default)s)",
     )
-    c.add_original_args(p, "the unpruned model, for synthetic inputs (default: the run's model)")
     p.add_argument(
         "--seed",
         type=int,
         default=param_default(calibration_inputs, "seed"),
         help="seed of the calibration inputs and the evaluation",
     )
-    p.add_argument("--overwrite", action="store_true", help=c.OVERWRITE_HELP)
     c.add_report_args(p)
     p.set_defaults(func=run)
 
@@ -63,13 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from robustprune.models import load_model
     from robustprune.quantize import quantize_int8, save_quantized
     from robustprune.quantize.run import INFO_FILE, PROGRAM_FILE, calibration_inputs, load_quantized_run
-    from robustprune.structure import load_pruned
 
-    source = Path(args.run)
-    c.check_run_source(source)
-    out = c.check_run_dir(args, "quantize")
-    c.check_eval_data(args)
-    pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    source, out, pruned, spec, data = c.open_source_run(args, "quantize")
     original = None
     if args.calibration == "synthetic":  # the search's probes are inverted from the original's BN statistics
         reference = args.original or data.get("model")

@@ -5,7 +5,6 @@ Its RecoverConfig flags also serve ``search --recover`` (as --recover-NAME)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from robustprune.cli import _common as c
 from robustprune.cli import _output
@@ -17,6 +16,12 @@ EXAMPLES = """examples:
   robustprune recover runs/mine --out runs/mine-rec --original mypkg.nets:build --weights net.pt --allow-code
   robustprune recover runs/r20 --out runs/r20-rec --checkpoint-dir ckpt   # rerun the same line to resume"""
 
+#: help of RUN, --out and --original
+SOURCE_HELP = (
+    "run folder with spec.json and pruned.pt (from search or baseline)",
+    "new run folder: pruned.pt, spec.json, recover.json, report.json",
+    "the unpruned model (default: the model the run folder names)",
+)
 #: RecoverConfig fields with a flag of their own
 CONFIG = (
     Flag("steps", type=c.positive_int, help="training steps (default %(default)s)"),
@@ -52,16 +57,13 @@ def add_parser(add) -> None:
     from robustprune.recover import RecoverConfig
 
     p = add("recover", HELP, EXAMPLES)
-    p.add_argument("run", help="run folder with spec.json and pruned.pt (from search or baseline)")
-    p.add_argument("--out", required=True, help="new run folder: pruned.pt, spec.json, recover.json, report.json")
-    c.add_original_args(p, "the unpruned model (default: the model the run folder names)")
+    c.add_source_run_args(p, *SOURCE_HELP)
     add_config_args(p)
     p.add_argument(
         "--seed", type=int, default=field_default(RecoverConfig, "seed")[1], help="training and evaluation seed"
     )
     p.add_argument("--checkpoint-dir", help="write checkpoints there and resume from them")
     c.add_device_arg(p, "cpu or cuda: where to train and evaluate")
-    p.add_argument("--overwrite", action="store_true", help=c.OVERWRITE_HELP)
     c.add_report_args(p)
     p.set_defaults(func=run)
 
@@ -69,15 +71,10 @@ def add_parser(add) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustprune.models import is_library_ref, load_model
     from robustprune.recover import recover
-    from robustprune.structure import load_pruned
 
-    source = Path(args.run)
-    c.check_run_source(source)
     config = config_from_args(args)
     c.check_device(args.device)
-    out = c.check_run_dir(args, "recover")
-    c.check_eval_data(args)
-    pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    source, out, pruned, spec, data = c.open_source_run(args, "recover")
     reference = args.original or data.get("model")
     if not reference:
         raise c.UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")

@@ -23,80 +23,51 @@ EXAMPLES = """examples:
   robustprune search --model zoo:resnet20 --target-latency 0.5 --latency-batch 256 --out runs/r20-lat"""
 
 
+#: help of the SearchConfig flags; those that name library constants are completed in ``search_flags``
+FLAG_HELP = {
+    "target_macs": "fraction of the original MACs to keep, e.g. 0.5",
+    "target_params": "fraction of the original parameters to keep",
+    "multi_objective": "fidelity and robustness as two objectives",
+    "trials": "Optuna trials per step (default %(default)s)",
+    "max_increment": "most a group's removed fraction may grow per step (default %(default)s)",
+    "probes.synthetic.n": "synthetic probe inputs (default %(default)s)",
+    "probes.synthetic.steps": "Adam steps of the synthesis (default %(default)s)",
+    "probes.eps": "L-inf radius of the adversarial probes the search scores on (default %(default)s)",
+    "probes.seed": "seed of the probes (default: the --seed)",
+    "round_to": "keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
+    "target_latency": "fraction of the original's latency to keep, measured on this machine (per-layer latency table)",
+    "latency_batch": "batch size --target-latency is measured at (default %(default)s)",
+    "latency_threads": "torch threads --target-latency is measured with (default: torch's setting)",
+}
+
+
 def search_flags() -> tuple[tuple[Flag, ...], tuple[Flag, ...], tuple[Flag, ...]]:
     """The SearchConfig fields with a flag of their own, in three runs: before --compensation, between it and
     --floor, after --floor (the hand-written flags, whose syntax is the CLI's own)."""
     from robustprune.search.engine import HEDGE_CRITERION, RESCORE_AT_MOST, STEP_FRACTION, STEP_FRACTION_NO_BN
 
-    steps_help = (
-        f"progressive steps (default: one per {100 * STEP_FRACTION:.0f}%% of the cost, "
-        f"{100 * STEP_FRACTION_NO_BN:.0f}%% without BatchNorm)"
-    )
-    before = (
-        Flag("target_macs", type=c.fraction, help="fraction of the original MACs to keep, e.g. 0.5"),
-        Flag("target_params", type=c.fraction, help="fraction of the original parameters to keep"),
-        Flag("sampler"),
-        Flag("multi_objective", help="fidelity and robustness as two objectives"),
-        Flag("steps", type=c.positive_int, help=steps_help),
-        Flag("trials", type=c.positive_int, help="Optuna trials per step (default %(default)s)"),
-        Flag("max_increment", help="most a group's removed fraction may grow per step (default %(default)s)"),
-        Flag(
-            "importance",
-            help=f"channel ranking inside a group (default auto: with BatchNorm, {HEDGE_CRITERION} (the rank sum of "
-            "taylor_synthetic and l1) unless one of those two scores clearly higher on the proxies; merge_saliency "
-            "without)",
-        ),
-    )
-    middle = (
-        Flag(
-            "rescore",
-            help="rank the channels again on each committed candidate (Taylor criteria only; default auto: "
-            f"synthetic when the target keeps at most {100 * RESCORE_AT_MOST:.0f}%% of the cost, else off)",
-        ),
-        Flag("probes.synthetic.kind", flag="synthetic"),
-        Flag(
-            "probes.synthetic.n",
-            flag="n-probes",
-            type=c.positive_int,
-            help="synthetic probe inputs (default %(default)s)",
-        ),
-        Flag(
-            "probes.synthetic.steps",
-            flag="probe-steps",
-            type=c.positive_int,
-            help="Adam steps of the synthesis (default %(default)s)",
-        ),
-        Flag(
-            "probes.eps",
-            flag="probe-eps",
-            type=c.eps,
-            help="L-inf radius of the adversarial probes the search scores on (default %(default)s)",
-        ),
-        Flag("probes.seed", flag="probe-seed", help="seed of the probes (default: the --seed)"),
-    )
-    last = (
-        Flag(
-            "round_to",
-            type=c.positive_int,
-            help="keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
-        ),
-        Flag(
-            "target_latency",
-            type=c.fraction,
-            help="fraction of the original's latency to keep, measured on this machine (per-layer latency table)",
-        ),
-        Flag(
-            "latency_batch",
-            type=c.positive_int,
-            help="batch size --target-latency is measured at (default %(default)s)",
-        ),
-        Flag(
-            "latency_threads",
-            type=c.positive_int,
-            help="torch threads --target-latency is measured with (default: torch's setting)",
-        ),
-        Flag("seed"),
-    )
+    helps = FLAG_HELP | {
+        "steps": f"progressive steps (default: one per {100 * STEP_FRACTION:.0f}%% of the cost, "
+        f"{100 * STEP_FRACTION_NO_BN:.0f}%% without BatchNorm)",
+        "importance": f"channel ranking inside a group (default auto: with BatchNorm, {HEDGE_CRITERION} (the rank "
+        "sum of taylor_synthetic and l1) unless one of those two scores clearly higher on the proxies; "
+        "merge_saliency without)",
+        "rescore": "rank the channels again on each committed candidate (Taylor criteria only; default auto: "
+        f"synthetic when the target keeps at most {100 * RESCORE_AT_MOST:.0f}%% of the cost, else off)",
+    }
+
+    def flag(path: str, name: str | None = None, parse=None) -> Flag:
+        return Flag(path, name, helps.get(path), parse)
+
+    fraction, count = c.fraction, c.positive_int
+    before = (flag("target_macs", parse=fraction), flag("target_params", parse=fraction), flag("sampler"))
+    before += (flag("multi_objective"), flag("steps", parse=count), flag("trials", parse=count))
+    before += (flag("max_increment"), flag("importance"))
+    middle = (flag("rescore"), flag("probes.synthetic.kind", "synthetic"))
+    middle += (flag("probes.synthetic.n", "n-probes", count), flag("probes.synthetic.steps", "probe-steps", count))
+    middle += (flag("probes.eps", "probe-eps", c.eps), flag("probes.seed", "probe-seed"))
+    last = (flag("round_to", parse=count), flag("target_latency", parse=fraction))
+    last += (flag("latency_batch", parse=count), flag("latency_threads", parse=count), flag("seed"))
     return before, middle, last
 
 
