@@ -73,8 +73,9 @@ def search_flags() -> tuple[tuple[Flag, ...], tuple[Flag, ...], tuple[Flag, ...]
 
 def add_parser(add) -> None:
     from robustprune.proxies import PROXIES
-    from robustprune.search import SearchConfig, search
+    from robustprune.search import SearchConfig
     from robustprune.search.objective import COMPENSATIONS
+    from robustprune.search.progressive import ProgressiveSearch
 
     before, middle, last = search_flags()
     p = add("search", HELP, EXAMPLES)
@@ -103,7 +104,7 @@ def add_parser(add) -> None:
     )
     p.add_argument(
         "--study",
-        default=param_default(search, "study_name"),
+        default=param_default(ProgressiveSearch, "study_name"),
         help="name of the search in the storage (default %(default)s)",
     )
     p.add_argument(
