@@ -116,7 +116,7 @@ def test_internal_errors_exit_1_with_one_line(error, monkeypatch, capsys):
     def broken(_args):
         raise error
 
-    monkeypatch.setattr("robustprune.cli._cmd_zoo", broken)
+    monkeypatch.setattr("robustprune.cli.zoo.run", broken)
     assert main(["zoo"]) == 1
     line = one_line(capsys)
     assert "internal error" in line and "boom" in line and "--debug" in line
@@ -195,7 +195,7 @@ def test_a_failed_evaluation_keeps_the_pruned_model(tmp_path, monkeypatch, capsy
     def broken(*_args, **_kwargs):
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr("robustprune.cli._report_for_run", broken)
+    monkeypatch.setattr("robustprune.cli._output.report_for_run", broken)
     search_out, baseline_out = tmp_path / "search", tmp_path / "baseline"
     argv = ["search", "--model", "zoo:mlp", "--target-params", "0.8", *TINY_SEARCH, "--out", str(search_out)]
     assert main(argv) == 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 import torch
 
 #: Every criterion ``channel_scores`` knows; see the package docstring for what each measures.
-CRITERIA = ("l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1")
+Criterion = Literal["l1", "l2", "bn_scale", "fpgm", "random", "merge_saliency", "taylor_synthetic", "taylor_l1"]
+CRITERIA: tuple[str, ...] = get_args(Criterion)
 #: Criteria that need model inputs (they run the model); the others read the weights only.
 NEEDS_INPUTS = ("taylor_synthetic", "taylor_l1")
 

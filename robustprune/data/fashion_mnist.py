@@ -10,6 +10,7 @@ import gzip
 import os
 import zlib
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -37,7 +38,8 @@ _FILES = {
 #: The zoo trains on train[:TRAIN_IMAGES]; the rest of the training file is the validation split every decision uses.
 TRAIN_IMAGES = 55_000
 #: Evaluation splits: the test set, and the held-out validation split train[55000:].
-EVAL_SPLITS = ("test", "val")
+EvalSplit = Literal["test", "val"]
+EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
 
 
 class DataNotFoundError(FileNotFoundError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from typing import Literal, get_args
 
 import torch
 import torchattacks
@@ -24,7 +25,8 @@ from robustprune.spec import InputSpec
 __all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct"]
 
 #: apgd-ce is APGD on cross-entropy, the first component of AutoAttack (Croce & Hein, 2020).
-ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "apgd-ce")
+Attack = Literal["fgsm", "pgd", "apgd-ce"]
+ATTACKS: tuple[str, ...] = get_args(Attack)
 #: Inputs per forward pass of an attack (and of the accuracy on its result).
 BATCH_SIZE = 250
 

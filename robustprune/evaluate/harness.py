@@ -16,7 +16,7 @@ from torch import nn
 
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
-from robustprune.data.fashion_mnist import EVAL_SPLITS, load_eval_split
+from robustprune.data.fashion_mnist import EVAL_SPLITS, EvalSplit, load_eval_split
 from robustprune.data.ood import ood_sets
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import (
@@ -61,7 +61,7 @@ class EvalSettings:
     seed: int = 0
     latency: bool = True
     latency_repeats: int = 20
-    split: str = "test"  # or "val": the held-out train[55000:], where every design decision is made
+    split: EvalSplit = "test"  # or "val": the held-out train[55000:], where every design decision is made
 
     def __post_init__(self) -> None:
         if self.split not in EVAL_SPLITS:

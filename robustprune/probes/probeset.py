@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from robustprune._modes import eval_mode, model_device
+from robustprune.evaluate.attacks import Attack
 from robustprune.probes.adversarial import adversarial_probes
 from robustprune.probes.cache import cached_generate
 from robustprune.probes.synthetic import SyntheticConfig
@@ -38,7 +39,7 @@ class ProbeConfig:
     """
 
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
-    attack: str = "pgd"
+    attack: Attack = "pgd"
     eps: float = 0.1
     attack_steps: int = 10
     n_undesired: int = 256

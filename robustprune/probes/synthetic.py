@@ -36,6 +36,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +54,8 @@ from robustprune.probes.bn_statistics import (  # bn_layers, bn_statistics_loss:
 )
 from robustprune.spec import InputSpec
 
-KINDS = ("gaussian", "bn_stats", "inversion")
+SynthesisKind = Literal["gaussian", "bn_stats", "inversion"]
+KINDS: tuple[str, ...] = get_args(SynthesisKind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SyntheticConfig:
     * ``batch_size``: BN statistics are matched per batch, so it must be large enough for stable ones.
     """
 
-    kind: str = "inversion"
+    kind: SynthesisKind = "inversion"
     n: int = 512
     steps: int = 200
     lr: float = 1.0

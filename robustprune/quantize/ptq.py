@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -26,7 +27,8 @@ __all__ = ["BACKENDS", "QuantizeError", "load_quantized", "quantize_int8", "save
 
 #: Quantizers: "x86" (torchao's X86InductorQuantizer, for servers and desktops), "xnnpack" (ARM/mobile:
 #: ExecuTorch's XNNPACKQuantizer, needs the executorch package).
-BACKENDS: tuple[str, ...] = ("x86", "xnnpack")
+Backend = Literal["x86", "xnnpack"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 class QuantizeError(ValueError):
@@ -64,7 +66,7 @@ def quantize_int8(
     spec: InputSpec,
     calibration: torch.Tensor,
     *,
-    backend: str = "x86",
+    backend: Backend = "x86",
     batch_size: int = 64,
 ) -> torch.export.ExportedProgram:
     """An int8 exported program of ``model``, its activation ranges observed on ``calibration`` (pixel space).

@@ -10,6 +10,7 @@ evaluation's gradient attacks run as BPDA (Athalye et al. 2018) against the int8
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ __all__ = ["CALIBRATIONS", "Int8Model", "calibration_inputs", "is_quantized_run"
 
 #: Calibration inputs: the search's synthetic probes (BN-statistics inversion, as in The Knowledge
 #: Within), Gaussian noise matched to the input normalisation, or real training images (for comparison).
-CALIBRATIONS = ("synthetic", "gaussian", "real")
+Calibration = Literal["synthetic", "gaussian", "real"]
+CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
 #: How many calibration inputs each source gives by default (synthetic: the search's probe count).
 DEFAULT_N = {"synthetic": 256, "gaussian": 256, "real": 1000}
 PROGRAM_FILE = "int8.pt2"
@@ -54,7 +56,7 @@ class Int8Model(nn.Module):
 
 
 def calibration_inputs(
-    source: str,
+    source: Calibration,
     model: nn.Module,
     spec: InputSpec,
     n: int | None = None,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal, get_args
 
 from robustprune.probes.synthetic import SyntheticConfig
 
-INPUTS = ("pool", "fresh")
-BN_MODES = ("train", "frozen")
+RecoverInputs = Literal["pool", "fresh"]
+BNMode = Literal["train", "frozen"]
+INPUTS: tuple[str, ...] = get_args(RecoverInputs)
+BN_MODES: tuple[str, ...] = get_args(BNMode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +64,7 @@ class RecoverConfig:
     lr: float = 0.01
     weight_decay: float = 0.0
     grad_clip: float = 5.0
-    inputs: str = "pool"
+    inputs: RecoverInputs = "pool"
     pool_size: int = 512
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
     shift: int = 2
@@ -76,7 +79,7 @@ class RecoverConfig:
     sp_weight: float = 1000.0
     features: str | tuple[str, ...] = "auto"
     expand: int = 4
-    bn: str = "train"
+    bn: BNMode = "train"
     checkpoint_every: int = 200
     seed: int = 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, get_args
 
 import optuna
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from robustprune.compensate import overrides_applied
 from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
+from robustprune.criteria.base import Criterion
 from robustprune.probes.bn_statistics import bn_layers
 from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig
@@ -33,7 +35,7 @@ from robustprune.search.objective import (
     weighted_score,
 )
 from robustprune.search.result import SearchResult, StepRecord
-from robustprune.search.samplers import make_sampler
+from robustprune.search.samplers import Sampler, make_sampler
 from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
 from robustprune.spec import InputSpec
@@ -90,10 +92,10 @@ class SearchConfig:
     trials: int = 24  # per step
     max_increment: float = 0.15  # most a group's removal fraction may grow in one step
     max_amount: float = 0.9  # no group loses more than this fraction of its channels
-    sampler: str = "tpe"
+    sampler: Sampler = "tpe"
     multi_objective: bool = False
     # "auto" (the default) picks by model: see ``resolve`` and docs/defaults.md
-    importance: str = "auto"
+    importance: Importance = "auto"
     compensation: tuple[str, ...] | str = "auto"
     weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     floors: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -110,7 +112,7 @@ class SearchConfig:
     # Only input-based criteria (taylor_synthetic, taylor_l1) change; with importance "auto" it
     # applies when the choice is one of them. rescore "auto" (the default) is "synthetic" for deep
     # targets (at most ``RESCORE_AT_MOST`` of the cost kept) and "off" otherwise: see ``resolve``.
-    rescore: str = "auto"
+    rescore: Rescore = "auto"
     # Kept channels per group in multiples of this (or the whole group), e.g. 8 for SIMD-friendly widths.
     round_to: int = 1
     # Fraction of the original's latency to keep, predicted by a per-layer latency table measured on
@@ -264,7 +266,10 @@ def _choose_criterion(
 
 #: criteria that ``SearchConfig.rescore`` ranks again after every step (they depend on the model's activations)
 RESCORED_CRITERIA = ("taylor_synthetic", "taylor_l1")
-RESCORE_INPUTS = ("auto", "off", "synthetic", "synthetic+adversarial")
+Rescore = Literal["auto", "off", "synthetic", "synthetic+adversarial"]
+RESCORE_INPUTS: tuple[str, ...] = get_args(Rescore)
+#: ``SearchConfig.importance``: a criterion, or "auto" (chosen per model by ``resolve``)
+Importance = Literal["auto", Criterion]
 
 
 def _rescore(evaluator: Evaluator, amounts, criterion: str, inputs, targets) -> dict[str, torch.Tensor]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal, get_args
 
 import optuna
 
-SAMPLERS = ("tpe", "cmaes", "gp", "qmc", "random", "nsga2")
+Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random", "nsga2"]
+SAMPLERS: tuple[str, ...] = get_args(Sampler)
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random", "gp", "qmc")
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from robustprune.cli import main
+
+sys.exit(main())

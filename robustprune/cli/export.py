@@ -1,0 +1,64 @@
+"""``robustprune export``: a pruned run folder as a deployable model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from robustprune.cli import _common as c
+from robustprune.cli._config import param_default
+
+HELP = "Turn a pruned run folder into a model file: TorchScript, torch.export, ONNX or a state dict."
+EXAMPLES = """examples:
+  robustprune export runs/r20 --format torchscript --out r20.ts
+  robustprune export runs/r20 --format torch-export --out r20.pt2
+  robustprune export --spec runs/r20/spec.json --weights runs/r20/pruned.pt --out r20_state.pt"""
+
+
+def add_parser(add) -> None:
+    from robustprune.deploy import FORMATS, save_model
+
+    p = add("export", HELP, EXAMPLES)
+    p.add_argument("run", nargs="?", help="run folder with spec.json and pruned.pt")
+    p.add_argument("--spec", help="spec.json (instead of a run folder)")
+    p.add_argument("--weights", help="pruned.pt next to --spec")
+    p.add_argument(
+        "--format",
+        default=param_default(save_model, "fmt"),
+        choices=FORMATS,
+        help="onnx needs the onnx extra and is checked against the model with ONNX Runtime (default %(default)s)",
+    )
+    p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="let a run folder whose spec names package.module:factory import and run it (trusted folders only)",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustprune._io import atomic_write_json
+    from robustprune.deploy import save_model
+    from robustprune.structure import load_pruned
+
+    if args.run:
+        source = Path(args.run)
+    elif args.spec and args.weights:
+        if Path(args.spec).parent != Path(args.weights).parent or Path(args.spec).name != "spec.json":
+            raise c.UsageError(
+                "--spec and --weights must be spec.json and pruned.pt of one folder (or give the folder)"
+            )
+        source = Path(args.spec).parent
+    else:
+        raise c.UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
+    c.check_run_source(source)
+    out = c.check_output_path(args.out)
+    model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    save_model(model, spec, out, args.format)
+    atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())
+    if not args.quiet:
+        print(f"wrote {out} ({args.format}) and {out.name}.inputspec.json")
+    return 0
