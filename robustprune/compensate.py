@@ -34,7 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from robustprune._modes import eval_mode
-from robustprune.structure.analysis import BATCH_NORMS, consumer_columns, incoming_vectors, index_of
+from robustprune.structure.analysis import BATCH_NORMS, consumer_columns, incoming_vectors
 from robustprune.structure.masks import _module_masks, group_mask, masked
 from robustprune.structure.space import Candidate, PruneSpace
 
@@ -74,7 +74,7 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
         removed = sorted(set(range(group.size)) - set(kept))
         if not removed:
             continue
-        index = index_of(space, name)
+        index = space.index_of(name)
         v = incoming_vectors(space, index)
         norms = v.norm(dim=1)
         unit = v / norms.clamp_min(_EPS)[:, None]
@@ -149,7 +149,7 @@ def bias_overrides(
         removed = sorted(set(range(group.size)) - {int(i) for i in keep})
         if not removed:
             continue
-        for consumer, module, cols in consumer_columns(space, index_of(space, name)):
+        for consumer, module, cols in consumer_columns(space, space.index_of(name)):
             if module.bias is None or consumer not in means:
                 continue
             features = [c for j in removed for c in cols[j]]

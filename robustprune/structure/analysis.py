@@ -21,15 +21,9 @@ WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS
 
 
-def index_of(space: PruneSpace, name: str) -> int:
-    """Position of group ``name`` in ``space.groups`` (KeyError naming the group if there is none)."""
-    space.group(name)
-    return space._index[name]
-
-
 def pruning_group(space: PruneSpace, index: int):
     """torch-pruning's full pruning group (every channel) of ``space.groups[index]``."""
-    root, handler = space._roots[index]
+    root, handler = space.roots[index]
     return space.graph.get_pruning_group(root, handler, list(range(space.groups[index].size)))
 
 

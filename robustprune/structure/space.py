@@ -47,8 +47,7 @@ class ChannelGroup:
     members: tuple[str, ...]
     channel_maps: tuple[tuple[int, ...], ...]
     consumers: tuple[str, ...]  # modules whose *inputs* carry the group's channels
-    macs_per_channel: int = 0  # marginal cost of one channel at full width
-    params_per_channel: int = 0
+    macs_per_channel: int = 0  # marginal MACs of one channel at full width
     blocks: int = 1  # a GroupNorm member's groups: a candidate keeps the same number of channels in each
 
 
@@ -108,7 +107,7 @@ class PruneSpace:
         _check_traced(self.graph, shapes, names)
 
         groups: list[ChannelGroup] = []
-        self._roots: list[tuple[nn.Module, object]] = []
+        self.roots: list[tuple[nn.Module, object]] = []  # per group: torch-pruning's root module and handler
         self._params: list[list[nn.Parameter]] = []  # per group: free parameters sliced along with it
         for raw in raw_groups:
             root = raw[0].dep
@@ -160,7 +159,7 @@ class PruneSpace:
                 )
             )
             self._params.append(params)
-            self._roots.append((root.target.module, root.handler))
+            self.roots.append((root.target.module, root.handler))
         if not groups:
             raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
         self._layers = _layers(model, names, groups, shapes)
@@ -173,11 +172,15 @@ class PruneSpace:
     def __len__(self) -> int:
         return len(self.groups)
 
-    def group(self, name: str) -> ChannelGroup:
+    def index_of(self, name: str) -> int:
+        """Position of group ``name`` in ``groups`` (KeyError naming the group if there is none)."""
         try:
-            return self.groups[self._index[name]]
+            return self._index[name]
         except KeyError:
             raise KeyError(f"no channel group named {name!r}") from None
+
+    def group(self, name: str) -> ChannelGroup:
+        return self.groups[self.index_of(name)]
 
     def group_names(self) -> list[str]:
         return [g.name for g in self.groups]
@@ -200,7 +203,7 @@ class PruneSpace:
                         f"group {name!r} feeds a GroupNorm of {g.blocks} groups: keep the same number of channels "
                         f"in each of its groups of {g.size // g.blocks}"
                     )
-            counts[self._index[name]] = len(keep)
+            counts[self.index_of(name)] = len(keep)
         return counts
 
     def cost(self, candidate: Candidate) -> tuple[int, int]:
@@ -242,25 +245,8 @@ class PruneSpace:
             counts = list(full)
             counts[i] -= 1
             macs, params = self.cost_of_counts(counts)
-            out.append(
-                dataclasses.replace(g, macs_per_channel=base_macs - macs, params_per_channel=base_params - params)
-            )
+            out.append(dataclasses.replace(g, macs_per_channel=base_macs - macs))
         return out
-
-    # -- candidates ---------------------------------------------------------------------------------
-    def full_candidate(self) -> dict[str, tuple[int, ...]]:
-        return {g.name: tuple(range(g.size)) for g in self.groups}
-
-    def describe(self) -> str:
-        rows = [
-            f"{len(self.groups)} channel groups, {self.full_macs / 1e6:.2f} M MACs, "
-            f"{self.full_params / 1e3:.1f} k params"
-        ]
-        for g in self.groups:
-            rows.append(
-                f"  {g.name:<32} {g.size:>5} ch  {g.macs_per_channel:>9} MACs/ch  members: {', '.join(g.members)}"
-            )
-        return "\n".join(rows)
 
 
 def _norm_channels(module: nn.Module) -> int:

@@ -27,7 +27,7 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
     space.kept_counts(candidate)  # validates
-    for group, (root_module, handler) in zip(space.groups, space._roots, strict=True):
+    for group, (root_module, handler) in zip(space.groups, space.roots, strict=True):
         keep = set(candidate.get(group.name, range(group.size)))
         removed = [i for i in range(group.size) if i not in keep]
         if not removed:
