@@ -188,7 +188,11 @@ def consumer_columns(space: PruneSpace, index: int) -> list[tuple[str, nn.Module
                 f"module '{name}' ({type(module).__name__}) reads group {group.name!r} but is not a conv or linear"
             )
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module.groups != 1:
-            raise UnsupportedModelError(f"grouped conv '{name}' reads group {group.name!r}; not supported")
+            raise UnsupportedModelError(
+                f"grouped conv '{name}' reads group {group.name!r}: merge compensation, merge saliency and bias "
+                "correction move weights between input channels, which a grouped conv does not share; "
+                "use BN re-estimation or no compensation and another criterion"
+            )
         cols = out.setdefault(name, (module, [[] for _ in range(group.size)]))[1]
         for idx, root_idx in zip(idxs, tp_group[i].root_idxs, strict=True):
             if root_idx is None:
