@@ -165,3 +165,26 @@ def test_torchvision_grouped_families_export_exactly(name):
     space = PruneSpace(model, spec)
     assert space.grouped_convs and max(g.blocks for g in space.groups) > 1
     assert_exact(space, random_half(space))
+
+
+def test_latency_table_times_grouped_convs_with_their_groups(tmp_path, monkeypatch):
+    from robustprune.evaluate import lut
+
+    timed_groups = set()
+
+    def fake_ms(module, shape, *_args):  # layer timings are not what is tested: the layers timed are
+        timed_groups.add(getattr(module, "groups", 1))
+        with torch.no_grad():
+            module(torch.zeros(1, *shape))  # the layer accepts its input shape
+        return float(sum(p.numel() for p in module.parameters()))
+
+    monkeypatch.setattr(lut, "_time_ms", fake_ms)
+    space = PruneSpace(tiny_resnext(), SPEC)
+    table = lut.build_latency_model(space, threads=1, cache_dir=tmp_path, runs=1, whole_runs=1)
+    assert {4, 8} <= timed_groups
+    grouped = {t.name: t for t in table.tables if t.name in space.grouped_convs}
+    assert set(grouped) == {"blocks.0.conv2", "blocks.1.conv2"}
+    for name, t in grouped.items():
+        groups = dict(space.model.named_modules())[name].groups
+        assert all(w % groups == 0 for w in t.in_grid + t.out_grid) and len(t.in_grid) > 1
+    assert table.fraction([g.size for g in space.groups]) == pytest.approx(1.0)
