@@ -188,3 +188,16 @@ def test_latency_table_times_grouped_convs_with_their_groups(tmp_path, monkeypat
         groups = dict(space.model.named_modules())[name].groups
         assert all(w % groups == 0 for w in t.in_grid + t.out_grid) and len(t.in_grid) > 1
     assert table.fraction([g.size for g in space.groups]) == pytest.approx(1.0)
+
+
+def test_global_candidate_removes_one_channel_per_block_at_a_time():
+    from robustprune.select import global_candidate
+    from robustprune.targets import Target
+
+    space = PruneSpace(tiny_resnext(), SPEC)
+    scores = {g.name: torch.rand(g.size, generator=torch.Generator().manual_seed(3)) for g in space.groups}
+    candidate = global_candidate(space, Target(macs=0.5), scores)
+    macs, _ = space.cost(candidate)  # validates: equal counts per block
+    assert macs <= 0.5 * space.full_macs
+    assert any(len(candidate[n]) < 32 for n in ("blocks.0.conv1", "blocks.1.conv1", "blocks.0.conv2"))
+    assert_exact(space, candidate)
