@@ -63,13 +63,14 @@ def counted_macs(model: nn.Module, x: torch.Tensor) -> int:
 
     def hook(module, _inputs, out):
         nonlocal total
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.Conv1d | nn.Conv2d):
             fan_in = module.in_channels // module.groups * math.prod(module.kernel_size)
             total += out[0].numel() * (fan_in + (module.bias is not None))
         else:
             total += out[0].numel() * (module.in_features + (module.bias is not None))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
+    handles = [m.register_forward_hook(hook) for m in layers]
     with torch.no_grad():
         model(x[:1])
     for h in handles:
@@ -120,6 +121,37 @@ def test_masked_equals_exported_with_different_channels_kept_in_each_block():
     conv = pruned.blocks[1].conv2
     assert (conv.groups, conv.in_channels, conv.out_channels) == (8, 16, 16)
     assert space.model.blocks[1].conv2.groups == 8 and space.model.blocks[1].conv2.in_channels == 32  # untouched
+
+
+@pytest.mark.parametrize("exclude", [["blocks.0.conv2"], ["blocks.0.conv1"], ["blocks.0.conv1", "blocks.1.conv2"]])
+def test_a_grouped_conv_whose_input_or_output_group_is_excluded_exports_exactly(exclude):
+    space = PruneSpace(tiny_resnext(), SPEC, exclude=exclude)
+    assert not any(name in g.members for name in exclude for g in space.groups)
+    assert_exact(space, random_half(space, seed=2))
+
+
+class Multiplier(nn.Module):
+    """A channel-multiplier conv (groups == in_channels, 2 outputs per input) and a grouped Conv1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(8, 16, 3, padding=1, groups=8), nn.BatchNorm2d(16)
+        self.c = nn.Conv1d(16, 12, 1, groups=4)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x):
+        y = torch.relu(self.bn_b(self.b(torch.relu(self.bn_a(self.a(x))))))
+        return self.fc(torch.relu(self.c(y.flatten(2))).mean(2))
+
+
+def test_channel_multiplier_and_grouped_conv1d_export_exactly():
+    torch.manual_seed(0)
+    space = PruneSpace(randomize_norms(Multiplier()), SPEC)
+    assert {g.name: g.blocks for g in space.groups} == {"a": 8, "b": 8, "c": 4}  # "a": one channel per block
+    candidate = random_half(space, seed=1)
+    assert len(candidate["a"]) == 8 and len(candidate["b"]) == 8 and len(candidate["c"]) == 4
+    assert_exact(space, candidate)
 
 
 def test_cost_of_counts_rounds_a_blocked_group_down_as_keep_top_does():
