@@ -151,7 +151,8 @@ def select_keep(
 
 def keep_top(scores: torch.Tensor, count: int, blocks: int = 1) -> tuple[int, ...]:
     """Indices (sorted) of the ``count`` highest scores; ties go to the lower index. With ``blocks`` > 1
-    (GroupNorm groups) the same number of best channels from each block, rounded down (at least one each)."""
+    (GroupNorm or grouped-conv blocks) the same number of best channels from each block, rounded down
+    (at least one each)."""
     if blocks == 1:
         order = torch.argsort(scores, descending=True, stable=True)
         return tuple(sorted(int(i) for i in order[:count]))
@@ -189,30 +190,45 @@ def uniform_candidate(space: PruneSpace, target: Target, scores: Mapping[str, to
 
 
 def global_candidate(space: PruneSpace, target: Target, scores: Mapping[str, torch.Tensor]) -> Candidate:
-    """Remove the globally least important channels (scores normalised per group) until ``target`` is met."""
+    """Remove the globally least important channels (scores normalised per group) until ``target`` is met.
+
+    A group split into blocks (``ChannelGroup.blocks``) loses one channel from each block at a time: the
+    r-th least important of every block, ranked by their mean score."""
     entries = []
     for gi, grp in enumerate(space.groups):
         s = scores[grp.name].double()
         s = s / s.mean().clamp_min(1e-12)
-        entries += [(float(v), gi, c) for c, v in enumerate(s)]
+        entries += [(float(s[list(unit)].mean()), gi, unit) for unit in _removal_units(s, grp.blocks)]
     entries.sort()
     sizes = [g.size for g in space.groups]
-    # The removal order is fixed by the ranking: skip a channel only when its group is down to one.
-    order: list[tuple[int, int]] = []
+    # The removal order is fixed by the ranking: skip a unit only when its group would lose a whole block.
+    order: list[tuple[int, tuple[int, ...]]] = []
     left = list(sizes)
-    for _, gi, c in entries:
-        if left[gi] > 1:
-            left[gi] -= 1
-            order.append((gi, c))
+    for _, gi, unit in entries:
+        if left[gi] > len(unit):
+            left[gi] -= len(unit)
+            order.append((gi, unit))
 
     def counts_after(k: int) -> list[int]:
         counts = list(sizes)
-        for gi, _ in order[:k]:
-            counts[gi] -= 1
+        for gi, unit in order[:k]:
+            counts[gi] -= len(unit)
         return counts
 
     k = smallest_feasible(0, len(order), lambda k: target.met(space, counts_after(k)))
-    removed = set(order[:k])
+    removed = {(gi, c) for gi, unit in order[:k] for c in unit}
     return {
         grp.name: tuple(c for c in range(grp.size) if (gi, c) not in removed) for gi, grp in enumerate(space.groups)
     }
+
+
+def _removal_units(scores: torch.Tensor, blocks: int) -> list[tuple[int, ...]]:
+    """The channels removed together: one each, or with blocks the r-th lowest-scoring channel of every block."""
+    if blocks == 1:
+        return [(c,) for c in range(scores.numel())]
+    width = scores.numel() // blocks
+    ranked = [
+        [b * width + int(i) for i in torch.argsort(scores[b * width : (b + 1) * width], stable=True)]
+        for b in range(blocks)
+    ]
+    return [tuple(ranked[b][r] for b in range(blocks)) for r in range(width)]

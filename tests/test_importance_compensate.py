@@ -331,7 +331,7 @@ def test_merge_exact_for_duplicated_linear_neuron(factor):
 
 def test_merge_threshold_and_no_removal(mlp_space):
     assert merge_overrides(mlp_space, {}) == {}
-    assert merge_overrides(mlp_space, mlp_space.full_candidate()) == {}
+    assert merge_overrides(mlp_space, {g.name: range(g.size) for g in mlp_space.groups}) == {}
     keep = {"1": list(range(64))}
     assert merge_overrides(mlp_space, keep, threshold=1.0) == {}  # no similarity exceeds 1
     overrides = merge_overrides(mlp_space, keep, threshold=-1.0)

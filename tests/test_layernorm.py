@@ -127,7 +127,7 @@ def test_groupnorm_keeps_the_same_count_in_each_of_its_groups():
     assert per_group.tolist() == [2, 2, 2, 2]
     pruned = assert_masked_equals_export(space, keep)
     assert pruned.gn1.num_groups == 4 and pruned.gn1.num_channels == 8 and pruned.gn2.num_channels == 6
-    with pytest.raises(ValueError, match="GroupNorm of 4 groups"):
+    with pytest.raises(ValueError, match="split into 4 blocks"):
         space.cost({"conv1": list(range(8))})  # whole groups 0 and 1 only: the grouping would shift
 
 

@@ -10,7 +10,6 @@ from robustprune.spec import InputSpec
 from robustprune.structure import (
     PruneSpace,
     UnsupportedModelError,
-    batched_masks,
     export,
     load_pruned,
     masked,
@@ -80,24 +79,6 @@ def test_masked_equals_physical_on_zoo(name):
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", pytest.param("vgg11_bn", marks=pytest.mark.slow)])
 def test_masked_equals_physical_on_torchvision(name):
     check_equivalence(torchvision_model(name), TV_SPEC, torch.rand(2, 3, 64, 64))
-
-
-@pytest.mark.parametrize("name", list(zoo_cases()))
-def test_batched_masks_equal_separate_passes(name):
-    model = randomize_norms(ARCHITECTURES[name]())
-    space = PruneSpace(model, zoo.FASHION_MNIST_SPEC)
-    candidates = [random_candidate(space, r, seed=i) for i, r in enumerate((0.1, 0.5, 0.0, 0.8))]
-    x = torch.rand(5, 1, 28, 28)
-    with torch.no_grad():
-        separate = []
-        for c in candidates:
-            with masked(space, c):
-                separate.append(model(x))
-        with batched_masks(space, candidates) as k:
-            batched = model(x.repeat(k, 1, 1, 1))
-    assert torch.allclose(batched, torch.cat(separate), atol=1e-5)
-    with pytest.raises(ValueError, match="not a multiple"), batched_masks(space, candidates):
-        model(torch.rand(6, 1, 28, 28))
 
 
 @pytest.mark.parametrize("name", list(zoo_cases()))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustprune._modes import eval_mode
-from robustprune.structure.analysis import consumer_columns, index_of
+from robustprune.structure.analysis import consumer_columns
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -59,7 +59,7 @@ def bias_overrides(
         removed = sorted(set(range(group.size)) - {int(i) for i in keep})
         if not removed:
             continue
-        for consumer, module, cols in consumer_columns(space, index_of(space, name)):
+        for consumer, module, cols in consumer_columns(space, space.index_of(name)):
             if module.bias is None or consumer not in means:
                 continue
             features = [c for j in removed for c in cols[j]]

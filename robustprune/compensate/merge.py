@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from robustprune.structure.analysis import consumer_columns, incoming_vectors, index_of
+from robustprune.structure.analysis import consumer_columns, incoming_vectors
 from robustprune.structure.space import Candidate, PruneSpace
 
 _EPS = 1e-12
@@ -44,7 +44,7 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
         removed = sorted(set(range(group.size)) - set(kept))
         if not removed:
             continue
-        index = index_of(space, name)
+        index = space.index_of(name)
         v = incoming_vectors(space, index)
         norms = v.norm(dim=1)
         unit = v / norms.clamp_min(_EPS)[:, None]

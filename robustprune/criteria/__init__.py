@@ -49,7 +49,6 @@ from robustprune.criteria.base import CRITERIA, NEEDS_INPUTS, check_criterion, r
 from robustprune.criteria.magnitude import tp_scores
 from robustprune.criteria.saliency import merge_saliency
 from robustprune.criteria.taylor import taylor_for_groups, taylor_scores
-from robustprune.structure.analysis import index_of
 from robustprune.structure.space import PruneSpace
 
 __all__ = ["CRITERIA", "NEEDS_INPUTS", "all_scores", "channel_scores", "group_scores", "rank_sum", "taylor_scores"]
@@ -65,7 +64,7 @@ def channel_scores(
     model is never changed (weights, buffers, ``.grad`` and train/eval mode).
     """
     check_criterion(criterion)
-    index = index_of(space, group_name)
+    index = space.index_of(group_name)
     if criterion in NEEDS_INPUTS:
         return _input_scores(space, inputs, [index], criterion)[group_name]
     return _data_free_scores(space, index, criterion, seed)
@@ -87,15 +86,15 @@ def group_scores(
     """``channel_scores`` for the groups ``names`` (one pass over ``inputs`` for the criteria that need them)."""
     check_criterion(criterion)
     if criterion in NEEDS_INPUTS:
-        return _input_scores(space, inputs, [index_of(space, n) for n in names], criterion) if names else {}
-    return {n: _data_free_scores(space, index_of(space, n), criterion, seed, stacklevel=4) for n in names}
+        return _input_scores(space, inputs, [space.index_of(n) for n in names], criterion) if names else {}
+    return {n: _data_free_scores(space, space.index_of(n), criterion, seed, stacklevel=4) for n in names}
 
 
 def _input_scores(space: PruneSpace, inputs, indices: list[int], criterion: str) -> dict[str, torch.Tensor]:
     taylor = taylor_for_groups(space, inputs, indices)
     if criterion == "taylor_synthetic":
         return taylor
-    l1 = {name: _data_free_scores(space, index_of(space, name), "l1", 0) for name in taylor}
+    l1 = {name: _data_free_scores(space, space.index_of(name), "l1", 0) for name in taylor}
     return rank_sum(taylor, l1)
 
 

@@ -38,9 +38,10 @@ LUT_VERSION = 3
 GRID_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
 
 
-def latency_grid(size: int) -> list[int]:
-    """The kept widths a pruned dimension of ``size`` channels is timed at."""
-    return sorted({max(1, round(f * size)) for f in GRID_FRACTIONS})
+def latency_grid(size: int, multiple: int = 1) -> list[int]:
+    """The kept widths a pruned dimension of ``size`` channels is timed at (multiples of ``multiple``: a
+    grouped conv's widths are whole numbers of channels per group)."""
+    return sorted({multiple * max(1, round(f * size / multiple)) for f in GRID_FRACTIONS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +147,11 @@ def _input_shapes(space: PruneSpace) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _layer_at(module: nn.Module, in_shape: tuple[int, ...], n_in: int, n_out: int, mult: int, depthwise: bool):
-    """A fresh layer like ``module`` with ``n_in`` (x ``mult``) inputs and ``n_out`` outputs, and its input shape."""
+def _layer_at(
+    module: nn.Module, in_shape: tuple[int, ...], n_in: int, n_out: int, mult: int, depthwise: bool, groups: int = 1
+):
+    """A fresh layer like ``module`` with ``n_in`` (x ``mult``) inputs and ``n_out`` outputs, and its input shape
+    (a grouped conv keeps its ``groups``)."""
     if isinstance(module, nn.Linear):
         layer = nn.Linear(n_in * mult, n_out, bias=module.bias is not None)
         return layer, (*in_shape[:-1], n_in * mult)
@@ -160,7 +164,7 @@ def _layer_at(module: nn.Module, in_shape: tuple[int, ...], n_in: int, n_out: in
         stride=module.stride,
         padding=module.padding,
         dilation=module.dilation,
-        groups=n_out if depthwise else 1,
+        groups=n_out if depthwise else groups,
         bias=module.bias is not None,
     )
     return layer, (channels_in, *in_shape[1:])
@@ -217,6 +221,7 @@ def _signature(space: PruneSpace, layer, module: nn.Module, in_shape: tuple[int,
         "bias": layer.bias,
         "input": list(in_shape),
         **hyper,
+        **({"groups": layer.groups} if layer.groups > 1 else {}),  # absent for other layers: their keys stay
     }
 
 
@@ -287,8 +292,8 @@ def _measure(space, layers, signatures, in_shapes, batch_size, runs, whole_runs,
     measured: dict[str, list[list[float]]] = {}
     grids = []
     for layer in layers:
-        in_grid = latency_grid(layer.in_full) if layer.in_group is not None else [layer.in_full]
-        out_grid = latency_grid(layer.out_full) if layer.out_group is not None else [layer.out_full]
+        in_grid = latency_grid(layer.in_full, layer.groups) if layer.in_group is not None else [layer.in_full]
+        out_grid = latency_grid(layer.out_full, layer.groups) if layer.out_group is not None else [layer.out_full]
         grids.append((in_grid, out_grid))
     unique = {json.dumps(s, sort_keys=True): i for i, s in enumerate(signatures)}
     bar = progress_bar(
@@ -300,7 +305,13 @@ def _measure(space, layers, signatures, in_shapes, batch_size, runs, whole_runs,
         for a, n_in in enumerate(in_grid):
             for b, n_out in enumerate(out_grid):
                 module, shape = _layer_at(
-                    modules[layer.name], in_shapes[layer.name], n_in, n_out, layer.in_mult, layer.depthwise
+                    modules[layer.name],
+                    in_shapes[layer.name],
+                    n_in,
+                    n_out,
+                    layer.in_mult,
+                    layer.depthwise,
+                    layer.groups,
                 )
                 table[a, b] = _time_ms(module, shape, batch_size, space.device, runs)
                 bar.update(1)
@@ -361,11 +372,17 @@ def _whole_model_ms(space: PruneSpace, widths: dict[float, list[int]], batch_siz
 
     runners = {}
     for fraction, counts in widths.items():
-        candidate = {g.name: tuple(range(n)) for g, n in zip(space.groups, counts, strict=True)}
+        candidate = {g.name: _first(g.size, n, g.blocks) for g, n in zip(space.groups, counts, strict=True)}
         model = space.model if fraction == 1.0 else export(space, candidate)
         runners[fraction] = compile_for(model, space.spec, batch_size)
     stats = interleaved_latency(runners, runs=runs, warmup=3)
     return {fraction: s.median_ms for fraction, s in stats.items()}
+
+
+def _first(size: int, count: int, blocks: int) -> tuple[int, ...]:
+    """The first ``count`` channels, or for a group split into blocks the first ``count // blocks`` of each."""
+    per, width = max(1, count // blocks), size // blocks
+    return tuple(b * width + j for b in range(blocks) for j in range(per))
 
 
 def check_latency_model(

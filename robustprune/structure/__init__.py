@@ -1,6 +1,6 @@
 """Prune space, reversible masks, physical surgery and persistence."""
 
-from robustprune.structure.masks import batched_masks, masked
+from robustprune.structure.masks import masked
 from robustprune.structure.persist import (
     RunFolderError,
     UntrustedCodeError,
@@ -20,7 +20,6 @@ __all__ = [
     "UnsupportedModelError",
     "UntrustedCodeError",
     "apply_spec",
-    "batched_masks",
     "export",
     "load_pruned",
     "masked",

@@ -21,15 +21,9 @@ WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS
 
 
-def index_of(space: PruneSpace, name: str) -> int:
-    """Position of group ``name`` in ``space.groups`` (KeyError naming the group if there is none)."""
-    space.group(name)
-    return space._index[name]
-
-
 def pruning_group(space: PruneSpace, index: int):
     """torch-pruning's full pruning group (every channel) of ``space.groups[index]``."""
-    root, handler = space._roots[index]
+    root, handler = space.roots[index]
     return space.graph.get_pruning_group(root, handler, list(range(space.groups[index].size)))
 
 
@@ -194,7 +188,11 @@ def consumer_columns(space: PruneSpace, index: int) -> list[tuple[str, nn.Module
                 f"module '{name}' ({type(module).__name__}) reads group {group.name!r} but is not a conv or linear"
             )
         if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module.groups != 1:
-            raise UnsupportedModelError(f"grouped conv '{name}' reads group {group.name!r}; not supported")
+            raise UnsupportedModelError(
+                f"grouped conv '{name}' reads group {group.name!r}: merge compensation, merge saliency and bias "
+                "correction move weights between input channels, which a grouped conv does not share; "
+                "use BN re-estimation or no compensation and another criterion"
+            )
         cols = out.setdefault(name, (module, [[] for _ in range(group.size)]))[1]
         for idx, root_idx in zip(idxs, tp_group[i].root_idxs, strict=True):
             if root_idx is None:

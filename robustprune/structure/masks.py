@@ -7,14 +7,11 @@ producer of a removed channel outputs zero and the activations in between map
 zero to zero (ReLU, ReLU6, SiLU, GELU, ...), every consumer reads exactly what
 the physically pruned model computes. Leaving the context removes the hooks, so
 the model's outputs are bit-for-bit what they were.
-
-``batched_masks`` applies K candidates at once to a batch made of K equal blocks
-(block k is scored under candidate k): one forward pass instead of K.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -72,15 +69,10 @@ def _module_masks(
 
 
 def _broadcast(mask: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
-    """``mask`` (C,) or (K, C) shaped to multiply ``like`` along its channel ``axis`` (row k: block k of the batch)."""
-    channel = axis % like.dim()
+    """``mask`` (C,) shaped to multiply ``like`` along its channel ``axis``."""
     shape = [1] * like.dim()
-    if mask.dim() == 1:  # one candidate for the whole batch
-        shape[channel] = -1
-        return mask.view(shape)
-    per_sample = mask.repeat_interleave(like.shape[0] // mask.shape[0], dim=0)
-    shape[0], shape[channel] = per_sample.shape
-    return per_sample.view(shape)
+    shape[axis % like.dim()] = -1
+    return mask.view(shape)
 
 
 def _renormalized(module: nn.Module, x: torch.Tensor, m: torch.Tensor, axis: int) -> torch.Tensor:
@@ -133,32 +125,3 @@ def masked(space: PruneSpace, candidate: Candidate) -> Iterator[None]:
     """Within the context, ``space.model`` computes what the model pruned to ``candidate`` computes."""
     with _hooked(space, _module_masks(space, group_mask(space, candidate))):
         yield
-
-
-@contextmanager
-def batched_masks(space: PruneSpace, candidates: Sequence[Candidate]) -> Iterator[int]:
-    """Score K candidates in one pass: feed a batch of K equal blocks; block k sees candidate k.
-
-    Yields K. The batch size must be a multiple of K (checked on every forward).
-    """
-    k = len(candidates)
-    if k == 0:
-        raise ValueError("batched_masks needs at least one candidate")
-    per_candidate = [group_mask(space, c) for c in candidates]
-    names = sorted({n for masks in per_candidate for n in masks})
-    stacked = {}
-    for name in names:
-        ones = torch.ones(space.group(name).size, device=space.device)
-        stacked[name] = torch.stack([masks.get(name, ones) for masks in per_candidate])  # (K, C)
-    module_masks = _module_masks(space, stacked)
-
-    def check(_module, inputs):
-        if inputs[0].shape[0] % k:
-            raise ValueError(f"batch of {inputs[0].shape[0]} is not a multiple of the {k} candidates")
-
-    handle = space.model.register_forward_pre_hook(check)
-    try:
-        with _hooked(space, module_masks):
-            yield k
-    finally:
-        handle.remove()

@@ -16,8 +16,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune import __version__
 from robustprune._io import RunFolderError, atomic_write_json
+from robustprune._version import __version__
 from robustprune.spec import InputSpec
 from robustprune.structure.space import Candidate, PruneSpace
 from robustprune.structure.surgery import export

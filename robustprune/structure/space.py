@@ -24,15 +24,19 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec, validate_model
+from robustprune.structure.layers import (
+    LAYER_TYPES,
+    MASKABLE_TYPES,
+    UnsupportedModelError,
+    blocks,
+    channel_axis,
+    check_member,
+    conv_kind,
+    layers,
+)
+from robustprune.structure.trace import check_traced, output_layers, output_shapes
 
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_NORM_TYPES = _BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
-_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-_MASKABLE_TYPES = _LAYER_TYPES + _NORM_TYPES
-
-
-class UnsupportedModelError(ValueError):
-    """The model contains something the prune space cannot handle; the message names it."""
+__all__ = ["Candidate", "ChannelGroup", "PruneSpace", "UnsupportedModelError"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,26 +51,8 @@ class ChannelGroup:
     members: tuple[str, ...]
     channel_maps: tuple[tuple[int, ...], ...]
     consumers: tuple[str, ...]  # modules whose *inputs* carry the group's channels
-    macs_per_channel: int = 0  # marginal cost of one channel at full width
-    params_per_channel: int = 0
-    blocks: int = 1  # a GroupNorm member's groups: a candidate keeps the same number of channels in each
-
-
-@dataclasses.dataclass(frozen=True)
-class _Layer:
-    """Cost terms of one conv/linear/BN module, as a function of kept channel counts."""
-
-    name: str
-    kind: str  # "conv", "linear", "norm"
-    in_group: int | None
-    out_group: int | None
-    in_full: int  # channels in, at full width (group channels, before multiplicity)
-    out_full: int
-    in_mult: int  # input features per group channel (flatten before a linear)
-    positions: int  # output spatial positions (1 for linear)
-    kernel: int  # kernel elements (1 for linear); for a norm, its affine parameters per channel
-    depthwise: bool
-    bias: bool
+    macs_per_channel: int = 0  # marginal MACs of one channel at full width
+    blocks: int = 1  # GroupNorm / grouped-conv blocks: a candidate keeps the same number of channels in each
 
 
 Candidate = Mapping[str, Sequence[int]]
@@ -93,8 +79,8 @@ class PruneSpace:
             raise ValueError(f"excluded modules not found in the model: {', '.join(sorted(unknown))}")
         example = torch.zeros(1, *spec.shape, device=self.device)
         with eval_mode(model):
-            output_layers = _output_layers(model, example)
-            self.output_layer = names[output_layers[0]]
+            out_layers = output_layers(model, example)
+            self.output_layer = names[out_layers[0]]
             try:
                 with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
@@ -103,18 +89,18 @@ class PruneSpace:
                 raise UnsupportedModelError(
                     f"torch-pruning could not trace the model: {exc.__class__.__name__}: {exc}"
                 ) from exc
-            raw_groups = list(self.graph.get_all_groups(ignored_layers=output_layers, root_module_types=_LAYER_TYPES))
-            shapes = _output_shapes(model, example)
-        _check_traced(self.graph, shapes, names)
+            raw_groups = list(self.graph.get_all_groups(ignored_layers=out_layers, root_module_types=LAYER_TYPES))
+            shapes = output_shapes(model, example)
+        check_traced(self.graph, shapes, names)
 
         groups: list[ChannelGroup] = []
-        self._roots: list[tuple[nn.Module, object]] = []
+        self.roots: list[tuple[nn.Module, object]] = []  # per group: torch-pruning's root module and handler
         self._params: list[list[nn.Parameter]] = []  # per group: free parameters sliced along with it
         for raw in raw_groups:
             root = raw[0].dep
             size = len(raw[0].idxs)
             full = self.graph.get_pruning_group(root.target.module, root.handler, list(range(size)))
-            members, maps, consumers, unsupported, params = [], [], [], [], []
+            members, maps, consumers, unsupported, params = [], [], {}, [], []
             for dep, idxs in full:
                 module = dep.target.module
                 if isinstance(module, nn.Parameter) and "out_channels" in dep.handler.__name__:
@@ -124,13 +110,13 @@ class PruneSpace:
                     continue  # element-wise ops and reshapes: no parameters, nothing to mask
                 name = names[module]
                 if "out_channels" in dep.handler.__name__:
-                    if not isinstance(module, _MASKABLE_TYPES):
+                    if not isinstance(module, MASKABLE_TYPES):
                         unsupported.append(name)
                     elif name not in members:
                         members.append(name)
                         maps.append(tuple(int(i) for i in idxs))
                 elif name not in consumers:
-                    consumers.append(name)
+                    consumers[name] = tuple(int(i) for i in idxs)  # its input channel of each group channel
             if any(m in exclude for m in members + unsupported) or not (members or unsupported):
                 continue  # excluded: its channels stay whole; the other groups are unaffected
             if unsupported:
@@ -141,14 +127,19 @@ class PruneSpace:
                 )
             modules = [by_name[m] for m in members]
             for name, module in zip(members, modules, strict=True):
-                _check_member(name, module)
+                check_member(name, module)
             for member, cmap in zip(members, maps, strict=True):
                 if len(cmap) != size:  # e.g. one branch of a concat that is then added to another tensor
                     raise UnsupportedModelError(
                         f"module '{member}' carries {len(cmap)} of the {size} channels of group '{members[0]}' "
                         f"(a concat joined by an add?), which is not supported; exclude '{members[0]}'"
                     )
-            blocks = _blocks(members, modules, maps, size)
+            n_blocks = blocks(
+                members[0],
+                size,
+                list(zip(members, modules, maps, strict=True)),
+                [(c, by_name[c], cmap) for c, cmap in consumers.items()],
+            )
             groups.append(
                 ChannelGroup(
                     name=members[0],
@@ -156,15 +147,28 @@ class PruneSpace:
                     members=tuple(members),
                     channel_maps=tuple(maps),
                     consumers=tuple(consumers),
-                    blocks=blocks,
+                    blocks=n_blocks,
                 )
             )
             self._params.append(params)
-            self._roots.append((root.target.module, root.handler))
+            self.roots.append((root.target.module, root.handler))
         if not groups:
             raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
-        self._layers = _layers(model, names, groups, shapes)
-        self.channel_axes = {names[m]: _channel_axis(m, shapes[m][1]) for m in shapes}
+        self._layers = layers(
+            names,
+            shapes,
+            {m: i for i, g in enumerate(groups) for m in g.members},
+            {m: i for i, g in enumerate(groups) for m in g.consumers},
+            [g.size for g in groups],
+            [g.name for g in groups],
+        )
+        # grouped convs: name -> (index of the group it writes, of the group it reads), None where whole
+        self.grouped_convs: dict[str, tuple[int | None, int | None]] = {
+            layer.name: (layer.out_group, layer.in_group)
+            for layer in self._layers
+            if conv_kind(by_name[layer.name]) == "grouped"
+        }
+        self.channel_axes = {names[m]: channel_axis(m, shapes[m][1]) for m in shapes}
         self.groups: tuple[ChannelGroup, ...] = tuple(self._with_marginal_costs(groups))
         self._index = {g.name: i for i, g in enumerate(self.groups)}
         self.full_macs, self.full_params = self.cost({})
@@ -173,11 +177,15 @@ class PruneSpace:
     def __len__(self) -> int:
         return len(self.groups)
 
-    def group(self, name: str) -> ChannelGroup:
+    def index_of(self, name: str) -> int:
+        """Position of group ``name`` in ``groups`` (KeyError naming the group if there is none)."""
         try:
-            return self.groups[self._index[name]]
+            return self._index[name]
         except KeyError:
             raise KeyError(f"no channel group named {name!r}") from None
+
+    def group(self, name: str) -> ChannelGroup:
+        return self.groups[self.index_of(name)]
 
     def group_names(self) -> list[str]:
         return [g.name for g in self.groups]
@@ -197,10 +205,10 @@ class PruneSpace:
                 per_block = torch.bincount(torch.tensor(keep) // (g.size // g.blocks), minlength=g.blocks)
                 if not bool((per_block == per_block[0]).all()):
                     raise ValueError(
-                        f"group {name!r} feeds a GroupNorm of {g.blocks} groups: keep the same number of channels "
-                        f"in each of its groups of {g.size // g.blocks}"
+                        f"group {name!r} is split into {g.blocks} blocks of {g.size // g.blocks} channels (by a "
+                        "GroupNorm's or a grouped conv's groups): keep the same number of channels in each block"
                     )
-            counts[self._index[name]] = len(keep)
+            counts[self.index_of(name)] = len(keep)
         return counts
 
     def cost(self, candidate: Candidate) -> tuple[int, int]:
@@ -208,6 +216,9 @@ class PruneSpace:
         return self.cost_of_counts(self.kept_counts(candidate))
 
     def cost_of_counts(self, counts: Sequence[int]) -> tuple[int, int]:
+        """(MACs, params) for kept channel counts per group. A group split into blocks keeps what
+        ``select.keep_top`` keeps: the count rounded down to a multiple of its blocks (at least one each)."""
+        counts = [c if b == 1 else b * max(1, c // b) for c, b in zip(counts, self._blocks, strict=True)]
         macs = 0
         params = self._fixed_params + sum(c * n for c, n in zip(self._free_per_channel, counts, strict=True))
         for layer in self._layers:
@@ -216,13 +227,14 @@ class PruneSpace:
             if layer.kind == "norm":
                 params += layer.kernel * n_out  # affine parameters per channel (0, 1 or 2)
                 continue
-            fan_in = layer.kernel * (1 if layer.depthwise else n_in * layer.in_mult)
+            fan_in = layer.kernel * (1 if layer.depthwise else n_in * layer.in_mult // layer.groups)
             macs += layer.positions * (fan_in * n_out + (n_out if layer.bias else 0))
             params += fan_in * n_out + (n_out if layer.bias else 0)
         return macs, params
 
     def _with_marginal_costs(self, groups: list[ChannelGroup]) -> list[ChannelGroup]:
         self.groups = tuple(groups)
+        self._blocks = [g.blocks for g in groups]
         own = {layer.name for layer in self._layers}
         free = {id(p) for params in self._params for p in params}
         self._free_per_channel = [
@@ -236,180 +248,11 @@ class PruneSpace:
             if id(p) not in free
         )
         full = [g.size for g in groups]
-        base_macs, base_params = self.cost_of_counts(full)
+        base_macs = self.cost_of_counts(full)[0]
         out = []
         for i, g in enumerate(groups):
             counts = list(full)
-            counts[i] -= 1
-            macs, params = self.cost_of_counts(counts)
-            out.append(
-                dataclasses.replace(g, macs_per_channel=base_macs - macs, params_per_channel=base_params - params)
-            )
+            counts[i] -= g.blocks  # one channel from each block: the smallest step a blocked group can take
+            per_channel = (base_macs - self.cost_of_counts(counts)[0]) // g.blocks
+            out.append(dataclasses.replace(g, macs_per_channel=per_channel))
         return out
-
-    # -- candidates ---------------------------------------------------------------------------------
-    def full_candidate(self) -> dict[str, tuple[int, ...]]:
-        return {g.name: tuple(range(g.size)) for g in self.groups}
-
-    def describe(self) -> str:
-        rows = [
-            f"{len(self.groups)} channel groups, {self.full_macs / 1e6:.2f} M MACs, "
-            f"{self.full_params / 1e3:.1f} k params"
-        ]
-        for g in self.groups:
-            rows.append(
-                f"  {g.name:<32} {g.size:>5} ch  {g.macs_per_channel:>9} MACs/ch  members: {', '.join(g.members)}"
-            )
-        return "\n".join(rows)
-
-
-def _norm_channels(module: nn.Module) -> int:
-    if isinstance(module, nn.LayerNorm):
-        return module.normalized_shape[-1]
-    return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
-
-
-def _channel_axis(module: nn.Module, out_shape: tuple[int, ...]) -> int:
-    """The axis of ``module``'s output that holds its channels: the last for a Linear (it maps the last
-    axis, e.g. (N, L, C) tokens) and for a plain LayerNorm; axis 1 for convs, batch and group norms and a
-    channels-first LayerNorm (a subclass that permutes NCHW, as torchvision's and timm's LayerNorm2d)."""
-    if isinstance(module, nn.Linear) or len(out_shape) == 2:
-        return -1
-    if isinstance(module, nn.LayerNorm):
-        channels = module.normalized_shape[-1]
-        if type(module).forward is nn.LayerNorm.forward or out_shape[1] != channels:
-            return -1
-        return 1 if out_shape[-1] != channels else -1
-    return 1
-
-
-def _check_member(name: str, module: nn.Module) -> None:
-    """Refuse members whose channels cannot be sliced exactly."""
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and 1 < module.groups < module.in_channels:
-        raise UnsupportedModelError(f"module '{name}' is a grouped (non-depthwise) conv, which is not supported")
-    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
-        raise UnsupportedModelError(
-            f"module '{name}' is a LayerNorm over {tuple(module.normalized_shape)}; only a LayerNorm over the "
-            "channels alone is supported"
-        )
-
-
-def _blocks(members: list[str], modules: list[nn.Module], maps: list[tuple[int, ...]], size: int) -> int:
-    """The number of GroupNorm groups the group's channels fall into (1 without a GroupNorm member)."""
-    blocks = 1
-    for name, module, cmap in zip(members, modules, maps, strict=True):
-        if not isinstance(module, nn.GroupNorm) or module.num_groups == 1:
-            continue
-        if list(cmap) != list(range(size)) or (blocks > 1 and module.num_groups != blocks):
-            raise UnsupportedModelError(
-                f"GroupNorm '{name}' does not cover its group's channels one to one; exclude '{members[0]}'"
-            )
-        blocks = module.num_groups
-    return blocks
-
-
-def _check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
-    """Refuse a model whose conv/linear layers run but are missing from the traced graph: their
-    channels would be invisible to the prune space (torch-pruning traces through autograd)."""
-    for module in shapes:
-        if isinstance(module, _LAYER_TYPES) and module not in graph.module2node:
-            raise UnsupportedModelError(
-                f"torch-pruning could not trace the model: layer '{names[module]}' runs but its output does not "
-                "reach the model output through autograd (.detach(), .item(), .tolist(), numpy, torch.no_grad() "
-                "or requires_grad=False parameters cut the trace)"
-            )
-
-
-def _output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Layers whose output is the model's output: their channels are the classes and are never pruned."""
-    produced: dict[int, nn.Module] = {}
-    handles = [
-        m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
-        for m in model.modules()
-        if isinstance(m, _LAYER_TYPES)
-    ]
-    try:
-        with torch.no_grad():
-            out = model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    last = [m for m in model.modules() if isinstance(m, _LAYER_TYPES)]
-    if id(out) in produced:
-        return [produced[id(out)]]
-    return last[-1:]  # a reshape/pool follows the last layer: protect the last layer in call order
-
-
-def _output_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[int, ...]]:
-    shapes: dict[nn.Module, tuple[int, ...]] = {}
-
-    def hook(mod, inputs, out):
-        if mod in shapes:
-            raise UnsupportedModelError(f"layer {type(mod).__name__} is called more than once per forward pass")
-        shapes[mod] = (tuple(inputs[0].shape), tuple(out.shape))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _MASKABLE_TYPES)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
-
-
-def _layers(model: nn.Module, names: dict, groups: list[ChannelGroup], shapes: dict) -> list[_Layer]:
-    out_group = {m: i for i, g in enumerate(groups) for m in g.members}
-    in_group = {m: i for i, g in enumerate(groups) for m in g.consumers}
-    layers = []
-    for module, (_in_shape, out_shape) in shapes.items():
-        name = names[module]
-        if isinstance(module, _NORM_TYPES):
-            channels = _norm_channels(module)
-            affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
-            layers.append(
-                _Layer(name, "norm", None, out_group.get(name), channels, channels, 1, 1, affine, False, False)
-            )
-            continue
-        if isinstance(module, nn.Linear):
-            c_in, c_out, kernel, positions, depthwise = module.in_features, module.out_features, 1, 1, False
-            for d in out_shape[1:-1]:
-                positions *= d
-        else:
-            c_in, c_out = module.in_channels, module.out_channels
-            kernel = 1
-            for k in module.kernel_size:
-                kernel *= k
-            positions = 1
-            for d in out_shape[2:]:
-                positions *= d
-            depthwise = module.groups > 1
-        gi = in_group.get(name)
-        if depthwise:
-            gi = None  # a depthwise conv's input channels are its output channels
-        mult = 1
-        in_full = c_in
-        if gi is not None:
-            size = groups[gi].size
-            if c_in % size:
-                raise UnsupportedModelError(
-                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {size} channels (e.g. attention "
-                    f"heads split from one projection); exclude '{groups[gi].name}'"
-                )
-            mult, in_full = c_in // size, size
-        layers.append(
-            _Layer(
-                name,
-                "linear" if isinstance(module, nn.Linear) else "conv",
-                gi,
-                out_group.get(name),
-                in_full,
-                c_out,
-                mult,
-                positions,
-                kernel,
-                depthwise,
-                module.bias is not None,
-            )
-        )
-    return layers

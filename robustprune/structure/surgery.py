@@ -27,11 +27,41 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
     space.kept_counts(candidate)  # validates
-    for group, (root_module, handler) in zip(space.groups, space._roots, strict=True):
+    grouped = {name: modules[name].weight.detach().clone() for name in space.grouped_convs}
+    for group, (root_module, handler) in zip(space.groups, space.roots, strict=True):
         keep = set(candidate.get(group.name, range(group.size)))
         removed = [i for i in range(group.size) if i not in keep]
         if not removed:
             continue
         root = modules[original_names[root_module]]
         graph.get_pruning_group(root, getattr(graph.get_pruner_of_module(root), handler.__name__), removed).prune()
+    for name, weight in grouped.items():  # torch-pruning slices a grouped conv's inputs as if every block were alike
+        out_group, in_group = space.grouped_convs[name]
+        kept_out = _kept(space, candidate, out_group) if out_group is not None else list(range(weight.shape[0]))
+        kept_in = _kept(space, candidate, in_group) if in_group is not None else None
+        conv = modules[name]
+        new = _grouped_weight(weight, conv.groups, kept_out, kept_in)
+        if new.shape != conv.weight.shape:
+            raise AssertionError(f"grouped conv '{name}': {tuple(new.shape)} != {tuple(conv.weight.shape)}")
+        with torch.no_grad():
+            conv.weight.copy_(new)
     return pruned
+
+
+def _kept(space: PruneSpace, candidate: Candidate, index: int) -> list[int]:
+    """Kept channels (sorted) of group ``index``."""
+    group = space.groups[index]
+    return sorted(int(i) for i in candidate.get(group.name, range(group.size)))
+
+
+def _grouped_weight(weight: torch.Tensor, groups: int, kept_out: list[int], kept_in: list[int] | None) -> torch.Tensor:
+    """A grouped conv's weight (out, in / groups, *k) for the kept output and input channels: output
+    channel o (block b = o // (out / groups)) keeps its columns for the kept inputs of block b."""
+    per_out, per_in = weight.shape[0] // groups, weight.shape[1]
+    rows = weight[kept_out]
+    if kept_in is None:
+        return rows
+    local = torch.tensor(kept_in).view(groups, -1) % per_in  # (groups, kept per block), equal counts per block
+    index = local[torch.tensor(kept_out) // per_out]  # (kept out, kept in per block)
+    index = index.view(*index.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
+    return torch.gather(rows, 1, index.to(rows.device))

@@ -1,0 +1,171 @@
+"""The layers a prune space can slice: which kinds, how their channels split into blocks, their cost terms.
+
+A grouped conv (``1 < groups``, not depthwise) keeps its number of groups when pruned: each of its
+``groups`` input blocks only feeds the output block of the same index, so a candidate must keep the
+same number of channels in every block of both the group it reads and the group it writes
+(``ChannelGroup.blocks``), and the pruned conv's weight is gathered per output block
+(``surgery.export``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+
+from torch import nn
+
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
+LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES
+
+
+class UnsupportedModelError(ValueError):
+    """The model contains something the prune space cannot handle; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """Cost terms of one conv/linear/norm module, as a function of kept channel counts."""
+
+    name: str
+    kind: str  # "conv", "linear", "norm"
+    in_group: int | None
+    out_group: int | None
+    in_full: int  # channels in, at full width (group channels, before multiplicity)
+    out_full: int
+    in_mult: int  # input features per group channel (flatten before a linear)
+    positions: int  # output spatial positions (1 for linear)
+    kernel: int  # kernel elements (1 for linear); for a norm, its affine parameters per channel
+    depthwise: bool
+    bias: bool
+    groups: int = 1  # a grouped conv's groups: each output reads in_channels / groups inputs
+
+
+def conv_kind(module: nn.Module) -> str | None:
+    """ "dense", "depthwise" (groups == in == out channels) or "grouped" for a conv; None otherwise.
+    "unsupported": groups == out_channels != in_channels, which torch-pruning couples as if depthwise."""
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return None
+    if module.groups == 1:
+        return "dense"
+    if module.groups == module.in_channels == module.out_channels:
+        return "depthwise"
+    return "unsupported" if module.groups == module.out_channels else "grouped"
+
+
+def norm_channels(module: nn.Module) -> int:
+    if isinstance(module, nn.LayerNorm):
+        return module.normalized_shape[-1]
+    return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
+
+
+def channel_axis(module: nn.Module, out_shape: tuple[int, ...]) -> int:
+    """The axis of ``module``'s output that holds its channels: the last for a Linear (it maps the last
+    axis, e.g. (N, L, C) tokens) and for a plain LayerNorm; axis 1 for convs, batch and group norms and a
+    channels-first LayerNorm (a subclass that permutes NCHW, as torchvision's and timm's LayerNorm2d)."""
+    if isinstance(module, nn.Linear) or len(out_shape) == 2:
+        return -1
+    if isinstance(module, nn.LayerNorm):
+        channels = module.normalized_shape[-1]
+        if type(module).forward is nn.LayerNorm.forward or out_shape[1] != channels:
+            return -1
+        return 1 if out_shape[-1] != channels else -1
+    return 1
+
+
+def check_member(name: str, module: nn.Module) -> None:
+    """Refuse members whose channels cannot be sliced exactly."""
+    if conv_kind(module) == "unsupported":
+        raise UnsupportedModelError(
+            f"module '{name}' is a conv with groups == out_channels ({module.groups}) but {module.in_channels} "
+            f"inputs, which is not supported; exclude it (exclude=['{name}'])"
+        )
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        raise UnsupportedModelError(
+            f"module '{name}' is a LayerNorm over {tuple(module.normalized_shape)}; only a LayerNorm over the "
+            "channels alone is supported"
+        )
+
+
+def blocks(
+    group: str,
+    size: int,
+    members: Sequence[tuple[str, nn.Module, Sequence[int]]],
+    consumers: Sequence[tuple[str, nn.Module, Sequence[int]]],
+) -> int:
+    """How many equal blocks the group's channels fall into: the least common multiple of its GroupNorms'
+    groups and the groups of the grouped convs that write or read it (1 without either).
+
+    ``members``/``consumers``: (name, module, the module's channel of each group channel)."""
+    out = 1
+    identity = list(range(size))
+    for name, module, cmap in members:
+        if isinstance(module, nn.GroupNorm) and module.num_groups > 1:
+            if list(cmap) != identity:
+                raise UnsupportedModelError(
+                    f"GroupNorm '{name}' does not cover its group's channels one to one; exclude '{group}'"
+                )
+            out = math.lcm(out, module.num_groups)
+        elif conv_kind(module) == "grouped":
+            if list(cmap) != identity or module.out_channels != size:
+                raise UnsupportedModelError(
+                    f"grouped conv '{name}' does not cover its group's channels one to one; exclude '{group}'"
+                )
+            out = math.lcm(out, module.groups)
+    for name, module, cmap in consumers:
+        if conv_kind(module) == "grouped":
+            if list(cmap) != identity or module.in_channels != size:
+                raise UnsupportedModelError(
+                    f"grouped conv '{name}' reads part of group '{group}' or reorders it (a concat or a channel "
+                    f"shuffle before it?), which is not supported; exclude '{group}'"
+                )
+            out = math.lcm(out, module.groups)
+    return out
+
+
+def layers(
+    names: Mapping[nn.Module, str],
+    shapes: Mapping[nn.Module, tuple],
+    out_group: Mapping[str, int],
+    in_group: Mapping[str, int],
+    sizes: Sequence[int],
+    group_names: Sequence[str],
+) -> list[Layer]:
+    """Cost terms of every traced maskable module; ``out_group``/``in_group`` map a module name to the
+    index of the group it writes/reads."""
+    out = []
+    for module, (_in_shape, out_shape) in shapes.items():
+        name = names[module]
+        if isinstance(module, NORM_TYPES):
+            channels = norm_channels(module)
+            affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
+            out.append(Layer(name, "norm", None, out_group.get(name), channels, channels, 1, 1, affine, False, False))
+            continue
+        groups = 1
+        if isinstance(module, nn.Linear):
+            c_in, c_out, kernel, positions, depthwise = module.in_features, module.out_features, 1, 1, False
+            for d in out_shape[1:-1]:
+                positions *= d
+        else:
+            c_in, c_out = module.in_channels, module.out_channels
+            kernel = math.prod(module.kernel_size)
+            positions = math.prod(out_shape[2:])
+            depthwise = conv_kind(module) == "depthwise"
+            groups = 1 if depthwise else module.groups
+        gi = None if depthwise else in_group.get(name)  # a depthwise conv's input channels are its outputs
+        mult, in_full = 1, c_in
+        if gi is not None:
+            if c_in % sizes[gi]:
+                raise UnsupportedModelError(
+                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {sizes[gi]} channels (e.g. "
+                    f"attention heads split from one projection); exclude '{group_names[gi]}'"
+                )
+            mult, in_full = c_in // sizes[gi], sizes[gi]
+        kind = "linear" if isinstance(module, nn.Linear) else "conv"
+        bias = module.bias is not None
+        out.append(
+            Layer(name, kind, gi, out_group.get(name), in_full, c_out, mult, positions, kernel, depthwise, bias, groups)
+        )
+    return out

@@ -1,0 +1,63 @@
+"""What one forward pass tells the prune space: the output layers, each maskable module's shapes,
+and whether torch-pruning's trace saw every layer that runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from robustprune.structure.layers import LAYER_TYPES, MASKABLE_TYPES, UnsupportedModelError
+
+
+def check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
+    """Refuse a model whose conv/linear layers run but are missing from the traced graph: their
+    channels would be invisible to the prune space (torch-pruning traces through autograd)."""
+    for module in shapes:
+        if isinstance(module, LAYER_TYPES) and module not in graph.module2node:
+            raise UnsupportedModelError(
+                f"torch-pruning could not trace the model: layer '{names[module]}' runs but its output does not "
+                "reach the model output through autograd (.detach(), .item(), .tolist(), numpy, torch.no_grad() "
+                "or requires_grad=False parameters cut the trace)"
+            )
+
+
+def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Layers whose output is the model's output: their channels are the classes and are never pruned."""
+    produced: dict[int, nn.Module] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+        for m in model.modules()
+        if isinstance(m, LAYER_TYPES)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    last = [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
+    if id(out) in produced:
+        return [produced[id(out)]]
+    return last[-1:]  # a reshape/pool follows the last layer: protect the last layer in call order
+
+
+def output_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, output shape) of every maskable module, in call order; each may run once."""
+    shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def hook(mod, inputs, out):
+        if mod in shapes:
+            raise UnsupportedModelError(f"layer {type(mod).__name__} is called more than once per forward pass")
+        shapes[mod] = (tuple(inputs[0].shape), tuple(out.shape))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MASKABLE_TYPES)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
