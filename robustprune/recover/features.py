@@ -9,9 +9,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from robustprune.structure.layers import LAYER_TYPES
 from robustprune.structure.space import PruneSpace
-
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 def _has_params(module: nn.Module) -> bool:
@@ -35,7 +34,7 @@ def auto_feature_layers(model: nn.Module) -> list[str]:
     norms = [n for n, m in modules.items() if isinstance(m, _BatchNorm)]
     if norms:
         return norms
-    return [n for n, m in modules.items() if isinstance(m, _LAYERS)][:-1]
+    return [n for n, m in modules.items() if isinstance(m, LAYER_TYPES)][:-1]
 
 
 def resolve_feature_layers(features: str | tuple[str, ...], student: nn.Module, teacher: nn.Module) -> list[str]:
