@@ -202,6 +202,9 @@ def _profile(args, model_name: str, target: float, batch: int, threads: int) -> 
 
 
 def _row(c: dict) -> str:
+    if "error" in c:
+        head = f"| {c['model']} | {c['target']:g} | {c['method']} | | {c['batch']} | {c['threads']} | {c['backend']} |"
+        return f"{head} failed: {c['error']} | | | | |"
     o, p = c["original_ms"], c["pruned_ms"]
     acc = f"{100 * c['val_accuracy']:.2f}" if "val_accuracy" in c else ""
     return (
@@ -264,7 +267,12 @@ def main(argv: list[str] | None = None) -> None:
             if args.report_only:
                 unmeasured.add((m, t, r))
                 continue
-            cell = _measure_cell(args, m, t, r, b, n, backend, Path(tmp))
+            try:
+                cell = _measure_cell(args, m, t, r, b, n, backend, Path(tmp))
+            except Exception as error:  # one backend failing on one model (e.g. an inductor bug) is a result
+                message = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+                cell = {"model": m, "target": t, "round_to": r, "batch": b, "threads": n, "backend": backend}
+                cell |= {"method": args.method, "error": message}
             if cell is None:
                 missing.add((m, t, r))
                 print(f"no pruned {m} at {t:g} (round_to {r}): skipped (--search-missing runs the search)")
