@@ -1,8 +1,10 @@
-"""Wall times on this machine: scoring a candidate, generating synthetic inputs, a whole search per device.
+"""Wall times on this machine: scoring a candidate, generating synthetic inputs, a whole search per device,
+the cost at ImageNet scale.
 
     python -m benchmarks.timing proxy [--model resnet20] [--repeats 5]
     python -m benchmarks.timing synthesis [--model resnet20] [--kind inversion] [--n 512] [--steps 200]
     python -m benchmarks.timing search-device [--model resnet20] [--target 0.5] [--devices cpu cuda]
+    nice -n 10 python -m benchmarks.timing scale [--images 32] [--synthesis-steps 20] [--trials 8]
 
 ``proxy`` appends a row to results/proxy_time.md: median seconds of BN re-estimation, of the
 forward-pass proxies over all probes and of every proxy including attack_robustness (FGSM on 128
@@ -12,11 +14,19 @@ synthetic probes), for one candidate (30% of every group removed) on the search'
 the search is timed) once per device in one process, and writes results/search_device_time.md
 with the wall times, their ratio to the first device, and whether the committed amounts agree
 (across devices float rounding may change a tie between trials).
+``scale`` writes results/scale_time.md: wall time of the prune space, the synthetic probes and one
+search step for torchvision's resnet50 at 3x224x224 (random weights, BN statistics randomized;
+timing only). The probe count is small on purpose (a CPU budget); the proxy-validity correlations
+(results/proxy_validity.md) were measured with 256 synthetic probes and 100 Adam steps, which the
+output extrapolates to linearly (synthesis is linear in images x steps, a trial in images).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+
+import torch
 
 from benchmarks._common import RESULTS, append_row, log, median_time, run_study, subcommand_parser
 from robustprune import SearchConfig, search, zoo
@@ -26,11 +36,12 @@ from robustprune.compensate import bn_reestimate_overrides
 from robustprune.criteria import all_scores
 from robustprune.models import check_device
 from robustprune.probes.cache import cached_generate
-from robustprune.probes.probeset import build_probes
+from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_statistics_loss, generate
 from robustprune.proxies import score
 from robustprune.search.engine import SEARCH_PROBES
 from robustprune.select import select_keep
+from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace
 
 
@@ -107,6 +118,71 @@ def search_device_time(args, command: str) -> None:
     print("\n".join(lines))
 
 
+#: ImageNet's input: 3x224x224, its normalisation, 1000 classes.
+IMAGENET = InputSpec(shape=(3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), num_classes=1000)
+
+
+def resnet50() -> torch.nn.Module:
+    """torchvision's resnet50, random weights (seed 0), BN running statistics randomized: timing only."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def scale_time(args, command: str) -> None:
+    prov = provenance()
+    model = resnet50()
+    t0 = time.time()
+    space = PruneSpace(model, IMAGENET)
+    space_s = time.time() - t0
+
+    synthetic = SyntheticConfig(n=args.images, steps=args.synthesis_steps, batch_size=args.images)
+    t0 = time.time()
+    generate(model, IMAGENET, synthetic)
+    synthesis_s = time.time() - t0
+
+    probes = ProbeConfig(synthetic=synthetic, eps=SEARCH_PROBES.eps, n_undesired=args.images)
+    config = SearchConfig(target_macs=0.9, steps=1, trials=args.trials, probes=probes)
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.time()
+        result = search(model, IMAGENET, config=config, cache_dir=cache, quiet=True)
+        search_s = time.time() - t0
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.probe_seconds.items())
+    default_n, default_steps = SEARCH_PROBES.synthetic.n, SEARCH_PROBES.synthetic.steps
+    scale = default_n * default_steps / (args.images * args.synthesis_steps)
+    lines = [
+        "# Cost at ImageNet scale: resnet50 at 224x224 on CPU",
+        "",
+        f"Produced by `{command.strip()}` at commit `{prov['commit']}` on {prov['machine']}, torch {prov['torch']}, "
+        "seed 0; torchvision resnet50, random weights. The machine was shared with other jobs (load above its "
+        "2 cores), so these are upper bounds. No GPU was lent to this task.",
+        "",
+        "| phase | setting | seconds |",
+        "|---|---|---|",
+        f"| prune space (trace + groups) | {len(space.groups)} groups, {space.full_macs / 1e9:.2f} GMACs | "
+        f"{space_s:.0f} |",
+        f"| synthetic probes (inversion) | {args.images} images x {args.synthesis_steps} Adam steps | "
+        f"{synthesis_s:.0f} |",
+        f"| one search step to 0.9 MACs (probes built inside: {phases}) | {args.trials} trials, "
+        f"{args.images} probes of each kind | {search_s:.0f} |",
+        "",
+        f"The proxy-validity correlations were measured with {default_n} probes and {default_steps} Adam steps "
+        f"(the search's default). Synthesis scales with images x steps, so at that setting it would take about "
+        f"{synthesis_s * scale / 3600:.1f} h here (linear extrapolation, x{scale:.0f}, not measured), and each "
+        f"trial about {default_n / args.images:.0f}x longer.",
+    ]
+    atomic_write_text(args.out or RESULTS / "scale_time.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser, sub = subcommand_parser(__doc__)
     p = sub.add_parser("proxy", help="scoring one candidate with every proxy")
@@ -118,13 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     d = sub.add_parser("search-device", help="the default search once per device")
     d.add_argument("--target", type=float, default=0.5)
     d.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
+    i = sub.add_parser("scale", help="resnet50 at 224x224: prune space, synthesis, one search step")
+    i.add_argument("--images", type=int, default=32)
+    i.add_argument("--synthesis-steps", type=int, default=20)
+    i.add_argument("--trials", type=int, default=8)
     for q in (p, s, d):
         q.add_argument("--model", default="resnet20")
+    for q in (p, s, d, i):
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--out", help="output file; default: under results/")
-    run_study(
-        "timing", parser, {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}, argv
-    )
+    studies = {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}
+    run_study("timing", parser, {**studies, "scale": scale_time}, argv)
 
 
 if __name__ == "__main__":

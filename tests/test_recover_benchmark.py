@@ -1,10 +1,10 @@
-"""benchmarks/recover.py: recipes, cell names and the results table, on synthetic cells (no training)."""
+"""benchmarks/recover/: recipes, cell names and the results table, on synthetic cells (no training)."""
 
 import numpy as np
 import pytest
 
-from benchmarks.recover import GRIDS, RECIPES, budget_tag, recipe_config, recover_cell_id
-from benchmarks.recover_table import recover_markdown
+from benchmarks.recover.cells import GRIDS, RECIPES, budget_tag, recipe_config, recover_cell_id
+from benchmarks.recover.table import recover_markdown
 from robustprune.evaluate.paired import pack
 from robustprune.recover import RecoverConfig
 

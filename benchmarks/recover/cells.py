@@ -3,6 +3,7 @@
     python -m benchmarks.recover --split val        # the decision run: the loss/input ablation (validation)
     python -m benchmarks.recover --split test       # the claim, once, after the decision: the full recipe grid
     python -m benchmarks.recover --split val --summarize-only   # the table from the finished cells
+    python -m benchmarks.recover --sanity [--steps 150 ...]     # a quick before -> after check (no results file)
 
 A cell is (model, target, seed, recipe): the default search's result for (model, target, seed)
 (``rp.search`` with the ablation suite's config: data-free and deterministic) is recovered with
@@ -36,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.recover_table import recover_markdown
+from benchmarks._common import RESULTS, ROOT
+from benchmarks.recover.table import recover_markdown
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
@@ -50,7 +52,6 @@ from robustprune.recover.inputs import synthetic_pool
 from robustprune.search import search
 from robustprune.structure import load_pruned, save_pruned
 
-ROOT = Path(__file__).resolve().parent.parent
 RECIPES: dict[str, dict] = {
     "kd": {"feature_weight": 0.0, "sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
     "kd+feat": {"sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
@@ -72,7 +73,7 @@ GRIDS = {
     "test": {"models": ["resnet20", "cnn", "mobilenetv2", "mlp"], "targets": [0.5, 0.3], "seeds": [0, 1, 2]},
 }
 GRIDS["test"]["recipes"] = ["full"]
-START_DIRS = [ROOT / "results" / "ablation_val" / "models", ROOT / "results" / "ablation" / "models"]
+START_DIRS = [RESULTS / "ablation_val" / "models", RESULTS / "ablation" / "models"]
 PAIRED = {"eps": 0.01, "n_pgd": 1000, "apgd": False, "image_seed": 0}
 
 
@@ -219,7 +220,9 @@ def _overrides(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.recover", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--split", choices=("val", "test"), required=True)
     parser.add_argument("--models", nargs="+", help="default: the split's grid (GRIDS)")
     parser.add_argument("--targets", nargs="+", type=float)
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="results folder (default results/recover[_val]; the .md beside it)")
     args = parser.parse_args(argv)
     name = "recover_val" if args.split == "val" else "recover"
-    args.out = args.out or ROOT / "results" / name
+    args.out = args.out or RESULTS / name
     grid = GRIDS[args.split]
     models, targets = args.models or grid["models"], args.targets or grid["targets"]
     seeds, recipes = args.seeds or grid["seeds"], args.recipes or grid["recipes"]
@@ -267,7 +270,3 @@ def main(argv: list[str] | None = None) -> None:
     )
     atomic_write_text(args.out.parent / f"{args.out.name}.md", text)
     print(text)
-
-
-if __name__ == "__main__":
-    main()

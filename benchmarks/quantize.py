@@ -1,9 +1,10 @@
-"""int8 post-training quantization calibrated on synthetic inputs vs Gaussian noise vs real images.
+"""int8 post-training quantization: which PT2E quantizer works, and what to calibrate it on.
 
-    python -m benchmarks.int8_calibration [--models resnet20 cnn] [--threads 2]
+    python -m benchmarks.quantize calibration [--models resnet20 cnn] [--threads 2]
+    python -m benchmarks.quantize check [--model resnet20]
 
-For each zoo model, the float model is quantized to int8 (PT2E, torchao's X86InductorQuantizer,
-strict export; robustprune.quantize) with its activation ranges observed on:
+``calibration``: for each zoo model, the float model is quantized to int8 (PT2E, torchao's
+X86InductorQuantizer, strict export; robustprune.quantize) with its activation ranges observed on:
 - ``synthetic``: the search's own synthetic probes (256 BN-statistics inversions of the model, the
   disk-cached ``SEARCH_PROBES``; The Knowledge Within's data-free calibration),
 - ``gaussian``: 256 Gaussian-noise inputs matched to the input normalisation,
@@ -12,17 +13,22 @@ Clean top-1 accuracy on the validation split (train[55000:]) is reported for eac
 bootstrap 95% intervals (robustprune.evaluate.stats.compare) of synthetic minus real and synthetic
 minus Gaussian. Accuracy does not depend on the machine's load; latency is in benchmarks/latency.py.
 Writes results/int8_calibration.md.
+
+``check``: which PT2E int8 quantizer configuration works on a residual model (zoo:resnet20)? For
+torchao's X86InductorQuantizer and the XNNPACK quantizer, with strict and non-strict
+``torch.export`` (dynamic batch), this annotates (``prepare_pt2e``), calibrates on 2 random inputs,
+converts, and reports success or the first line of the error, and the int8 program's relative
+output error against the float model. Writes results/quantizer_check.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._common import RESULTS, run_study, subcommand_parser
 from robustprune import zoo
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
@@ -30,9 +36,9 @@ from robustprune.data.fashion_mnist import load_eval_split
 from robustprune.evaluate.metrics import predict_logits
 from robustprune.evaluate.stats import compare
 from robustprune.quantize import quantize_int8
+from robustprune.quantize.ptq import _export, _quantizer
 from robustprune.quantize.run import Int8Model, calibration_inputs
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
 #: (label, calibration source, number of inputs)
 SOURCES = (
     ("synthetic", "synthetic", 256),
@@ -46,15 +52,7 @@ def _correct(model, spec, x, y) -> torch.Tensor:
     return (predict_logits(model, spec, x).argmax(dim=1) == y).float()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet20", "cnn"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic probes and the Gaussian inputs")
-    parser.add_argument("--out", default=str(RESULTS / "int8_calibration.md"))
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    command = "python -m benchmarks.int8_calibration " + " ".join(sys.argv[1:] if argv is None else argv)
+def calibration(args, command: str) -> None:
     x_val, y_val = load_eval_split("val")
     rows, comparisons = [], []
     for name in args.models:
@@ -99,8 +97,65 @@ def main(argv: list[str] | None = None) -> None:
             f"| {name} | {other} | {comp.difference:+.2f} [{comp.low:+.2f}, {comp.high:+.2f}] {comp.verdict} |"
         )
     lines.append("")
-    atomic_write_text(Path(args.out), "\n".join(lines))
-    print(f"wrote {args.out}")
+    out = args.out or RESULTS / "int8_calibration.md"
+    atomic_write_text(Path(out), "\n".join(lines))
+    print(f"wrote {out}")
+
+
+def check_one(model, spec, backend: str, strict: bool) -> str:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    x = spec.normalize(torch.rand(2, *spec.shape, generator=torch.Generator().manual_seed(0)))
+    try:
+        prepared = prepare_pt2e(_export(model, x, strict=strict).module(), _quantizer(backend))
+        prepared(x)
+        converted = convert_pt2e(prepared)
+        with torch.no_grad():
+            want = model(x)
+            error = float((converted(x) - want).norm() / want.norm())
+        return f"works (relative output error {error:.3f})"
+    except Exception as exc:  # the point is to record what each configuration raises
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"fails: {type(exc).__name__}: {first[:160]}"
+
+
+def check(args, command: str) -> None:
+    model, spec = zoo.load(args.model)
+    info = provenance()
+    import torchao
+
+    lines = [
+        f"# PT2E int8 quantizers on zoo:{args.model}",
+        "",
+        f"Produced by `{command.strip()}` at commit `{info['commit']}` on {info['machine']}; "
+        f"torch {info['torch']}, torchao {torchao.__version__}.",
+        "",
+        "| quantizer | export | result |",
+        "|---|---|---|",
+    ]
+    for backend in ("x86", "xnnpack"):
+        for strict in (True, False):
+            result = check_one(model, spec, backend, strict)
+            lines.append(f"| {backend} | {'strict' if strict else 'non-strict'} | {result} |")
+            print(lines[-1], flush=True)
+    lines.append("")
+    out = args.out or RESULTS / "quantizer_check.md"
+    atomic_write_text(Path(out), "\n".join(lines))
+    print(f"wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, sub = subcommand_parser(__doc__)
+    c = sub.add_parser("calibration", help="int8 accuracy per calibration source (validation split)")
+    c.add_argument("--models", nargs="+", default=["resnet20", "cnn"])
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--seed", type=int, default=0, help="seed of the synthetic probes and the Gaussian inputs")
+    k = sub.add_parser("check", help="which PT2E quantizer configuration works on a residual model")
+    k.add_argument("--model", default="resnet20")
+    k.set_defaults(threads=None)  # torch's own thread count, as before
+    for q in (c, k):
+        q.add_argument("--out", help="output file; default: under results/")
+    run_study("quantize", parser, {"calibration": calibration, "check": check}, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ resnet20 pruned by ``l1_uniform`` to half its MACs, BN statistics re-estimated o
 synthetic pool (the fair "before"), then ``recover`` on that pool for a small budget.
 Validation split only: Fashion-MNIST train[55000:]; the test set is never read.
 
-    PYTHONPATH=$PWD python benchmarks/recover_sanity.py --steps 150 --batch-size 64 --pool 256 --synth-steps 100
+    python -m benchmarks.recover --sanity --steps 150 --batch-size 64 --pool 256 --synth-steps 100
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 import torch
 
 import robustprune as rp
-from robustprune.data.fashion_mnist import load_fashion_mnist
+from robustprune.data.fashion_mnist import load_eval_split
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.recover import RecoverConfig, recover
@@ -41,8 +41,12 @@ def bn_reestimated(model: torch.nn.Module, spec: rp.InputSpec, pixels: torch.Ten
     return model.eval()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.recover --sanity",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", default="resnet20")
     parser.add_argument("--target-macs", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=150)
@@ -53,11 +57,10 @@ def main() -> None:
     parser.add_argument("--adv-fraction", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, spec = rp.zoo.load(args.model)
-    images, labels = load_fashion_mnist("train")
-    val_x, val_y = images[55000:], labels[55000:]
+    val_x, val_y = load_eval_split("val")
 
     def val(m: torch.nn.Module) -> float:
         return accuracy(predict_logits(m, spec, val_x), val_y)
@@ -85,7 +88,3 @@ def main() -> None:
     print(json.dumps(row), flush=True)
     if args.out:
         result.save(args.out, model_ref=f"zoo:{args.model}")
-
-
-if __name__ == "__main__":
-    main()

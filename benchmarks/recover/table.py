@@ -1,4 +1,4 @@
-"""results/recover[_val].md from benchmarks/recover.py's cells: before -> after per recipe, paired intervals."""
+"""results/recover[_val].md from the recovery cells (cells.py): before -> after per recipe, paired intervals."""
 
 from __future__ import annotations
 
