@@ -170,7 +170,8 @@ def _check_studies(storage, folder: Path) -> None:
         copies = [t for t in chosen if t.system_attrs.get("failed_trial") is not None]
         assert all(params.count(tuple(sorted(t.params.items()))) == 1 for t in copies), "a trial counted twice"
     assert retried >= 2, "the killed worker's and coordinator's trials were failed and queued again"
-    assert any("was left running by a process that stopped" in _tail(folder, r) for r in ("coordinator-2", "worker1"))
+    live = ("coordinator-2", "worker1", "worker2")  # whichever live process polls first reports the stale trials
+    assert any("was left running by a process that stopped" in _tail(folder, r) for r in live)
 
 
 @pytest.fixture
