@@ -22,7 +22,7 @@ from pathlib import Path
 from benchmarks._common import RESULTS, produced_by, start
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
-from robustprune.evaluate.lut import check_latency_model
+from robustprune.evaluate.latency_check import check_latency_model
 from robustprune.search.engine import SearchConfig, search
 
 

@@ -213,7 +213,7 @@ def _recover_search(args: argparse.Namespace, result, model, spec, config):
 
 def _latency_check(model, result, config, args: argparse.Namespace) -> dict:
     """The latency table's prediction for the pruned model against timing it, interleaved with the original."""
-    from robustprune.evaluate.lut import check_latency_model
+    from robustprune.evaluate.latency_check import check_latency_model
 
     check = check_latency_model(model, result.space, result.candidate, result.model, config)
     if not args.quiet:

@@ -31,7 +31,7 @@ from robustprune._progress import progress_bar
 from robustprune.evaluate.speed import compile_for, interleaved_latency, torch_threads
 from robustprune.structure.space import PruneSpace
 
-__all__ = ["LUT_VERSION", "LatencyModel", "LayerTable", "build_latency_model", "check_latency_model", "latency_grid"]
+__all__ = ["LUT_VERSION", "LatencyModel", "LayerTable", "build_latency_model", "latency_grid"]
 
 LUT_VERSION = 3
 #: Grid of kept fractions per pruned dimension (the widths are rounded, at least one channel).
@@ -383,37 +383,3 @@ def _first(size: int, count: int, blocks: int) -> tuple[int, ...]:
     """The first ``count`` channels, or for a group split into blocks the first ``count // blocks`` of each."""
     per, width = max(1, count // blocks), size // blocks
     return tuple(b * width + j for b in range(blocks) for j in range(per))
-
-
-def check_latency_model(
-    original: nn.Module,
-    space: PruneSpace,
-    candidate,
-    pruned: nn.Module,
-    config,
-    cache_dir: str | Path | None = None,
-    runs: int = 50,
-) -> dict:
-    """The table's predicted latency fraction for ``candidate`` against the pruned model timed directly,
-    interleaved with the original (``config``: the search's ``latency_batch`` and ``latency_threads``)."""
-    batch, threads = config.latency_batch, config.latency_threads
-    table = build_latency_model(space, batch, threads, cache_dir=cache_dir)
-    counts = space.kept_counts(candidate)
-    with torch_threads(threads):
-        stats = interleaved_latency(
-            {"original": compile_for(original, space.spec, batch), "pruned": compile_for(pruned, space.spec, batch)},
-            runs=runs,
-        )
-    measured = stats["pruned"].median_ms / stats["original"].median_ms
-    predicted = table.fraction(counts)
-    return {
-        "batch_size": batch,
-        "threads": table.meta.get("threads"),
-        "runs": runs,
-        "original_ms": stats["original"].to_dict(),
-        "pruned_ms": stats["pruned"].to_dict(),
-        "predicted_fraction": predicted,
-        "measured_fraction": measured,
-        "relative_error": predicted / measured - 1.0,
-        "target": getattr(config, "target_latency", None),
-    }
