@@ -50,7 +50,7 @@ from robustprune.probes.cache import cached_generate
 from robustprune.recover import RecoverConfig, recover
 from robustprune.recover.inputs import synthetic_pool
 from robustprune.search import search
-from robustprune.structure import load_pruned, save_pruned
+from robustprune.structure import candidate_of, load_pruned, save_pruned
 
 RECIPES: dict[str, dict] = {
     "kd": {"feature_weight": 0.0, "sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
@@ -187,7 +187,7 @@ def run_cell(model_name: str, target: float, seed: int, recipe: str, overrides: 
         pool = load_fashion_mnist("train")[0][:REAL_IMAGES]
     elif config.inputs == "pool":
         pool, pool_seconds = shared_pool(original, spec, config, args.out / "pools" / f"{model_name}__s{seed}", log)
-    candidate = {name: tuple(group["keep"]) for name, group in data["groups"].items()}
+    candidate = candidate_of(data)
     log(f"{path.stem}: recovering")
     cpu = time.process_time()  # CPU seconds of this process: less sensitive to a contended machine than wall time
     checkpoints = args.out / "checkpoints" / path.stem

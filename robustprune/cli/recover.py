@@ -71,6 +71,7 @@ def add_parser(add) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustprune.models import is_library_ref, load_model
     from robustprune.recover import recover
+    from robustprune.structure.persist import candidate_of
 
     config = config_from_args(args)
     c.check_device(args.device)
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_library_ref(reference) and not (args.allow_code or args.original):
         raise c.UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
     original, _ = load_model(reference, weights=args.weights, spec=spec, allow_pickle=args.allow_pickle)
-    candidate = {name: tuple(group["keep"]) for name, group in data["groups"].items()}
+    candidate = candidate_of(data)
     result = recover(
         pruned,
         original,

@@ -11,7 +11,7 @@ from torch import nn
 
 from robustprune._io import atomic_write_json
 from robustprune.pruned import Cost, PruningResult
-from robustprune.structure import PruneSpace, load_pruned, save_pruned
+from robustprune.structure import PruneSpace, candidate_of, load_pruned, save_pruned
 
 
 @dataclasses.dataclass
@@ -115,7 +115,7 @@ class SearchResult(PruningResult):
         model, _spec, spec_data = load_pruned(directory, build=build, trust_code=trust_code)
         history = json.loads((directory / "history.json").read_text())
         front = json.loads((directory / "front.json").read_text())
-        candidate = {name: tuple(g["keep"]) for name, g in spec_data["groups"].items()}
+        candidate = candidate_of(spec_data)
         steps = [StepRecord(**s) for s in history["steps"]]
         return cls(
             model=model,

@@ -29,6 +29,11 @@ class UntrustedCodeError(RunFolderError):
     """A run folder names code to import (``package.module:factory``) and the caller did not opt in."""
 
 
+def candidate_of(spec_data: dict) -> Candidate:
+    """The kept channels per group that a saved ``spec.json`` records."""
+    return {name: tuple(group["keep"]) for name, group in spec_data["groups"].items()}
+
+
 def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
     """The JSON-serialisable description of ``candidate`` on ``space``."""
     space.kept_counts(candidate)
