@@ -1,14 +1,15 @@
 """Does ``--target-latency F`` land within 10% of F? Writes results/latency_target.md.
 
     python -m benchmarks.latency_target [--models resnet20 cnn mobilenetv2] [--target 0.5]
-                                        [--batches 1 256] [--threads 2] [--seed 0]
+                                        [--batches 1 256] [--threads 2] [--seed 0] [--round-to 8]
 
 Per model and batch size: the default search with ``target_latency=F`` (the per-layer latency table of
 robustprune.evaluate.lut, measured here once per model, batch and thread count), then the found model
 timed directly against the original, interleaved (``check_latency_model``, 50 rounds). Reported: the
 table's predicted fraction, the measured fraction, the table's error (predicted / measured - 1) and how
-far the measured fraction lands from the target (measured / F - 1), plus kept MACs. Timings need a
-quiet machine; the report states the load average at the start.
+far the measured fraction lands from the target (measured / F - 1), plus kept MACs. ``--round-to N``
+runs the search with widths in multiples of N (its cells are kept apart). Timings need a quiet machine;
+each row states the load average after its cell.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from robustprune.evaluate.latency_check import check_latency_model
 from robustprune.search.engine import SearchConfig, search
 
 
-def _cell(model_name: str, target: float, batch: int, threads: int, seed: int) -> dict:
+def _cell(model_name: str, target: float, batch: int, threads: int, seed: int, round_to: int) -> dict:
     model, spec = zoo.load(model_name)
-    config = SearchConfig(target_latency=target, latency_batch=batch, latency_threads=threads, seed=seed)
+    config = SearchConfig(
+        target_latency=target, latency_batch=batch, latency_threads=threads, seed=seed, round_to=round_to
+    )
     began = time.time()
     result = search(model, spec, config, quiet=True)
     seconds = time.time() - began
@@ -39,6 +42,7 @@ def _cell(model_name: str, target: float, batch: int, threads: int, seed: int) -
         "batch": batch,
         "threads": threads,
         "seed": seed,
+        "round_to": round_to,
         "search_seconds": seconds,
         "kept_macs": result.kept_fraction["macs"],
         "check": check,
@@ -50,10 +54,12 @@ def _row(cell: dict) -> str:
     measured, predicted = check["measured_fraction"], check["predicted_fraction"]
     landed = measured / cell["target"] - 1.0
     return (
-        f"| {cell['model']} | {cell['batch']} | {cell['threads']} | {100 * cell['target']:.0f}% | "
+        f"| {cell['model']} | {cell.get('round_to', 1)} | {cell['batch']} | {cell['threads']} | "
+        f"{100 * cell['target']:.0f}% | "
         f"{100 * predicted:.1f}% | {100 * measured:.1f}% | {100 * check['relative_error']:+.1f}% | "
         f"{100 * landed:+.1f}% | {'yes' if abs(landed) <= 0.10 else 'no'} | {100 * cell['kept_macs']:.1f}% | "
-        f"{check['original_ms']['median_ms']:.2f} | {check['pruned_ms']['median_ms']:.2f} |"
+        f"{check['original_ms']['median_ms']:.2f} | {check['pruned_ms']['median_ms']:.2f} | "
+        f"{cell.get('load_average', float('nan')):.2f} |"
     )
 
 
@@ -64,24 +70,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 256])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-to", type=int, default=1, help="search widths in multiples of N")
     parser.add_argument("--out", default=str(RESULTS / "latency_target.md"))
     args = parser.parse_args(argv)
     command = start("latency_target", argv, threads=args.threads)
     load = os.getloadavg()[0]
     cells_dir = Path(args.out).parent / "latency_target"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    cells = []
     for name in args.models:
         for batch in args.batches:
-            path = cells_dir / f"{name}__{args.target:g}__b{batch}__t{args.threads}__s{args.seed}.json"
+            rounded = f"__r{args.round_to}" if args.round_to > 1 else ""
+            path = cells_dir / f"{name}__{args.target:g}__b{batch}__t{args.threads}__s{args.seed}{rounded}.json"
             if path.is_file():  # resumable: a finished cell is kept
-                cells.append(json.loads(path.read_text()))
                 continue
-            cell = _cell(name, args.target, batch, args.threads, args.seed)
+            cell = _cell(name, args.target, batch, args.threads, args.seed, args.round_to)
             cell["load_average"] = os.getloadavg()[0]
+            cell["produced_by"] = produced_by(command, seed=args.seed)  # this cell's command, commit and machine
             atomic_write_json(path, cell)
-            cells.append(cell)
             print(_row(cell), flush=True)
+    cells = [json.loads(p.read_text()) for p in sorted(cells_dir.glob("*.json"))]  # every run's cells
     lines = [
         "# Latency as a target: where `--target-latency` lands",
         "",
@@ -90,10 +97,14 @@ def main(argv: list[str] | None = None) -> None:
         "(interleaved, 50 rounds, medians). Table error = predicted / measured - 1; landed = measured / target - 1 "
         "(the issue's goal: within 10%).",
         "",
-        "| model | batch | threads | target | predicted | measured | table error | landed | within 10% | "
-        "kept MACs | original ms | pruned ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | round_to | batch | threads | target | predicted | measured | table error | landed | within 10% | "
+        "kept MACs | original ms | pruned ms | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(c) for c in cells],
+        "",
+        "Cells from earlier runs keep their own provenance:",
+        "",
+        *sorted({f"- {c['produced_by']}" for c in cells if "produced_by" in c}),
         "",
     ]
     atomic_write_text(Path(args.out), "\n".join(lines))
