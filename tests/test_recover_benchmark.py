@@ -1,5 +1,7 @@
 """benchmarks/recover/: recipes, cell names and the results table, on synthetic cells (no training)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -16,12 +18,13 @@ def test_recipes_add_one_thing_each():
     assert feat.feature_weight > 0 and feat.sp_weight == 0
     assert sp.sp_weight > 0 and sp.expand == 1
     assert op.expand > 1 and op.adv_fraction == 0
-    assert full == RecoverConfig()  # the full recipe is the library default
-    assert recipe_config("full", 2, {"steps": 7}) == RecoverConfig(steps=7, seed=2)
+    assert full.adv_fraction > 0 and full.expand == op.expand and full.sp_weight == op.sp_weight
+    assert recipe_config("default", 2, {"steps": 7}) == RecoverConfig(steps=7, seed=2)  # the library default
+    assert recipe_config("full", 2, {"steps": 7}) == dataclasses.replace(full, steps=7, seed=2)
     assert recipe_config("full_fresh", 0, {}).inputs == "fresh"
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_config("magic", 0, {})
-    assert set(GRIDS["val"]["recipes"]) <= set(RECIPES) and GRIDS["test"]["recipes"] == ["full"]
+    assert set(GRIDS["val"]["recipes"]) <= set(RECIPES) and GRIDS["test"]["recipes"] == ["default", "default_real550"]
 
 
 def test_cell_names_keep_budgets_and_start_points_apart():

@@ -16,10 +16,12 @@ them. The start point's own evaluation ("before") and the original's are cells t
 
 Recipes (each adds one thing to the previous; all on synthetic inputs unless named ``real``):
 ``kd`` logit KD only, ``kd+feat`` + DFBF intermediate supervision, ``kd+feat+sp`` + SP-KD,
-``kd+feat+sp+op`` + linear over-parameterization, ``full`` + adversarial inputs (the library
-default), ``full_real550`` the full recipe on the first 550 real training images (1%: the upper
-bound; train[:550] does not overlap the validation split train[55000:]), ``full_fresh`` the full recipe on
-a freshly inverted batch every step instead of the augmented pool (not in the default grid: its cost).
+``kd+feat+sp+op`` + linear over-parameterization, ``full`` + adversarial inputs, ``full_real550`` the
+full recipe on the first 550 real training images (1%: the upper bound; train[:550] does not overlap the
+validation split train[55000:]), ``full_fresh`` the full recipe on a freshly inverted batch every step
+instead of the augmented pool (not in the default grid: its cost). ``default`` is the library's
+RecoverConfig() (the recipe chosen on validation, docs/defaults.md), ``default_real550`` the same on
+the 550 real images; the test grid runs these two.
 
 Evaluation: ``evaluate`` on the split (evaluation seed 0 for every cell, eps 0.01, no latency) for
 clean, PGD, corruption and OOD AUROC; per-image clean and PGD-10 correctness on fixed images for
@@ -52,14 +54,19 @@ from robustprune.recover.inputs import synthetic_pool
 from robustprune.search import search
 from robustprune.structure import candidate_of, load_pruned, save_pruned
 
+_FULL = {"feature_weight": 1.0, "sp_weight": 1000.0, "expand": 4, "adv_fraction": 0.25}  # every component on
+# Each recipe names every switch, so its meaning does not move with the library defaults; ``default`` is
+# RecoverConfig() as shipped (what ``rp.recover`` and ``robustprune recover`` run).
 RECIPES: dict[str, dict] = {
-    "kd": {"feature_weight": 0.0, "sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
-    "kd+feat": {"sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
-    "kd+feat+sp": {"expand": 1, "adv_fraction": 0.0},
-    "kd+feat+sp+op": {"adv_fraction": 0.0},
-    "full": {},
-    "full_real550": {},
-    "full_fresh": {"inputs": "fresh"},
+    "kd": {**_FULL, "feature_weight": 0.0, "sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
+    "kd+feat": {**_FULL, "sp_weight": 0.0, "expand": 1, "adv_fraction": 0.0},
+    "kd+feat+sp": {**_FULL, "expand": 1, "adv_fraction": 0.0},
+    "kd+feat+sp+op": {**_FULL, "adv_fraction": 0.0},
+    "full": _FULL,
+    "full_real550": _FULL,
+    "full_fresh": {**_FULL, "inputs": "fresh"},
+    "default": {},
+    "default_real550": {},
 }
 REAL_IMAGES = 550  # train[:550], 1% of the training split
 # the decision run (validation) and the claim (test, after the decision)
@@ -68,11 +75,11 @@ GRIDS = {
         "models": ["resnet20", "mobilenetv2"],
         "targets": [0.5],
         "seeds": [0],
-        "recipes": [r for r in RECIPES if r != "full_fresh"],
+        "recipes": [r for r in RECIPES if r != "full_fresh" and not r.startswith("default")],
     },
     "test": {"models": ["resnet20", "cnn", "mobilenetv2", "mlp"], "targets": [0.5, 0.3], "seeds": [0, 1, 2]},
 }
-GRIDS["test"]["recipes"] = ["full"]
+GRIDS["test"]["recipes"] = ["default", "default_real550"]
 START_DIRS = [RESULTS / "ablation_val" / "models", RESULTS / "ablation" / "models"]
 PAIRED = {"eps": 0.01, "n_pgd": 1000, "apgd": False, "image_seed": 0}
 
