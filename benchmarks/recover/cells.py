@@ -184,6 +184,8 @@ def run_cell(model_name: str, target: float, seed: int, recipe: str, overrides: 
     if not path.is_file():
         log(f"{path.stem}: evaluating")
         _write_cell(path, {**ident, "stage": "before", **measure(pruned, spec, args.split)})
+    if args.starts_only:
+        return
     tag = budget_tag(overrides)
     path = cells / f"{recover_cell_id(model_name, target, seed, recipe, tag, args.start)}.json"
     if path.is_file():
@@ -243,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--start-dirs", nargs="*", type=Path, default=START_DIRS, help="bench models/ folders")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--starts-only", action="store_true", help="only the start points and their before / original cells"
+    )
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--out", type=Path, help="results folder (default results/recover[_val]; the .md beside it)")
     args = parser.parse_args(argv)
