@@ -5,6 +5,7 @@ the cost at ImageNet scale.
     python -m benchmarks.timing synthesis [--model resnet20] [--kind inversion] [--n 512] [--steps 200]
     python -m benchmarks.timing search-device [--model resnet20] [--target 0.5] [--devices cpu cuda]
     nice -n 10 python -m benchmarks.timing scale [--images 32] [--synthesis-steps 20] [--trials 8]
+    python -m benchmarks.timing recover [--model resnet20] [--target 0.5] [--threads 2]
 
 ``proxy`` appends a row to results/proxy_time.md: median seconds of BN re-estimation, of the
 forward-pass proxies over all probes and of every proxy including attack_robustness (FGSM on 128
@@ -14,6 +15,9 @@ synthetic probes), for one candidate (30% of every group removed) on the search'
 the search is timed) once per device in one process, and writes results/search_device_time.md
 with the wall times, their ratio to the first device, and whether the committed amounts agree
 (across devices float rounding may change a tie between trials).
+``recover`` appends a row to results/recover_time.md: wall and CPU seconds of ``rp.recover`` with the
+shipped RecoverConfig() on the default search's result (seed 0; the search itself is not timed), the
+synthetic pool's inversion included and uncached, as a user's ``robustprune recover`` pays them.
 ``scale`` writes results/scale_time.md: wall time of the prune space, the synthetic probes and one
 search step for torchvision's resnet50 at 3x224x224 (random weights, BN statistics randomized;
 timing only). The probe count is small on purpose (a CPU budget); the proxy-validity correlations
@@ -23,6 +27,7 @@ output extrapolates to linearly (synthesis is linear in images x steps, a trial 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -39,6 +44,7 @@ from robustprune.probes.cache import cached_generate
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_statistics_loss, generate
 from robustprune.proxies import score
+from robustprune.recover import RecoverConfig, recover
 from robustprune.search.engine import SEARCH_PROBES
 from robustprune.select import select_keep
 from robustprune.spec import InputSpec
@@ -116,6 +122,28 @@ def search_device_time(args, command: str) -> None:
         )
     atomic_write_text(args.out or RESULTS / "search_device_time.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def recover_time(args, command: str) -> None:
+    model, spec = zoo.load(args.model)
+    result = search(model, spec, config=SearchConfig(target_macs=args.target), quiet=True)
+    config = RecoverConfig()
+    load = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    recovered = recover(result.model, model, spec, config, candidate=result.candidate, quiet=True)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    prov = provenance()
+    append_row(
+        args.out or RESULTS / "recover_time.md",
+        "# Recovery time with the shipped defaults\n\nEach row: one run of the command shown; the synthetic "
+        "pool's inversion is included (uncached). Load: the 1-minute load average at the start.\n\n"
+        "| model | target | steps x batch | pool | wall s | of it pool s | CPU s | threads | load | command | "
+        "commit | machine |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        f"| {args.model} | {args.target:g} | {config.steps} x {config.batch_size} | {config.pool_size} | {wall:.0f} | "
+        f"{recovered.pool_seconds:.0f} | {cpu:.0f} | {prov['threads']} | {load:.2f} | `{command}` | "
+        f"`{prov['commit']}` | {prov['machine']} |\n",
+    )
+    print(f"recover {wall:.0f}s wall ({recovered.pool_seconds:.0f}s pool), {cpu:.0f} CPU s")
 
 
 #: ImageNet's input: 3x224x224, its normalisation, 1000 classes.
@@ -198,13 +226,15 @@ def main(argv: list[str] | None = None) -> None:
     i.add_argument("--images", type=int, default=32)
     i.add_argument("--synthesis-steps", type=int, default=20)
     i.add_argument("--trials", type=int, default=8)
-    for q in (p, s, d):
+    r = sub.add_parser("recover", help="rp.recover with the shipped defaults on the default search's result")
+    r.add_argument("--target", type=float, default=0.5)
+    for q in (p, s, d, r):
         q.add_argument("--model", default="resnet20")
-    for q in (p, s, d, i):
+    for q in (p, s, d, i, r):
         q.add_argument("--threads", type=int, default=2)
         q.add_argument("--out", help="output file; default: under results/")
     studies = {"proxy": proxy_time, "synthesis": synthesis_time, "search-device": search_device_time}
-    run_study("timing", parser, {**studies, "scale": scale_time}, argv)
+    run_study("timing", parser, {**studies, "scale": scale_time, "recover": recover_time}, argv)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ def test_recover_writes_a_loadable_run_with_new_weights(tmp_path):
     assert report["provenance"]["method"] == "recover" and report["params"] == data["params"]
     summary = json.loads((out / "recover.json").read_text())
     assert len(summary["losses"]) == 2
-    # a rerun into the same recover folder is fine
-    assert main(["recover", str(source), "--out", str(out), "--expand", "1", *TINY]) == 0
+    assert summary["config"]["adv_fraction"] == 0.0  # the default: no adversarial inputs
+    # a rerun into the same recover folder is fine; --adv-fraction turns adversarial inputs on
+    assert main(["recover", str(source), "--out", str(out), "--adv-fraction", "0.5", *TINY]) == 0
+    assert json.loads((out / "recover.json").read_text())["config"]["adv_fraction"] == 0.5
 
 
 def test_recover_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -39,6 +41,9 @@ def test_recover_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "is not a run folder" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["recover", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--steps", "0"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["recover", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--adv-fraction", "1.5"])
     assert exc.value.code == 2
 
 

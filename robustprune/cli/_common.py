@@ -42,6 +42,13 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    value = _number(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {value}")
+    return value
+
+
 def eps(text: str) -> float:
     value = _number(text)
     if not 0.0 <= value <= 1.0:

@@ -33,7 +33,12 @@ CONFIG = (
         type=c.positive_int,
         help="Adam steps inverting each pool image (default %(default)s)",
     ),
-    Flag("expand", type=c.positive_int, help="over-parameterization (default %(default)s)"),
+    Flag("expand", type=c.positive_int, help="linear over-parameterization factor, 1 = off (default %(default)s)"),
+    Flag(
+        "adv_fraction",
+        type=c.share,
+        help="share of each batch replaced by PGD inputs against the original (default %(default)s)",
+    ),
 )
 
 

@@ -54,9 +54,9 @@ class RecoverConfig:
     ``"frozen"``: BN in eval mode, running statistics kept, only its affine weights train.
     ``checkpoint_every``: steps between checkpoints when a checkpoint folder is given.
 
-    The default budget (a 512-image pool, 1000 steps of 128) is sized for about a quarter of an
-    hour of a 2-core CPU on resnet20; the loss weights follow the papers' scales and are not yet
-    tuned on validation data.
+    The defaults are the recipe chosen on the validation split (docs/defaults.md): KD + DFBF
+    features + SP-KD on the augmented pool, with over-parameterization (``expand``) and
+    adversarial inputs (``adv_fraction``) off; the loss weights follow the papers' scales.
     """
 
     steps: int = 1000
@@ -70,7 +70,7 @@ class RecoverConfig:
     shift: int = 2
     flip: bool = True
     noise: float = 0.02
-    adv_fraction: float = 0.25
+    adv_fraction: float = 0.0
     adv_eps: float = 0.1
     adv_steps: int = 5
     kd_weight: float = 1.0
@@ -78,7 +78,7 @@ class RecoverConfig:
     feature_weight: float = 1.0
     sp_weight: float = 1000.0
     features: str | tuple[str, ...] = "auto"
-    expand: int = 4
+    expand: int = 1
     bn: BNMode = "train"
     checkpoint_every: int = 200
     seed: int = 0
