@@ -120,6 +120,12 @@ def _comparisons(model: str, by_label: dict[str, list[dict]], originals: dict, n
             prev_rows = sorted((r for r in by_label.get(previous, []) if r["seed"] in seeds), key=lambda r: r["seed"])
             if len(prev_rows) == len(rows):
                 lines.append(_compare_line(f"{label} vs {previous}", rows, prev_rows, n_resamples))
+        if not budget:  # the default budget against every smaller one of the same recipe
+            for other, other_rows in sorted(by_label.items()):
+                if other.startswith(name + " ("):
+                    other_rows = sorted((r for r in other_rows if r["seed"] in seeds), key=lambda r: r["seed"])
+                    if len(other_rows) == len(rows):
+                        lines.append(_compare_line(f"{label} vs {other}", rows, other_rows, n_resamples))
         if model in originals:
             lines.append(_compare_line(f"{label} vs original", rows, [originals[model]] * len(rows), n_resamples))
     return lines
