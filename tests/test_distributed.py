@@ -56,12 +56,17 @@ from pathlib import Path
 from robustprune.search import steps, storage as storage_mod
 storage_mod.HEARTBEAT_INTERVAL, storage_mod.GRACE_PERIOD, steps.POLL_SECONDS = 1, 5, 0.2
 role, url, cache, folder, die_at = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4]), int(sys.argv[5])
+wait_for = sys.argv[6]
 seen = [0]
 
 def log(message):
     print(message, flush=True)
     if message.startswith("  trial"):  # inside a trial, before it returns: the trial is RUNNING
         seen[0] += 1
+        if seen[0] == 1 and wait_for:  # hold this trial until the other process is inside one of its own
+            deadline = time.time() + 300
+            while not (folder / f"{wait_for}.in-trial").exists() and time.time() < deadline:
+                time.sleep(0.1)
         if seen[0] == die_at:
             (folder / f"{role}.in-trial").write_text(str(os.getpid()))
             time.sleep(3600)  # killed here by the test
@@ -88,14 +93,14 @@ report = run_worker(url, cache_dir=cache, log=log, wait=600)
 """
 
 
-def _start(folder: Path, role: str, url: str, cache: Path, die_at: int = 0) -> subprocess.Popen:
+def _start(folder: Path, role: str, url: str, cache: Path, die_at: int = 0, wait_for: str = "") -> subprocess.Popen:
     body = COORDINATOR.format(steps=STEPS, trials=TRIALS) if role.startswith("coordinator") else WORKER
     script = folder / f"{role}.py"
     script.write_text(textwrap.dedent(PRELUDE) + textwrap.dedent(body))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     log = open(folder / f"{role}.log", "w")  # noqa: SIM115 (closed when the test ends)
     return subprocess.Popen(
-        [sys.executable, str(script), role, url, str(cache), str(folder), str(die_at)],
+        [sys.executable, str(script), role, url, str(cache), str(folder), str(die_at), wait_for],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -109,22 +114,30 @@ def _tail(folder: Path, role: str) -> str:
 
 def _run_search(url: str, folder: Path, procs: dict[str, subprocess.Popen]) -> None:
     """Coordinator + 3 workers; kill -9 one worker inside its first trial and the coordinator inside its
-    second, restart the coordinator; returns once the search ended."""
+    second, restart the coordinator; returns once the search ended.
+
+    Ordered so that no race can skip a kill: the coordinator holds its first trial until worker3 is
+    inside one (a worker that started late could otherwise find every trial taken and end cleanly),
+    and workers 1 and 2 join once worker3 is inside its trial."""
     cache = folder / "cache"
-    procs["coordinator"] = _start(folder, "coordinator", url, cache, die_at=2)
-    procs |= {f"worker{i}": _start(folder, f"worker{i}", url, cache, die_at=1 if i == 3 else 0) for i in (1, 2, 3)}
+    procs["coordinator"] = _start(folder, "coordinator", url, cache, die_at=2, wait_for="worker3")
+    procs["worker3"] = _start(folder, "worker3", url, cache, die_at=1)
     logs = lambda: "\n".join(_tail(folder, r) for r in procs)  # noqa: E731
     killed: set[str] = set()
     deadline = time.time() + 900
     while killed != {"coordinator", "worker3"}:
         assert time.time() < deadline, "the processes never reached the trials to kill\n" + logs()
         for role in ("coordinator", "worker3"):
+            if role not in killed and procs[role].poll() is not None:
+                pytest.fail(f"{role} ended before it reached the trial to kill\n" + logs())
             if role not in killed and (folder / f"{role}.in-trial").exists():
                 os.kill(procs[role].pid, signal.SIGKILL)
                 procs[role].wait()
                 killed.add(role)
                 if role == "coordinator":  # rerun: it takes the search over and resumes it
                     procs["coordinator-2"] = _start(folder, "coordinator-2", url, cache)
+        if (folder / "worker3.in-trial").exists() and "worker1" not in procs:
+            procs |= {f"worker{i}": _start(folder, f"worker{i}", url, cache) for i in (1, 2)}
         for role, proc in procs.items():
             assert role in killed or proc.poll() in (None, 0), f"{role} failed\n" + logs()
         time.sleep(0.2)
