@@ -42,18 +42,19 @@ def fraction(text: str) -> float:
     return value
 
 
-def share(text: str) -> float:
+def _unit_interval(text: str, what: str) -> float:
     value = _number(text)
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {value}")
+        raise argparse.ArgumentTypeError(f"{what}, got {value}")
     return value
+
+
+def share(text: str) -> float:
+    return _unit_interval(text, "must be a share in [0, 1]")
 
 
 def eps(text: str) -> float:
-    value = _number(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"an L-inf radius in [0, 1] pixel space, got {value}")
-    return value
+    return _unit_interval(text, "an L-inf radius in [0, 1] pixel space")
 
 
 def positive_int(text: str) -> int:
