@@ -170,6 +170,8 @@ def test_resume_continues_without_repeating_trials(cache_dir, tmp_path):
     step2 = optuna.load_study(study_name=step_study(storage, 2), storage=storage)
     complete = [t for t in step2.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4 and complete[0].params == done_before[0]
+    # the resumed sampler continues instead of replaying its stream: no completed trial's amounts come again
+    assert len({tuple(sorted(t.params.items())) for t in step2.trials}) == len(step2.trials)
     assert dataclasses.asdict(result.history[0]) is not None
 
 

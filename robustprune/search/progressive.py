@@ -29,7 +29,7 @@ from robustprune.search.engine import RESCORED_CRITERIA, SearchConfig
 from robustprune.search.job import finish_job, probes_digest, publish_job
 from robustprune.search.objective import Evaluator, meets_floors
 from robustprune.search.result import SearchResult, StepRecord, pareto_front
-from robustprune.search.samplers import make_sampler
+from robustprune.search.samplers import make_sampler, step_seed
 from robustprune.search.schedule import step_targets
 from robustprune.search.steps import (
     State,
@@ -214,8 +214,16 @@ class ProgressiveSearch:
         self.step_start = time.time()
         self.owner.check()
         directions = ["maximize", "maximize"] if config.multi_objective else ["maximize"]
-        sampler = make_sampler(config.sampler, seed=config.seed * 1000 + k, multi_objective=config.multi_objective)
-        study = open_step(self.storage, self.base, k, self.identity, directions, sampler)
+        study = open_step(
+            self.storage,
+            self.base,
+            k,
+            self.identity,
+            directions,
+            lambda n: make_sampler(
+                config.sampler, seed=step_seed(config.seed, k, n), multi_objective=config.multi_objective
+            ),
+        )
         committed = "committed" in study.user_attrs
         if config.enqueue_uniform and not committed:
             # skip_if_exists: a resumed step does not get the even trial a second time

@@ -5,11 +5,20 @@ from __future__ import annotations
 import warnings
 from typing import Literal, get_args
 
+import numpy as np
 import optuna
 
 Sampler = Literal["tpe", "cmaes", "gp", "qmc", "random", "nsga2"]
 SAMPLERS: tuple[str, ...] = get_args(Sampler)
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random", "gp", "qmc")
+
+
+def step_seed(seed: int, k: int, existing: int = 0) -> int:
+    """The sampler seed of step ``k``: ``seed * 1000 + k`` for a fresh step; a step resumed with ``existing``
+    trials gets a seed of its own, so its sampler continues instead of replaying the amounts already tried."""
+    if existing == 0:
+        return seed * 1000 + k
+    return int(np.random.SeedSequence([seed, k, existing]).generate_state(1)[0] >> 1)
 
 
 def make_sampler(name: str, seed: int, multi_objective: bool = False) -> optuna.samplers.BaseSampler:

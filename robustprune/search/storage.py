@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 
 import optuna
 import torch
+from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.study import StudyDirection
 from torch import nn
@@ -360,11 +361,21 @@ def owned_search(
         owner.release()
 
 
-def open_step(storage: BaseStorage, base: str, k: int, identity: dict, directions: list[str], sampler) -> optuna.Study:
-    """Step ``k``'s study (created or resumed), its trials from dead processes failed by their heartbeat."""
+def open_step(
+    storage: BaseStorage,
+    base: str,
+    k: int,
+    identity: dict,
+    directions: list[str],
+    sampler_for: Callable[[int], BaseSampler],
+) -> optuna.Study:
+    """Step ``k``'s study (created or resumed), its trials from dead processes failed by their heartbeat.
+
+    ``sampler_for(n)`` makes the study's sampler, ``n`` the trials the study held when opened (0: a new step)."""
     study = optuna.create_study(
-        study_name=f"{base}-step{k}", storage=storage, directions=directions, load_if_exists=True, sampler=sampler
+        study_name=f"{base}-step{k}", storage=storage, directions=directions, load_if_exists=True
     )
+    study.sampler = sampler_for(len(study.get_trials(deepcopy=False)))
     if "robustprune_search" not in study.user_attrs:
         study.set_user_attr("robustprune_search", identity)
     with warnings.catch_warnings():
