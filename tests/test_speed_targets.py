@@ -10,7 +10,7 @@ from torch import nn
 
 import robustprune as rp
 from robustprune.baselines import baseline
-from robustprune.evaluate import lut
+from robustprune.evaluate import latency_check, lut
 from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.search.objective import fit_amounts
@@ -165,15 +165,25 @@ def _reachable(table, space, amount: float) -> float:
     return (1.0 + floor) / 2
 
 
-def test_search_with_a_latency_target_commits_a_candidate_the_table_puts_under_it(table_and_space, tmp_path):
+TINY_PROBES = ProbeConfig(
+    synthetic=SyntheticConfig(kind="inversion", n=16, steps=2, batch_size=16), attack_steps=1, n_undesired=8
+)
+
+
+def test_search_with_a_latency_target_commits_a_candidate_the_table_puts_under_it(table_and_space, monkeypatch):
     _, space, cache = table_and_space
-    probes = ProbeConfig(
-        synthetic=SyntheticConfig(kind="inversion", n=16, steps=2, batch_size=16), attack_steps=1, n_undesired=8
-    )
     goal = _reachable(table_and_space[0], space, 0.25)
     config = rp.SearchConfig(
-        target_latency=goal, latency_batch=2, latency_threads=1, steps=2, trials=3, probes=probes, round_to=2
+        target_latency=goal,
+        latency_batch=2,
+        latency_threads=1,
+        steps=2,
+        trials=3,
+        probes=TINY_PROBES,
+        round_to=2,
+        latency_rounds=0,
     )
+    monkeypatch.setattr(latency_check, "timed_fraction", lambda *a, **k: pytest.fail("timed with latency_rounds=0"))
     result = rp.search(_model(), SPEC, config=config, cache_dir=cache, quiet=True)
     table = lut.build_latency_model(result.space, batch_size=2, threads=1, cache_dir=cache)
     counts = result.space.kept_counts(result.candidate)
@@ -181,6 +191,69 @@ def test_search_with_a_latency_target_commits_a_candidate_the_table_puts_under_i
     assert table.fraction(counts) <= goal
     assert all(c == g.size or c % 2 == 0 for c, g in zip(counts, result.space.groups, strict=True))
     assert dataclasses.asdict(result.config)["target_latency"] == goal
+
+
+def test_corrected_latency_matches_the_timing_and_keeps_the_table_monotone(table_and_space):
+    table, space, _ = table_and_space
+    sizes = [g.size for g in space.groups]
+    half = [max(1, s // 2) for s in sizes]
+    predicted = table.fraction(half)
+    corrected = lut.CorrectedLatency.matching(table, predicted, predicted + 0.1)
+    assert corrected.fraction(half) == pytest.approx(predicted + 0.1)
+    assert corrected.fraction(sizes) == pytest.approx(1.0)
+    points = list(itertools.product(*[sorted({1, s // 3, s // 2, s}) for s in sizes]))
+    for a, b in itertools.combinations(points, 2):
+        if all(x <= y for x, y in zip(a, b, strict=True)):
+            assert corrected.fraction(a) <= corrected.fraction(b) + 1e-12
+    with pytest.raises(ValueError, match="predicted"):
+        lut.CorrectedLatency.matching(table, 1.0, 0.5)
+
+
+def _latency_search(cache, monkeypatch, timings: list[float], rounds: int = 2):
+    """The tiny latency-targeted search with its post-search timings replaced by ``timings`` (deterministic)."""
+    calls = []
+
+    def fake(original, pruned, spec, batch, threads, runs=50):
+        calls.append(pruned)
+        return {"original_ms": {}, "pruned_ms": {}, "measured_fraction": timings[min(len(calls), len(timings)) - 1]}
+
+    monkeypatch.setattr(latency_check, "timed_fraction", fake)
+    config = rp.SearchConfig(
+        target_latency=0.8, latency_batch=2, latency_threads=1, steps=2, trials=3, probes=TINY_PROBES
+    )
+    config = dataclasses.replace(config, latency_rounds=rounds)
+    messages: list[str] = []
+    result = rp.search(_model(), SPEC, config=config, cache_dir=cache, log=messages.append)
+    return result, calls, messages
+
+
+def test_a_timed_miss_corrects_the_table_and_prunes_on_until_the_timing_lands(table_and_space, monkeypatch):
+    table, _, cache = table_and_space
+    result, calls, messages = _latency_search(cache, monkeypatch, [0.88, 0.82])  # a miss, then within 5%
+    assert len(calls) == 2 and [r["measured_fraction"] for r in result.latency_rounds] == [0.88, 0.82]
+    assert len(result.history) > 2 and result.latency_rounds[0]["after_step"] == 2  # it pruned on, in steps
+    first, last = result.latency_rounds[0]["predicted_fraction"], result.latency_rounds[1]["predicted_fraction"]
+    counts = result.space.kept_counts(result.candidate)
+    assert table.fraction(counts) < first  # the table now predicts a faster model
+    corrected = lut.CorrectedLatency.matching(table, first, 0.88)  # the prediction that now bounds it
+    assert corrected.fraction(counts) <= 0.8 + 1e-9 and last == pytest.approx(corrected.fraction(counts))
+    assert result.target_reached and any("missed by more than the tolerance" in m for m in messages)
+    assert result.summary()["latency_rounds"][0]["measured_fraction"] == 0.88
+
+
+def test_the_latency_loop_stops_after_its_rounds_and_where_no_width_reaches_the_target(table_and_space, monkeypatch):
+    _, _, cache = table_and_space
+    result, calls, _ = _latency_search(cache, monkeypatch, [0.86, 0.86, 0.86], rounds=2)
+    assert len(calls) == 2 and len(result.history) > 3  # two corrections, more steps, no third timing
+    result, calls, messages = _latency_search(cache, monkeypatch, [0.999], rounds=2)
+    assert len(calls) == 1 and len(result.history) == 2  # overhead-bound: keeps the model it found
+    assert any("no width reaches the target" in m for m in messages)
+    with pytest.raises(ValueError, match="latency_rounds"):
+        rp.SearchConfig(target_latency=0.5, latency_rounds=-1)
+
+
+def args_list(tmp_path) -> list[str]:
+    return ["search", "--model", "zoo:cnn", "--target-latency", "0.5", "--out", str(tmp_path / "r")]
 
 
 def test_cli_flags_reach_the_config_and_bad_values_exit_2(tmp_path):
@@ -192,7 +265,9 @@ def test_cli_flags_reach_the_config_and_bad_values_exit_2(tmp_path):
     )
     config = search_config_from_args(args)
     assert (config.target_latency, config.latency_batch, config.round_to, config.target_macs) == (0.5, 256, 8, None)
-    for bad in (["--round-to", "0"], ["--target-latency", "1.5"]):
+    rounds = ["--latency-rounds", "0"]
+    assert search_config_from_args(build_parser().parse_args([*args_list(tmp_path), *rounds])).latency_rounds == 0
+    for bad in (["--round-to", "0"], ["--target-latency", "1.5"], ["--latency-rounds", "-1"]):
         with pytest.raises(SystemExit) as exc:
             main(["search", "--model", "zoo:cnn", "--target-macs", "0.5", *bad, "--out", str(tmp_path / "x")])
         assert exc.value.code == 2

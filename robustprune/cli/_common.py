@@ -57,6 +57,13 @@ def eps(text: str) -> float:
     return _unit_interval(text, "an L-inf radius in [0, 1] pixel space")
 
 
+def count_or_zero(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = _number(text, int)
     if value < 1:

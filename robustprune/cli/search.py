@@ -38,6 +38,8 @@ FLAG_HELP = {
     "target_latency": "fraction of the original's latency to keep, measured on this machine (per-layer latency table)",
     "latency_batch": "batch size --target-latency is measured at (default %(default)s)",
     "latency_threads": "torch threads --target-latency is measured with (default: torch's setting)",
+    "latency_rounds": "times the found model; where it misses --target-latency by over 5%%, corrects the table by "
+    "that timing and prunes on, at most N times (default %(default)s; 0: trust the table)",
 }
 
 
@@ -67,7 +69,8 @@ def search_flags() -> tuple[tuple[Flag, ...], tuple[Flag, ...], tuple[Flag, ...]
     middle += (flag("probes.synthetic.n", "n-probes", count), flag("probes.synthetic.steps", "probe-steps", count))
     middle += (flag("probes.eps", "probe-eps", c.eps), flag("probes.seed", "probe-seed"))
     last = (flag("round_to", parse=count), flag("target_latency", parse=fraction))
-    last += (flag("latency_batch", parse=count), flag("latency_threads", parse=count), flag("seed"))
+    last += (flag("latency_batch", parse=count), flag("latency_threads", parse=count))
+    last += (flag("latency_rounds", parse=c.count_or_zero), flag("seed"))
     return before, middle, last
 
 

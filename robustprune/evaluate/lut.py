@@ -31,7 +31,7 @@ from robustprune._progress import progress_bar
 from robustprune.evaluate.speed import compile_for, interleaved_latency, torch_threads
 from robustprune.structure.space import PruneSpace
 
-__all__ = ["LUT_VERSION", "LatencyModel", "LayerTable", "build_latency_model", "latency_grid"]
+__all__ = ["LUT_VERSION", "CorrectedLatency", "LatencyModel", "LayerTable", "build_latency_model", "latency_grid"]
 
 LUT_VERSION = 3
 #: Grid of kept fractions per pruned dimension (the widths are rounded, at least one channel).
@@ -223,6 +223,25 @@ def _signature(space: PruneSpace, layer, module: nn.Module, in_shape: tuple[int,
         **hyper,
         **({"groups": layer.groups} if layer.groups > 1 else {}),  # absent for other layers: their keys stay
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectedLatency:
+    """A latency prediction whose saving (1 - fraction) is rescaled so that it equals a timed candidate's:
+    still exactly 1 at full width, still monotone, and equal to the measurement where it was taken."""
+
+    base: object  # a latency predictor: ``fraction(counts)``
+    saving_scale: float
+
+    @classmethod
+    def matching(cls, base, predicted: float, measured: float) -> CorrectedLatency:
+        """``base`` corrected so that the candidate it predicted at ``predicted`` comes out at ``measured``."""
+        if not 0.0 <= predicted < 1.0 or not 0.0 < measured:
+            raise ValueError(f"need a predicted fraction in [0, 1) and a measured one > 0, got {predicted}, {measured}")
+        return cls(base, max(1.0 - measured, 0.0) / (1.0 - predicted))
+
+    def fraction(self, counts: Sequence[int]) -> float:
+        return 1.0 - self.saving_scale * (1.0 - self.base.fraction(counts))
 
 
 def build_latency_model(

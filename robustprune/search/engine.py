@@ -62,6 +62,10 @@ def _has_layer_norms(model: nn.Module) -> bool:
     return any(isinstance(m, nn.LayerNorm | nn.GroupNorm) for m in model.modules())
 
 
+#: A latency-targeted search prunes on when its found model, timed, is this far above the target
+#: (half the 10% a latency target is held to; ``ProgressiveSearch.close_latency_loop``, docs/speed.md).
+LATENCY_TOLERANCE = 0.05
+
 #: Default schedule: no step removes more than this fraction of the original cost (``SearchConfig.resolve``).
 STEP_FRACTION = 0.1
 STEP_FRACTION_NO_BN = 0.05
@@ -120,6 +124,10 @@ class SearchConfig:
     target_latency: float | None = None
     latency_batch: int = 1
     latency_threads: int | None = None
+    # With a latency target: time the found model against the original; where it misses the target by
+    # more than LATENCY_TOLERANCE, rescale the table's predicted saving to that timing and prune on
+    # (another step to the same target), at most this many times. 0 trusts the table.
+    latency_rounds: int = 2
 
     def __post_init__(self) -> None:
         _ = self.target  # validates the fractions and round_to
@@ -127,6 +135,8 @@ class SearchConfig:
             raise ValueError(f"latency_batch must be an integer >= 1, got {self.latency_batch!r}")
         if self.latency_threads is not None and (not _is_int(self.latency_threads) or self.latency_threads < 1):
             raise ValueError(f"latency_threads must be an integer >= 1 (or None), got {self.latency_threads!r}")
+        if not _is_int(self.latency_rounds) or self.latency_rounds < 0:
+            raise ValueError(f"latency_rounds must be an integer >= 0, got {self.latency_rounds!r}")
         if self.steps is not None and (not _is_int(self.steps) or self.steps < 1):
             raise ValueError(f"steps must be an integer >= 1 (or None for the default schedule), got {self.steps!r}")
         if not _is_int(self.trials) or self.trials < 1:
@@ -219,7 +229,13 @@ class SearchConfig:
 
 
 #: Fields added after searches were first fingerprinted, left out of ``to_dict`` at these defaults.
-_UNSET_FIELDS = {"round_to": 1, "target_latency": None, "latency_batch": 1, "latency_threads": None}
+_UNSET_FIELDS = {
+    "round_to": 1,
+    "target_latency": None,
+    "latency_batch": 1,
+    "latency_threads": None,
+    "latency_rounds": 2,
+}
 
 
 #: "auto" picks among these; taylor_l1 is computed from the other two.

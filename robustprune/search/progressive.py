@@ -30,7 +30,7 @@ from robustprune.search.job import finish_job, probes_digest, publish_job
 from robustprune.search.objective import Evaluator, meets_floors
 from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler, step_seed
-from robustprune.search.schedule import step_targets
+from robustprune.search.schedule import default_steps, step_targets
 from robustprune.search.steps import (
     State,
     StepObjective,
@@ -40,6 +40,7 @@ from robustprune.search.steps import (
     step_plan,
 )
 from robustprune.search.storage import open_step, owned_search, search_identity
+from robustprune.select import removed_count
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
 from robustprune.targets import KINDS, Target
@@ -153,6 +154,8 @@ class ProgressiveSearch:
         self.amounts = {g.name: 0.0 for g in space.groups}
         self.history: list[StepRecord] = []
         self.all_points: list[dict] = []
+        self.latency_rounds: list[dict] = []  # the found model timed after the steps (close_latency_loop)
+        self.position: dict = {"macs": 1.0, "params": 1.0}  # the last committed target (or the timed latency)
         self.stop_reason = "target reached"
         self.stopped = False
         if self.persistent:
@@ -263,7 +266,7 @@ class ProgressiveSearch:
             attrs = {a: t.user_attrs[a] for a in ("macs", "params", "proxies", "score", "amounts")}
             self.all_points.append({"step": k, "trial": t.number, **attrs})
         if not feasible_trials:
-            last = self.history[-1].target if self.history else {"macs": 1.0, "params": 1.0}
+            last = self.position
             mid = midpoint(last, target)
             if mid is None:
                 self.stop_reason = (
@@ -278,7 +281,7 @@ class ProgressiveSearch:
                 f"inserting an intermediate step at {mid.describe()}"
             )
             self.pending[:0] = [mid, target]
-            self.n_steps += 1
+            self.n_steps += 2  # this step's number is spent; the midpoint and the target come after it
             return None
         chosen = best(feasible_trials)
         crossed = meets_floors(chosen.user_attrs["proxies"], config.floors)
@@ -309,6 +312,7 @@ class ProgressiveSearch:
             seconds=seconds,
         )
         self.history.append(record)
+        self.position = dict(record.target)
         self.say(
             f"step {k} committed trial {chosen.number}: MACs {100 * record.kept_macs:.1f}%, params "
             f"{100 * record.kept_params:.1f}%, fidelity {record.proxies['fidelity']:.3f}, "
@@ -327,7 +331,13 @@ class ProgressiveSearch:
         self.evaluator = dataclasses.replace(self.evaluator, scores=scores)
 
     def resume(self) -> SearchResult:
-        """Run the steps still pending; steps already committed in the storage are read back, not rerun."""
+        """Run the steps still pending; steps already committed in the storage are read back, not rerun.
+        With a latency target, the found model is then timed and the search corrected (``close_latency_loop``)."""
+        self._run_pending()
+        self.close_latency_loop()
+        return self.result()
+
+    def _run_pending(self) -> None:
         while self.pending and not self.stopped:
             target = self.pending.pop(0)
             study, trials = self.run_step(target)
@@ -337,14 +347,61 @@ class ProgressiveSearch:
                     callback(record)
             if record is not None and self.rescores(self.config) and self.pending:
                 self.rescore()
-        return self.result()
+
+    def close_latency_loop(self) -> None:
+        """Time the found model against the original; where it misses the latency target by more than
+        ``LATENCY_TOLERANCE``, rescale the table's predicted saving to the timing (``CorrectedLatency``) and
+        prune on with one more step to the same target; at most ``config.latency_rounds`` times."""
+        from robustprune.evaluate.latency_check import timed_fraction
+        from robustprune.evaluate.lut import CorrectedLatency
+
+        config = self.config
+        for _ in range(config.latency_rounds if self.target.latency is not None else 0):
+            if self.stopped or self.pending or not self.history:
+                return
+            candidate, pruned = self._export()
+            predicted = self.target.latency_model.fraction(self.space.kept_counts(candidate))
+            timed = timed_fraction(self.model, pruned, self.spec, config.latency_batch, config.latency_threads)
+            measured = timed["measured_fraction"]
+            self.latency_rounds.append({"after_step": self.k, "predicted_fraction": predicted, **timed})
+            missed = measured > self.target.latency * (1 + engine.LATENCY_TOLERANCE)
+            self.say(
+                f"latency: measured {100 * measured:.1f}% of the original, predicted {100 * predicted:.1f}% "
+                f"(target {100 * self.target.latency:.0f}%)" + ("; missed by more than the tolerance" if missed else "")
+            )
+            if not missed or predicted >= 1:
+                return
+            corrected = CorrectedLatency.matching(self.target.latency_model, predicted, measured)
+            deepest = [g.size - removed_count(g.size, config.max_amount, config.round_to) for g in self.space.groups]
+            if corrected.fraction(deepest) > self.target.latency:  # overhead-bound: no width would reach it
+                self.say("latency: corrected by this timing, no width reaches the target; keeping this model")
+                return
+            self.target = target = dataclasses.replace(self.target, latency_model=corrected)
+            # on to the target from where the timing put the model, no step taking more than the schedule's
+            n = default_steps(Target(latency=target.latency / measured), per_step=engine.STEP_FRACTION)
+            self.position = {**self.position, "latency": measured}
+            fractions = {kind: getattr(target, kind) for kind in KINDS}
+            self.pending = [
+                target.scaled({**fractions, "latency": measured - (measured - target.latency) * i / n})
+                for i in range(1, n + 1)
+            ]
+            self.n_steps += n
+            if self.rescores(config):
+                self.rescore()
+            self._run_pending()
+
+    def _export(self) -> tuple[dict, nn.Module]:
+        """The last committed candidate and its physically pruned model (compensation applied)."""
+        candidate = self.evaluator.candidate(self.amounts)
+        overrides = self.evaluator.overrides(candidate)
+        return candidate, export(
+            self.space, candidate, model=apply_overrides(self.work, overrides) if overrides else self.work
+        )
 
     def result(self) -> SearchResult:
         """The pruned model of the last committed step, and the search's record."""
-        space, evaluator = self.space, self.evaluator
-        candidate = evaluator.candidate(self.amounts)
-        overrides = evaluator.overrides(candidate)
-        pruned = export(space, candidate, model=apply_overrides(self.work, overrides) if overrides else self.work)
+        space = self.space
+        candidate, pruned = self._export()
         macs, params = space.cost(candidate)
         reached = bool(self.history) and self.history[-1].step == self.k and not self.pending
         if not self.history and self.stop_reason == "target reached":
@@ -368,4 +425,5 @@ class ProgressiveSearch:
             seconds=time.time() - self.start,
             probe_seconds=self.probes.seconds,
             criterion_scores=self.criterion_scores,
+            latency_rounds=self.latency_rounds,
         )

@@ -73,6 +73,7 @@ class SearchResult(PruningResult):
     probe_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     spec_data: dict | None = None
     criterion_scores: dict[str, float] = dataclasses.field(default_factory=dict)  # importance "auto": the choice
+    latency_rounds: list[dict] = dataclasses.field(default_factory=list)  # a latency target: the timings after it
 
     def summary(self) -> dict:
         return {
@@ -82,7 +83,7 @@ class SearchResult(PruningResult):
             "probe_seconds": self.probe_seconds,
             "criterion_scores": self.criterion_scores,
             "config": self.config.to_dict() if hasattr(self.config, "to_dict") else self.config,
-        }
+        } | ({"latency_rounds": self.latency_rounds} if self.latency_rounds else {})
 
     def cost(self) -> Cost:
         if self.space is not None:
@@ -130,5 +131,6 @@ class SearchResult(PruningResult):
             seconds=history["seconds"],
             probe_seconds=history.get("probe_seconds", {}),
             criterion_scores=history.get("criterion_scores", {}),
+            latency_rounds=history.get("latency_rounds", []),
             spec_data=spec_data,
         )
