@@ -200,16 +200,16 @@ def test_corrected_latency_matches_the_timing_and_keeps_the_table_monotone(table
     predicted = table.fraction(half)
     corrected = lut.CorrectedLatency.matching(table, predicted, predicted + 0.1)
     assert corrected.fraction(half) == pytest.approx(predicted + 0.1)
-    assert corrected.fraction(sizes) == pytest.approx(1.0)
+    assert corrected.fraction(sizes) == pytest.approx((predicted + 0.1) / predicted)  # proportional everywhere
     points = list(itertools.product(*[sorted({1, s // 3, s // 2, s}) for s in sizes]))
     for a, b in itertools.combinations(points, 2):
         if all(x <= y for x, y in zip(a, b, strict=True)):
             assert corrected.fraction(a) <= corrected.fraction(b) + 1e-12
     with pytest.raises(ValueError, match="predicted"):
-        lut.CorrectedLatency.matching(table, 1.0, 0.5)
+        lut.CorrectedLatency.matching(table, 0.0, 0.5)
 
 
-def _latency_search(cache, monkeypatch, timings: list[float], rounds: int = 2):
+def _latency_search(cache, monkeypatch, timings: list[float], rounds: int = 2, goal: float = 0.8):
     """The tiny latency-targeted search with its post-search timings replaced by ``timings`` (deterministic)."""
     calls = []
 
@@ -219,7 +219,7 @@ def _latency_search(cache, monkeypatch, timings: list[float], rounds: int = 2):
 
     monkeypatch.setattr(latency_check, "timed_fraction", fake)
     config = rp.SearchConfig(
-        target_latency=0.8, latency_batch=2, latency_threads=1, steps=2, trials=3, probes=TINY_PROBES
+        target_latency=goal, latency_batch=2, latency_threads=1, steps=2, trials=3, probes=TINY_PROBES
     )
     config = dataclasses.replace(config, latency_rounds=rounds)
     messages: list[str] = []
@@ -243,11 +243,24 @@ def test_a_timed_miss_corrects_the_table_and_prunes_on_until_the_timing_lands(ta
 
 def test_the_latency_loop_stops_after_its_rounds_and_where_no_width_reaches_the_target(table_and_space, monkeypatch):
     _, _, cache = table_and_space
-    result, calls, _ = _latency_search(cache, monkeypatch, [0.86, 0.86, 0.86], rounds=2)
+    result, calls, _ = _latency_search(cache, monkeypatch, [0.9, 0.87, 0.85], rounds=2)
     assert len(calls) == 2 and len(result.history) > 3  # two corrections, more steps, no third timing
-    result, calls, messages = _latency_search(cache, monkeypatch, [0.999], rounds=2)
-    assert len(calls) == 1 and len(result.history) == 2  # overhead-bound: keeps the model it found
-    assert any("no width reaches the target" in m for m in messages)
+    result, calls, messages = _latency_search(cache, monkeypatch, [0.86, 0.87], rounds=3)
+    assert len(calls) == 2 and any("did not make the model faster" in m for m in messages)  # no third round
+    result, calls, messages = _latency_search(cache, monkeypatch, [1.02], rounds=2)
+    assert len(calls) == 1 and len(result.history) == 2  # no faster than the original: keeps the model
+
+
+def test_the_latency_loop_keeps_the_model_where_overhead_leaves_no_width_that_reaches_the_target(tmp_path, monkeypatch):
+    with pytest.MonkeyPatch.context() as patch:  # a table with a large fixed overhead: pruning saves little
+        patch.setattr(lut, "_time_ms", _fake_layer_ms)
+        patch.setattr(lut, "_whole_model_ms", lambda *a: {f: 1.0 + ms for f, ms in _fake_whole_ms(*a).items()})
+        table = lut.build_latency_model(PruneSpace(_model(), SPEC), batch_size=2, threads=1, cache_dir=tmp_path)
+    deepest = table.fraction([1 for _ in PruneSpace(_model(), SPEC).groups])
+    assert 0.8 < deepest < 0.92  # the table alone reaches 0.92
+    result, calls, messages = _latency_search(tmp_path, monkeypatch, [0.99], rounds=2, goal=0.92)
+    assert len(calls) == 1 and result.latency_rounds[0]["after_step"] == result.history[-1].step  # nothing after
+    assert result.target_reached and any("no width reaches the target" in m for m in messages)
     with pytest.raises(ValueError, match="latency_rounds"):
         rp.SearchConfig(target_latency=0.5, latency_rounds=-1)
 

@@ -350,7 +350,7 @@ class ProgressiveSearch:
 
     def close_latency_loop(self) -> None:
         """Time the found model against the original; where it misses the latency target by more than
-        ``LATENCY_TOLERANCE``, rescale the table's predicted saving to the timing (``CorrectedLatency``) and
+        ``LATENCY_TOLERANCE``, scale the table's prediction to the timing (``CorrectedLatency``) and
         prune on with one more step to the same target; at most ``config.latency_rounds`` times."""
         from robustprune.evaluate.latency_check import timed_fraction
         from robustprune.evaluate.lut import CorrectedLatency
@@ -369,7 +369,12 @@ class ProgressiveSearch:
                 f"latency: measured {100 * measured:.1f}% of the original, predicted {100 * predicted:.1f}% "
                 f"(target {100 * self.target.latency:.0f}%)" + ("; missed by more than the tolerance" if missed else "")
             )
-            if not missed or predicted >= 1:
+            if not missed:
+                return
+            if measured >= 1.0 or (
+                len(self.latency_rounds) > 1 and measured >= self.latency_rounds[-2]["measured_fraction"]
+            ):
+                self.say("latency: pruning (on) did not make the model faster; keeping this model")
                 return
             corrected = CorrectedLatency.matching(self.target.latency_model, predicted, measured)
             deepest = [g.size - removed_count(g.size, config.max_amount, config.round_to) for g in self.space.groups]
