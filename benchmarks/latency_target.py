@@ -62,9 +62,10 @@ def _row(cell: dict) -> str:
     check = cell["check"]
     measured, predicted = check["measured_fraction"], check["predicted_fraction"]
     landed = measured / cell["target"] - 1.0
+    name = cell["model"] + (f" ({cell['variant']})" if "variant" in cell else "")
     loop = " -> ".join(f"{100 * m:.1f}%" for m in cell.get("loop", [])) or "-"
     return (
-        f"| {cell['model']} | {cell.get('round_to', 1)} | {cell.get('latency_rounds', 0)} | {loop} | "
+        f"| {name} | {cell.get('round_to', 1)} | {cell.get('latency_rounds', 0)} | {loop} | "
         f"{cell['batch']} | {cell['threads']} | "
         f"{100 * cell['target']:.0f}% | "
         f"{100 * predicted:.1f}% | {100 * measured:.1f}% | {100 * check['relative_error']:+.1f}% | "
