@@ -41,6 +41,16 @@ class Layer:
     depthwise: bool
     bias: bool
     groups: int = 1  # a grouped conv's groups: each output reads in_channels / groups inputs
+    # input features per kept channel of each group the layer reads, and inputs from no group: a layer
+    # reading a concat of several groups (an inception block's projection) has one term per branch
+    in_terms: tuple[tuple[int, int], ...] = ()
+    in_fixed: int = 0
+
+    def in_features(self, counts: Sequence[int]) -> int:
+        """Input features (channels x flattened positions) at kept channel counts per group."""
+        if not self.in_terms:
+            return self.in_full * self.in_mult
+        return sum(counts[g] * m for g, m in self.in_terms) + self.in_fixed
 
 
 def conv_kind(module: nn.Module) -> str | None:
@@ -129,12 +139,12 @@ def layers(
     names: Mapping[nn.Module, str],
     shapes: Mapping[nn.Module, tuple],
     out_group: Mapping[str, int],
-    in_group: Mapping[str, int],
+    reads: Mapping[str, Sequence[tuple[int, int]]],
     sizes: Sequence[int],
     group_names: Sequence[str],
 ) -> list[Layer]:
-    """Cost terms of every traced maskable module; ``out_group``/``in_group`` map a module name to the
-    index of the group it writes/reads."""
+    """Cost terms of every traced maskable module; ``out_group`` maps a module name to the index of the
+    group it writes, ``reads`` to (index, input features covered at full width) of each group it reads."""
     out = []
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
@@ -154,18 +164,40 @@ def layers(
             positions = math.prod(out_shape[2:])
             depthwise = conv_kind(module) == "depthwise"
             groups = 1 if depthwise else module.groups
-        gi = None if depthwise else in_group.get(name)  # a depthwise conv's input channels are its outputs
-        mult, in_full = 1, c_in
-        if gi is not None:
-            if c_in % sizes[gi]:
+        terms = [] if depthwise else list(reads.get(name, ()))  # a depthwise conv's inputs are its outputs
+        for gi, covered in terms:
+            if covered % sizes[gi]:
                 raise UnsupportedModelError(
-                    f"layer '{name}' has {c_in} inputs, not a multiple of its group's {sizes[gi]} channels (e.g. "
-                    f"attention heads split from one projection); exclude '{group_names[gi]}'"
+                    f"layer '{name}' reads {covered} inputs from group '{group_names[gi]}', not a multiple of its "
+                    f"{sizes[gi]} channels (e.g. attention heads split from one projection); exclude "
+                    f"'{group_names[gi]}'"
                 )
-            mult, in_full = c_in // sizes[gi], sizes[gi]
+        fixed = c_in - sum(covered for _, covered in terms)
+        if fixed < 0:
+            raise UnsupportedModelError(f"layer '{name}' reads more group channels than it has inputs ({c_in})")
+        gi, mult, in_full = None, 1, c_in
+        if len(terms) == 1 and not fixed:  # one group, maybe flattened: a table over its kept channels
+            gi, covered = terms[0]
+            mult, in_full = covered // sizes[gi], sizes[gi]
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
         bias = module.bias is not None
+        in_terms = tuple((g, covered // sizes[g]) for g, covered in terms)
         out.append(
-            Layer(name, kind, gi, out_group.get(name), in_full, c_out, mult, positions, kernel, depthwise, bias, groups)
+            Layer(
+                name,
+                kind,
+                gi,
+                out_group.get(name),
+                in_full,
+                c_out,
+                mult,
+                positions,
+                kernel,
+                depthwise,
+                bias,
+                groups,
+                in_terms,
+                fixed if terms else 0,
+            )
         )
     return out

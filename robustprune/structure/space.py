@@ -96,6 +96,7 @@ class PruneSpace:
         groups: list[ChannelGroup] = []
         self.roots: list[tuple[nn.Module, object]] = []  # per group: torch-pruning's root module and handler
         self._params: list[list[nn.Parameter]] = []  # per group: free parameters sliced along with it
+        reads: dict[str, list[tuple[int, int]]] = {}  # consumer -> (group index, input features it covers)
         for raw in raw_groups:
             root = raw[0].dep
             size = len(raw[0].idxs)
@@ -140,6 +141,8 @@ class PruneSpace:
                 list(zip(members, modules, maps, strict=True)),
                 [(c, by_name[c], cmap) for c, cmap in consumers.items()],
             )
+            for consumer, cmap in consumers.items():  # the input features it covers in each consumer
+                reads.setdefault(consumer, []).append((len(groups), len(cmap)))
             groups.append(
                 ChannelGroup(
                     name=members[0],
@@ -158,7 +161,7 @@ class PruneSpace:
             names,
             shapes,
             {m: i for i, g in enumerate(groups) for m in g.members},
-            {m: i for i, g in enumerate(groups) for m in g.consumers},
+            reads,
             [g.size for g in groups],
             [g.name for g in groups],
         )
@@ -222,12 +225,11 @@ class PruneSpace:
         macs = 0
         params = self._fixed_params + sum(c * n for c, n in zip(self._free_per_channel, counts, strict=True))
         for layer in self._layers:
-            n_in = counts[layer.in_group] if layer.in_group is not None else layer.in_full
             n_out = counts[layer.out_group] if layer.out_group is not None else layer.out_full
             if layer.kind == "norm":
                 params += layer.kernel * n_out  # affine parameters per channel (0, 1 or 2)
                 continue
-            fan_in = layer.kernel * (1 if layer.depthwise else n_in * layer.in_mult // layer.groups)
+            fan_in = layer.kernel * (1 if layer.depthwise else layer.in_features(counts) // layer.groups)
             macs += layer.positions * (fan_in * n_out + (n_out if layer.bias else 0))
             params += fan_in * n_out + (n_out if layer.bias else 0)
         return macs, params
