@@ -139,6 +139,12 @@ def test_invalid_candidates_and_exclusions():
         PruneSpace(model, spec, exclude=["no.such.module"])
 
 
+def test_a_channel_shuffle_is_refused_in_one_line_naming_it():
+    with pytest.raises(UnsupportedModelError, match="channel shuffle") as info:  # torch-pruning's tracer fails
+        PruneSpace(torchvision_model("shufflenet_v2_x0_5").eval(), TV_SPEC)
+    assert "\n" not in str(info.value)
+
+
 def test_untraceable_and_unsupported_models_name_the_problem():
     class DataDependent(nn.Module):
         def __init__(self):

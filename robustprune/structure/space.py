@@ -15,6 +15,7 @@ are a few percent of the total and not multiply-accumulates.
 from __future__ import annotations
 
 import dataclasses
+import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -59,6 +60,18 @@ Candidate = Mapping[str, Sequence[int]]
 """Kept channel indices per group name; groups not named keep all channels."""
 
 
+def _trace_failure(exc: Exception) -> str:
+    """What went wrong in torch-pruning's tracer, in a line; a reshape that splits the channel axis
+    (ShuffleNet's channel shuffle) is named, since the error alone does not say so."""
+    frames = [f.name for f in traceback.extract_tb(exc.__traceback__)]
+    if "update_reshape_index_mapping" in frames:
+        return (
+            "a reshape splits or regroups the channel axis (a channel shuffle, as in ShuffleNet), which its "
+            f"index mapping does not support (Torch-Pruning issue #14) [{exc.__class__.__name__}: {exc}]"
+        )
+    return f"{exc.__class__.__name__}: {exc}"
+
+
 class PruneSpace:
     """The prunable channel groups of ``model`` for inputs described by ``spec``.
 
@@ -86,9 +99,7 @@ class PruneSpace:
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
                     self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             except Exception as exc:
-                raise UnsupportedModelError(
-                    f"torch-pruning could not trace the model: {exc.__class__.__name__}: {exc}"
-                ) from exc
+                raise UnsupportedModelError(f"torch-pruning could not trace the model: {_trace_failure(exc)}") from exc
             raw_groups = list(self.graph.get_all_groups(ignored_layers=out_layers, root_module_types=LAYER_TYPES))
             shapes = output_shapes(model, example)
         check_traced(self.graph, shapes, names)
