@@ -228,9 +228,8 @@ def _signature(space: PruneSpace, layer, module: nn.Module, in_shape: tuple[int,
 @dataclasses.dataclass(frozen=True)
 class CorrectedLatency:
     """A latency prediction scaled so that it equals a timed candidate's: ``scale * base.fraction(counts)``,
-    still monotone. Near that candidate the table's error is treated as proportional to the latency:
-    rescaling the predicted *saving* instead (1 at full width kept) overshot a 50% target by 14 points
-    on resnet20 (results/latency_target.md, docs/speed.md)."""
+    still monotone. Near that candidate the table's error is treated as proportional to the latency
+    (why not a rescaled saving: docs/speed.md, "The timed loop")."""
 
     base: object  # a latency predictor: ``fraction(counts)``
     scale: float
