@@ -139,6 +139,28 @@ def test_invalid_candidates_and_exclusions():
         PruneSpace(model, spec, exclude=["no.such.module"])
 
 
+class DenseBlock(nn.Module):
+    """DenseNet's pattern: a BN normalizes the concat of two groups' channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.c0, self.c1 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 6, 3, padding=1)
+        self.bn, self.c2, self.fc = nn.BatchNorm2d(14), nn.Conv2d(14, 5, 1), nn.Linear(5, 4)
+
+    def forward(self, x):
+        a = self.c0(x)
+        y = torch.cat([a, self.c1(torch.relu(a))], 1)
+        return self.fc(self.c2(torch.relu(self.bn(y))).mean((2, 3)))
+
+
+def test_a_norm_after_a_concat_is_masked_and_counted_for_every_group_it_carries():
+    torch.manual_seed(0)
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    model = randomize_norms(DenseBlock()).eval()
+    assert sum("bn" in g.members for g in PruneSpace(model, spec).groups) == 2
+    check_equivalence(model, spec, torch.rand(2, 3, 16, 16))
+
+
 def test_a_channel_shuffle_is_refused_in_one_line_naming_it():
     with pytest.raises(UnsupportedModelError, match="channel shuffle") as info:  # torch-pruning's tracer fails
         PruneSpace(torchvision_model("shufflenet_v2_x0_5").eval(), TV_SPEC)

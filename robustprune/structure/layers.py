@@ -45,6 +45,15 @@ class Layer:
     # reading a concat of several groups (an inception block's projection) has one term per branch
     in_terms: tuple[tuple[int, int], ...] = ()
     in_fixed: int = 0
+    # a norm after a concat normalizes several groups' channels: the groups it carries (out_group None)
+    out_groups: tuple[int, ...] = ()
+    out_sizes: tuple[int, ...] = ()  # full sizes of ``out_groups``
+
+    def out_count(self, counts: Sequence[int]) -> int:
+        """Output channels at kept channel counts per group."""
+        if self.out_groups:
+            return sum(counts[g] for g in self.out_groups) + self.out_full - sum(self.out_sizes)
+        return counts[self.out_group] if self.out_group is not None else self.out_full
 
     def in_features(self, counts: Sequence[int]) -> int:
         """Input features (channels x flattened positions) at kept channel counts per group."""
@@ -142,15 +151,39 @@ def layers(
     reads: Mapping[str, Sequence[tuple[int, int]]],
     sizes: Sequence[int],
     group_names: Sequence[str],
+    writes: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Layer]:
     """Cost terms of every traced maskable module; ``out_group`` maps a module name to the index of the
-    group it writes, ``reads`` to (index, input features covered at full width) of each group it reads."""
+    group it writes, ``reads`` to (index, input features covered at full width) of each group it reads,
+    ``writes`` to every group a module carries (several for a norm after a concat)."""
+    writes = writes or {}
     out = []
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
         if isinstance(module, NORM_TYPES):
             channels = norm_channels(module)
             affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
+            carried = tuple(writes.get(name, ()))
+            if len(carried) > 1:  # after a concat: one term per group it normalizes
+                sizes_of = tuple(sizes[g] for g in carried)
+                out.append(
+                    Layer(
+                        name,
+                        "norm",
+                        None,
+                        None,
+                        channels,
+                        channels,
+                        1,
+                        1,
+                        affine,
+                        False,
+                        False,
+                        out_groups=carried,
+                        out_sizes=sizes_of,
+                    )
+                )
+                continue
             out.append(Layer(name, "norm", None, out_group.get(name), channels, channels, 1, 1, affine, False, False))
             continue
         groups = 1

@@ -64,6 +64,8 @@ def _module_masks(
             else:
                 full = torch.ones(*mask.shape[:-1], channels, device=mask.device)
                 full[..., list(cmap)] = mask
+            if member in out:  # a norm after a concat carries several groups' channels: every mask applies
+                full = out[member][0] * full
             out[member] = (full, space.channel_axes.get(member, channel_axis(module)), module)
     return out
 

@@ -175,6 +175,7 @@ class PruneSpace:
             reads,
             [g.size for g in groups],
             [g.name for g in groups],
+            {m: [i for i, g in enumerate(groups) if m in g.members] for g in groups for m in g.members},
         )
         # grouped convs: name -> (index of the group it writes, of the group it reads), None where whole
         self.grouped_convs: dict[str, tuple[int | None, int | None]] = {
@@ -236,7 +237,7 @@ class PruneSpace:
         macs = 0
         params = self._fixed_params + sum(c * n for c, n in zip(self._free_per_channel, counts, strict=True))
         for layer in self._layers:
-            n_out = counts[layer.out_group] if layer.out_group is not None else layer.out_full
+            n_out = layer.out_count(counts)
             if layer.kind == "norm":
                 params += layer.kernel * n_out  # affine parameters per channel (0, 1 or 2)
                 continue
