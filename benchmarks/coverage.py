@@ -139,6 +139,10 @@ def randomize(model: nn.Module) -> nn.Module:
     return model
 
 
+#: how many refusals a model may answer with exclusions (GhostNet needs 15, one per ghost module)
+MAX_REFUSALS = 64
+
+
 def exclusions_for(error: str, model: nn.Module) -> list[str]:
     """Every module of the type a refusal names (the documented way through), or [] if it names none."""
     match = re.search(r"module '([^']+)' \((\w+)\)", error) or re.search(r"exclude '([^']+)'", error)
@@ -169,7 +173,7 @@ def run_one(suite: str, name: str, resolution: int) -> dict:
         except UnsupportedModelError as exc:
             more = [n for n in exclusions_for(str(exc), model) if n not in exclude]
             cell.setdefault("refusals", []).append(str(exc))
-            if not more or len(cell["refusals"]) > 4:
+            if not more or len(cell["refusals"]) >= MAX_REFUSALS:
                 cell["space"] = f"refused: {exc}"
                 return cell
             exclude += more
