@@ -125,8 +125,8 @@ class SearchConfig:
     latency_batch: int = 1
     latency_threads: int | None = None
     # With a latency target: time the found model against the original; where it misses the target by
-    # more than LATENCY_TOLERANCE, rescale the table's predicted saving to that timing and prune on
-    # (another step to the same target), at most this many times. 0 trusts the table.
+    # more than LATENCY_TOLERANCE, scale the table's prediction to that timing and prune on (more steps
+    # to the same target), at most this many times. 0 trusts the table.
     latency_rounds: int = 2
 
     def __post_init__(self) -> None:

@@ -351,7 +351,7 @@ class ProgressiveSearch:
     def close_latency_loop(self) -> None:
         """Time the found model against the original; where it misses the latency target by more than
         ``LATENCY_TOLERANCE``, scale the table's prediction to the timing (``CorrectedLatency``) and
-        prune on with one more step to the same target; at most ``config.latency_rounds`` times."""
+        prune on from the timed fraction to the same target; at most ``config.latency_rounds`` times."""
         from robustprune.evaluate.latency_check import timed_fraction
         from robustprune.evaluate.lut import CorrectedLatency
 

@@ -45,14 +45,15 @@ class Layer:
     # reading a concat of several groups (an inception block's projection) has one term per branch
     in_terms: tuple[tuple[int, int], ...] = ()
     in_fixed: int = 0
-    # a norm after a concat normalizes several groups' channels: the groups it carries (out_group None)
+    # a norm after a concat normalizes several groups' channels: the groups it carries (out_group None),
+    # and its channels from no group
     out_groups: tuple[int, ...] = ()
-    out_sizes: tuple[int, ...] = ()  # full sizes of ``out_groups``
+    out_fixed: int = 0
 
     def out_count(self, counts: Sequence[int]) -> int:
         """Output channels at kept channel counts per group."""
         if self.out_groups:
-            return sum(counts[g] for g in self.out_groups) + self.out_full - sum(self.out_sizes)
+            return sum(counts[g] for g in self.out_groups) + self.out_fixed
         return counts[self.out_group] if self.out_group is not None else self.out_full
 
     def in_features(self, counts: Sequence[int]) -> int:
@@ -147,16 +148,14 @@ def blocks(
 def layers(
     names: Mapping[nn.Module, str],
     shapes: Mapping[nn.Module, tuple],
-    out_group: Mapping[str, int],
+    writes: Mapping[str, Sequence[int]],
     reads: Mapping[str, Sequence[tuple[int, int]]],
     sizes: Sequence[int],
     group_names: Sequence[str],
-    writes: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Layer]:
-    """Cost terms of every traced maskable module; ``out_group`` maps a module name to the index of the
-    group it writes, ``reads`` to (index, input features covered at full width) of each group it reads,
-    ``writes`` to every group a module carries (several for a norm after a concat)."""
-    writes = writes or {}
+    """Cost terms of every traced maskable module; ``writes`` maps a module name to the index of every
+    group it carries (several only for a norm after a concat), ``reads`` to (index, input features
+    covered at full width) of each group it reads."""
     out = []
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
@@ -164,27 +163,10 @@ def layers(
             channels = norm_channels(module)
             affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
             carried = tuple(writes.get(name, ()))
-            if len(carried) > 1:  # after a concat: one term per group it normalizes
-                sizes_of = tuple(sizes[g] for g in carried)
-                out.append(
-                    Layer(
-                        name,
-                        "norm",
-                        None,
-                        None,
-                        channels,
-                        channels,
-                        1,
-                        1,
-                        affine,
-                        False,
-                        False,
-                        out_groups=carried,
-                        out_sizes=sizes_of,
-                    )
-                )
-                continue
-            out.append(Layer(name, "norm", None, out_group.get(name), channels, channels, 1, 1, affine, False, False))
+            several = len(carried) > 1  # after a concat: one term per group it normalizes
+            single = None if several else writes.get(name, [None])[-1]
+            terms = {"out_groups": carried, "out_fixed": channels - sum(sizes[g] for g in carried)} if several else {}
+            out.append(Layer(name, "norm", None, single, channels, channels, 1, 1, affine, False, False, **terms))
             continue
         groups = 1
         if isinstance(module, nn.Linear):
@@ -220,7 +202,7 @@ def layers(
                 name,
                 kind,
                 gi,
-                out_group.get(name),
+                writes.get(name, [None])[-1],
                 in_full,
                 c_out,
                 mult,

@@ -107,6 +107,7 @@ class PruneSpace:
         groups: list[ChannelGroup] = []
         self.roots: list[tuple[nn.Module, object]] = []  # per group: torch-pruning's root module and handler
         self._params: list[list[nn.Parameter]] = []  # per group: free parameters sliced along with it
+        writes: dict[str, list[int]] = {}  # member -> the indices of the groups it carries
         reads: dict[str, list[tuple[int, int]]] = {}  # consumer -> (group index, input features it covers)
         for raw in raw_groups:
             root = raw[0].dep
@@ -152,6 +153,8 @@ class PruneSpace:
                 list(zip(members, modules, maps, strict=True)),
                 [(c, by_name[c], cmap) for c, cmap in consumers.items()],
             )
+            for member in members:
+                writes.setdefault(member, []).append(len(groups))
             for consumer, cmap in consumers.items():  # the input features it covers in each consumer
                 reads.setdefault(consumer, []).append((len(groups), len(cmap)))
             groups.append(
@@ -171,11 +174,10 @@ class PruneSpace:
         self._layers = layers(
             names,
             shapes,
-            {m: i for i, g in enumerate(groups) for m in g.members},
+            writes,
             reads,
             [g.size for g in groups],
             [g.name for g in groups],
-            {m: [i for i, g in enumerate(groups) if m in g.members] for g in groups for m in g.members},
         )
         # grouped convs: name -> (index of the group it writes, of the group it reads), None where whole
         self.grouped_convs: dict[str, tuple[int | None, int | None]] = {
