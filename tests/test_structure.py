@@ -167,6 +167,39 @@ def test_a_channel_shuffle_is_refused_in_one_line_naming_it():
     assert "\n" not in str(info.value)
 
 
+class MixedKernels(nn.Module):
+    """MixNet's pattern: two convs concatenated, then split again by sizes fixed in the code."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a, self.b = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+        self.c, self.d = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 5, padding=2)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        p, q = torch.split(torch.cat([self.a(x), self.b(x)], 1), [4, 4], 1)
+        return self.head(torch.cat([self.c(p), self.d(q)], 1).mean((2, 3)))
+
+
+def test_a_group_whose_export_differs_from_its_mask_is_refused_naming_it():
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    model = MixedKernels().eval()
+    with pytest.raises(UnsupportedModelError, match=r"group 'a' .*torch\.split.*exclude 'a'") as info:
+        PruneSpace(model, spec)
+    assert "\n" not in str(info.value)
+    PruneSpace(model, spec, verify=False)  # the structural checks alone pass: only the export shows it
+    space = PruneSpace(model, spec, exclude=["a", "b"])  # the documented way through
+    assert "stem" in space.group_names() and "a" not in space.group_names()
+    candidate = random_candidate(space, 0.5)
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad(), masked(space, candidate):
+        y_masked = model(x)
+    with torch.no_grad():
+        assert torch.allclose(export(space, candidate)(x), y_masked, atol=1e-5)
+
+
 def test_untraceable_and_unsupported_models_name_the_problem():
     class DataDependent(nn.Module):
         def __init__(self):

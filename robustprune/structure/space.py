@@ -36,6 +36,7 @@ from robustprune.structure.layers import (
     layers,
 )
 from robustprune.structure.trace import check_traced, output_layers, output_shapes
+from robustprune.structure.verify import check_exact
 
 __all__ = ["Candidate", "ChannelGroup", "PruneSpace", "UnsupportedModelError"]
 
@@ -75,10 +76,14 @@ def _trace_failure(exc: Exception) -> str:
 class PruneSpace:
     """The prunable channel groups of ``model`` for inputs described by ``spec``.
 
-    Holds a reference to ``model`` (no copy); nothing here changes it.
+    Holds a reference to ``model`` (no copy); nothing here changes it. With ``verify`` (the default)
+    the space checks that a random candidate's exported model computes what its masked model
+    computes, and refuses the model naming the group that breaks it (``structure.verify``).
     """
 
-    def __init__(self, model: nn.Module, spec: InputSpec, exclude: Iterable[str] = (), device=None) -> None:
+    def __init__(
+        self, model: nn.Module, spec: InputSpec, exclude: Iterable[str] = (), device=None, verify: bool = True
+    ) -> None:
         self.model = model
         self.spec = spec
         self.device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -95,7 +100,7 @@ class PruneSpace:
             out_layers = output_layers(model, example)
             self.output_layer = names[out_layers[0]]
             try:
-                with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
+                with warnings.catch_warnings(), torch.enable_grad():  # layer scales: sliced with their group
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
                     self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             except Exception as exc:
@@ -189,6 +194,9 @@ class PruneSpace:
         self.groups: tuple[ChannelGroup, ...] = tuple(self._with_marginal_costs(groups))
         self._index = {g.name: i for i, g in enumerate(self.groups)}
         self.full_macs, self.full_params = self.cost({})
+        if verify:
+            with eval_mode(model):
+                check_exact(self)
 
     # -- lookup -------------------------------------------------------------------------------------
     def __len__(self) -> int:

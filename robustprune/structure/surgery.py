@@ -21,8 +21,8 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     source = space.model if model is None else model
     pruned = copy.deepcopy(source).eval()
     example = torch.zeros(1, *space.spec.shape, device=space.device)
-    with warnings.catch_warnings():  # free parameters (layer scales) are sliced with their group
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+    with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd, even under no_grad
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced with their group
         graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
