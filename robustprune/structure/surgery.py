@@ -22,7 +22,7 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     pruned = copy.deepcopy(source).eval()
     example = torch.zeros(1, *space.spec.shape, device=space.device)
     with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd, even under no_grad
-        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced with their group
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced too
         graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
