@@ -48,8 +48,8 @@ def conv_linear_macs(model: nn.Module, spec: InputSpec) -> int:
     return int(sum(v for m, v in flops.items() if isinstance(m, (nn.Conv2d, nn.Linear)) and v))
 
 
-def check_equivalence(model: nn.Module, spec: InputSpec, x: torch.Tensor) -> None:
-    space = PruneSpace(model, spec)
+def check_equivalence(model: nn.Module, spec: InputSpec, x: torch.Tensor, exclude: tuple[str, ...] = ()) -> None:
+    space = PruneSpace(model, spec, exclude=exclude)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         reference = model(x)
@@ -159,6 +159,9 @@ def test_a_norm_after_a_concat_is_masked_and_counted_for_every_group_it_carries(
     model = randomize_norms(DenseBlock()).eval()
     assert sum("bn" in g.members for g in PruneSpace(model, spec).groups) == 2
     check_equivalence(model, spec, torch.rand(2, 3, 16, 16))
+    # one branch excluded: the norm carries one group and 8 channels from none, counted as well
+    assert sum("bn" in g.members for g in PruneSpace(model, spec, exclude=["c0"]).groups) == 1
+    check_equivalence(model, spec, torch.rand(2, 3, 16, 16), exclude=("c0",))
 
 
 def test_a_channel_shuffle_is_refused_in_one_line_naming_it():
@@ -198,6 +201,23 @@ def test_a_group_whose_export_differs_from_its_mask_is_refused_naming_it():
         y_masked = model(x)
     with torch.no_grad():
         assert torch.allclose(export(space, candidate)(x), y_masked, atol=1e-5)
+
+
+def test_a_model_whose_copy_differs_unpruned_is_refused_without_blaming_a_group():
+    class Noisy(nn.Module):  # noise in eval mode: no candidate can be checked, and no group is at fault
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = self.b(torch.relu(self.a(x))).mean((2, 3))
+            return self.head(y) + 1e-2 * torch.randn(x.shape[0], 4)
+
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    with pytest.raises(UnsupportedModelError, match="nothing pruned.*deterministic") as info:
+        PruneSpace(Noisy().eval(), spec)
+    assert "group" not in str(info.value) and "\n" not in str(info.value)
+    assert sorted(PruneSpace(Noisy().eval(), spec, verify=False).group_names()) == ["a", "b"]
 
 
 def test_untraceable_and_unsupported_models_name_the_problem():

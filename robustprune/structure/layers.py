@@ -163,9 +163,11 @@ def layers(
             channels = norm_channels(module)
             affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
             carried = tuple(writes.get(name, ()))
-            several = len(carried) > 1  # after a concat: one term per group it normalizes
+            # after a concat: one term per group it normalizes, plus its channels from no group
+            fixed = channels - sum(sizes[g] for g in carried)
+            several = len(carried) > 1 or (len(carried) == 1 and fixed > 0)
             single = None if several else writes.get(name, [None])[-1]
-            terms = {"out_groups": carried, "out_fixed": channels - sum(sizes[g] for g in carried)} if several else {}
+            terms = {"out_groups": carried, "out_fixed": fixed} if several else {}
             out.append(Layer(name, "norm", None, single, channels, channels, 1, 1, affine, False, False, **terms))
             continue
         groups = 1

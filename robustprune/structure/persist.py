@@ -77,7 +77,9 @@ def apply_spec(model: nn.Module, spec_data: dict) -> nn.Module:
         raise RunFolderError(
             f"unsupported pruning spec format {spec_data.get('format_version')!r}; expected {FORMAT_VERSION}"
         )
-    space = PruneSpace(model, InputSpec.from_dict(spec_data["input_spec"]), exclude=spec_data.get("exclude", ()))
+    space = PruneSpace(  # re-applying a saved candidate needs no check: the weights file is the truth
+        model, InputSpec.from_dict(spec_data["input_spec"]), exclude=spec_data.get("exclude", ()), verify=False
+    )
     groups = spec_data["groups"]
     missing = set(groups) - set(space.group_names())
     if missing:

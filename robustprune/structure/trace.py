@@ -26,9 +26,9 @@ def check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> 
 
 def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
     """Layers whose output is the model's output: their channels are the classes and are never pruned."""
-    produced: dict[int, nn.Module] = {}
+    produced: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # the tensor kept alive: its id stays unique
     handles = [
-        m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+        m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), (mod, out)))
         for m in model.modules()
         if isinstance(m, LAYER_TYPES)
     ]
@@ -40,7 +40,7 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
             h.remove()
     last = [m for m in model.modules() if isinstance(m, LAYER_TYPES)]
     if id(out) in produced:
-        return [produced[id(out)]]
+        return [produced[id(out)][0]]
     return last[-1:]  # a reshape/pool follows the last layer: protect the last layer in call order
 
 
