@@ -151,7 +151,7 @@ def run_cell(
     start = time.time()
     extra: dict = {}
     if method in SEARCH_VARIANTS:
-        config = variant_config(config, method, PruneSpace(model, spec))
+        config = variant_config(config, method, PruneSpace(model, spec, verify=False))  # the search verifies its own
         source = model.to(search_device) if search_device is not None else model
         result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
         pruned = result.model

@@ -185,7 +185,8 @@ def recover(
 
     active = config.feature_weight > 0 or config.sp_weight > 0
     layers = resolve_feature_layers(config.features, student, teacher) if active else []
-    space = PruneSpace(original, spec, exclude=exclude) if candidate is not None else None
+    # maps the already exported candidate's kept channels; the search that found it verified the space
+    space = PruneSpace(original, spec, exclude=exclude, verify=False) if candidate is not None else None
     kept = kept_channels(space, candidate, layers) if space is not None and layers else {}
     adapters = _build_adapters(student, teacher, spec, layers, kept, run_on, config.seed)
     if config.feature_weight == 0:

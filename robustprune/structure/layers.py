@@ -166,7 +166,7 @@ def layers(
             # after a concat: one term per group it normalizes, plus its channels from no group
             fixed = channels - sum(sizes[g] for g in carried)
             several = len(carried) > 1 or (len(carried) == 1 and fixed > 0)
-            single = None if several else writes.get(name, [None])[-1]
+            single = carried[0] if carried and not several else None
             terms = {"out_groups": carried, "out_fixed": fixed} if several else {}
             out.append(Layer(name, "norm", None, single, channels, channels, 1, 1, affine, False, False, **terms))
             continue
