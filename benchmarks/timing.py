@@ -4,7 +4,7 @@ the cost at ImageNet scale.
     python -m benchmarks.timing proxy [--model resnet20] [--repeats 5]
     python -m benchmarks.timing synthesis [--model resnet20] [--kind inversion] [--n 512] [--steps 200]
     python -m benchmarks.timing search-device [--model resnet20] [--target 0.5] [--devices cpu cuda]
-    nice -n 10 python -m benchmarks.timing scale [--images 32] [--synthesis-steps 20] [--trials 8]
+    python -m benchmarks.timing scale [--synthesis-batch 32] [--synthesis-steps 1 4] [--probe-batch 64] [--trials 3]
     python -m benchmarks.timing recover [--model resnet20] [--target 0.5] [--threads 2]
 
 ``proxy`` appends a row to results/proxy_time.md: median seconds of BN re-estimation, of the
@@ -18,15 +18,17 @@ with the wall times, their ratio to the first device, and whether the committed 
 ``recover`` appends a row to results/recover_time.md: wall and CPU seconds of ``rp.recover`` with the
 shipped RecoverConfig() on the default search's result (seed 0; the search itself is not timed), the
 synthetic pool's inversion included and uncached, as a user's ``robustprune recover`` pays them.
-``scale`` writes results/scale_time.md: wall time of the prune space, the synthetic probes and one
-search step for torchvision's resnet50 at 3x224x224 (random weights, BN statistics randomized;
-timing only). The probe count is small on purpose (a CPU budget); the proxy-validity correlations
-(results/proxy_validity.md) were measured with 256 synthetic probes and 100 Adam steps, which the
-output extrapolates to linearly (synthesis is linear in images x steps, a trial in images).
+``scale`` writes results/scale_time.md: wall time of the prune space, synthesis and one search step for
+torchvision's resnet50 at 3x224x224 (random weights, BN statistics randomized; timing only), at the
+search's default probe count (256 of each kind, PGD-10), the count results/proxy_validity.md measured.
+Synthesis is timed on one batch at two step counts (it is linear in images x steps), and the search's
+own synthetic probes get one Adam step (their content does not change what a trial costs); the full
+synthesis and a full step are derived from those timings and say so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -41,7 +43,7 @@ from robustprune.compensate import bn_reestimate_overrides
 from robustprune.criteria import all_scores
 from robustprune.models import check_device
 from robustprune.probes.cache import cached_generate
-from robustprune.probes.probeset import ProbeConfig, build_probes
+from robustprune.probes.probeset import build_probes
 from robustprune.probes.synthetic import SyntheticConfig, bn_statistics_loss, generate
 from robustprune.proxies import score
 from robustprune.recover import RecoverConfig, recover
@@ -165,6 +167,13 @@ def resnet50() -> torch.nn.Module:
     return model.eval()
 
 
+def _peak_rss_gib() -> float:
+    """The process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def scale_time(args, command: str) -> None:
     prov = provenance()
     model = resnet50()
@@ -172,40 +181,71 @@ def scale_time(args, command: str) -> None:
     space = PruneSpace(model, IMAGENET)
     space_s = time.time() - t0
 
-    synthetic = SyntheticConfig(n=args.images, steps=args.synthesis_steps, batch_size=args.images)
-    t0 = time.time()
-    generate(model, IMAGENET, synthetic)
-    synthesis_s = time.time() - t0
+    # Synthesis: one batch at two step counts; the difference is the cost of the extra Adam steps alone.
+    b, (s1, s2) = args.synthesis_batch, args.synthesis_steps
+    synth_s = {}
+    for steps in (s1, s2):
+        t0 = time.time()
+        generate(model, IMAGENET, SyntheticConfig(n=b, steps=steps, batch_size=b))
+        synth_s[steps] = time.time() - t0
+    synth_rss = _peak_rss_gib()
+    per_image_step = (synth_s[s2] - synth_s[s1]) / ((s2 - s1) * b)
+    default = SEARCH_PROBES.synthetic
+    synthesis_h = per_image_step * default.n * default.steps / 3600
 
-    probes = ProbeConfig(synthetic=synthetic, eps=SEARCH_PROBES.eps, n_undesired=args.images)
+    # One search step at the search's default probe count; the synthetic probes' content does not change
+    # what a trial costs, so they get one Adam step (in batches that fit this machine's memory).
+    synthetic = SyntheticConfig(n=default.n, steps=1, batch_size=args.probe_batch)
+    probes = dataclasses.replace(SEARCH_PROBES, synthetic=synthetic)
     config = SearchConfig(target_macs=0.9, steps=1, trials=args.trials, probes=probes)
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.time()
         result = search(model, IMAGENET, config=config, cache_dir=cache, quiet=True)
         search_s = time.time() - t0
-    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result.probe_seconds.items())
-    default_n, default_steps = SEARCH_PROBES.synthetic.n, SEARCH_PROBES.synthetic.steps
-    scale = default_n * default_steps / (args.images * args.synthesis_steps)
+    search_rss = _peak_rss_gib()
+    step_s = result.history[0].seconds
+    per_trial = step_s / args.trials
+    probe_s = result.probe_seconds
+    setup_s = search_s - step_s - sum(probe_s.values())
+    default_trials = SearchConfig(target_macs=0.5).trials
+    full_step_min = default_trials * per_trial / 60
+    n_steps = SearchConfig(target_macs=0.5).resolve(space).steps
+    total_h = (space_s + synthesis_h * 3600 + probe_s["adversarial"] + setup_s + n_steps * 60 * full_step_min) / 3600
     lines = [
         "# Cost at ImageNet scale: resnet50 at 224x224 on CPU",
         "",
         f"Produced by `{command.strip()}` at commit `{prov['commit']}` on {prov['machine']}, torch {prov['torch']}, "
-        "seed 0; torchvision resnet50, random weights. The machine was shared with other jobs (load above its "
-        "2 cores), so these are upper bounds. No GPU was lent to this task.",
+        f"seed 0; load average {os.getloadavg()[0]:.2f} at the end. torchvision resnet50, random weights, BN "
+        "statistics randomized (timing only). No GPU was lent to this task.",
+        "",
+        "Measured:",
         "",
         "| phase | setting | seconds |",
         "|---|---|---|",
-        f"| prune space (trace + groups) | {len(space.groups)} groups, {space.full_macs / 1e9:.2f} GMACs | "
+        f"| prune space (trace, groups, self-check) | {len(space.groups)} groups, {space.full_macs / 1e9:.2f} GMACs | "
         f"{space_s:.0f} |",
-        f"| synthetic probes (inversion) | {args.images} images x {args.synthesis_steps} Adam steps | "
-        f"{synthesis_s:.0f} |",
-        f"| one search step to 0.9 MACs (probes built inside: {phases}) | {args.trials} trials, "
-        f"{args.images} probes of each kind | {search_s:.0f} |",
+        f"| synthetic probes (inversion), one batch | {b} images x {s1} Adam step(s) | {synth_s[s1]:.0f} |",
+        f"| the same batch | {b} images x {s2} Adam steps | {synth_s[s2]:.0f} |",
+        f"| the search's own probes: synthetic | {default.n} images x 1 Adam step, batches of {args.probe_batch} | "
+        f"{probe_s['synthetic']:.0f} |",
+        f"| the search's own probes: adversarial | PGD-{SEARCH_PROBES.attack_steps} on {default.n} images | "
+        f"{probe_s['adversarial']:.0f} |",
+        f"| the search's set-up (its space, channel ranking, criterion choice) | | {setup_s:.0f} |",
+        f"| one search step to 0.9 of the MACs | {args.trials} trials at the default probe count | {step_s:.0f} |",
         "",
-        f"The proxy-validity correlations were measured with {default_n} probes and {default_steps} Adam steps "
-        f"(the search's default). Synthesis scales with images x steps, so at that setting it would take about "
-        f"{synthesis_s * scale / 3600:.1f} h here (linear extrapolation, x{scale:.0f}, not measured), and each "
-        f"trial about {default_n / args.images:.0f}x longer.",
+        f"Peak resident memory: {synth_rss:.1f} GiB after the synthesis batch of {b}, {search_rss:.1f} GiB after "
+        "the search (attacks and channel ranking take their gradients in chunks sized from one image's "
+        "activations, docs/defaults.md).",
+        "",
+        "Derived (linear in what is counted; not measured end to end):",
+        "",
+        f"- synthesis: {per_image_step:.3f} s per image per Adam step (the two batch timings' difference), so the "
+        f"default {default.n} images x {default.steps} steps take about {synthesis_h:.1f} h here;",
+        f"- a trial: {per_trial:.0f} s, so a default step of {default_trials} trials takes about "
+        f"{full_step_min:.0f} min;",
+        f"- the default search to 0.5 of the MACs ({n_steps} steps): about {total_h:.1f} h on this CPU (space, "
+        "synthesis, adversarial probes, set-up and the steps' trials; the channel re-ranking after the deep steps, "
+        "one Taylor pass over the probes each, is left out).",
     ]
     atomic_write_text(args.out or RESULTS / "scale_time.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -223,9 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--target", type=float, default=0.5)
     d.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     i = sub.add_parser("scale", help="resnet50 at 224x224: prune space, synthesis, one search step")
-    i.add_argument("--images", type=int, default=32)
-    i.add_argument("--synthesis-steps", type=int, default=20)
-    i.add_argument("--trials", type=int, default=8)
+    i.add_argument("--synthesis-batch", type=int, default=32)
+    i.add_argument("--synthesis-steps", type=int, nargs=2, default=[1, 4], metavar=("S1", "S2"))
+    i.add_argument("--probe-batch", type=int, default=64, help="synthesis batch of the search's probes")
+    i.add_argument("--trials", type=int, default=3)
     r = sub.add_parser("recover", help="rp.recover with the shipped defaults on the default search's result")
     r.add_argument("--target", type=float, default=0.5)
     for q in (p, s, d, r):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from robustprune._batching import grad_batch_size
 from robustprune._modes import eval_mode
 from robustprune.structure.analysis import terminal_members
 from robustprune.structure.space import PruneSpace
 
+#: Inputs per gradient pass at most; fewer for a model whose activations would not fit (``grad_batch_size``).
 _TAYLOR_BATCH = 256
 
 
@@ -77,18 +79,19 @@ def taylor_for_groups(
     params = list(model.parameters())
     grads_before = {id(p): p.grad for p in params}
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
+    chunk = grad_batch_size(model, space.spec.shape, _TAYLOR_BATCH, space.device)
     handles = [modules[name].register_forward_hook(make_hook(name)) for name in watch]
     try:
         with eval_mode(model), torch.enable_grad():
-            for start in range(0, inputs.shape[0], _TAYLOR_BATCH):
-                x = inputs[start : start + _TAYLOR_BATCH].detach().to(space.device, dtype)
+            for start in range(0, inputs.shape[0], chunk):
+                x = inputs[start : start + chunk].detach().to(space.device, dtype)
                 x.requires_grad_(True)
                 captured.clear()
                 logits = model(x)
                 labels = (
                     logits.detach().argmax(dim=1)
                     if targets is None
-                    else targets[start : start + _TAYLOR_BATCH].to(logits.device)
+                    else targets[start : start + chunk].to(logits.device)
                 )
                 loss = F.cross_entropy(logits, labels, reduction="sum")
                 names = [n for n in watch if n in captured]

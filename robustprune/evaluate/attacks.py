@@ -18,6 +18,7 @@ import torch
 import torchattacks
 from torch import nn
 
+from robustprune._batching import grad_batch_size
 from robustprune._modes import eval_mode, model_device
 from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.spec import InputSpec
@@ -27,7 +28,8 @@ __all__ = ["ATTACKS", "adversarial_examples", "robust_accuracy", "robust_correct
 #: apgd-ce is APGD on cross-entropy, the first component of AutoAttack (Croce & Hein, 2020).
 Attack = Literal["fgsm", "pgd", "apgd-ce"]
 ATTACKS: tuple[str, ...] = get_args(Attack)
-#: Inputs per forward pass of an attack (and of the accuracy on its result).
+#: Inputs per forward pass of an attack (and of the accuracy on its result); fewer where one
+#: image's activations are large (``robustprune._batching.grad_batch_size``).
 BATCH_SIZE = 250
 
 
@@ -39,7 +41,7 @@ def _validate(
     eps: float,
     steps: int,
     alpha: float | None,
-    batch_size: int,
+    batch_size: int | None,
 ) -> float:
     """Check arguments up front (clear errors instead of torchattacks failing mid-run); return the PGD step size."""
     if attack not in ATTACKS:
@@ -54,7 +56,7 @@ def _validate(
         raise ValueError(f"{attack} needs steps >= 1, got {steps}")
     if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if spec.value_range != (0.0, 1.0):
         # torchattacks hard-codes a clamp to [0, 1]; any other range would be silently clipped.
@@ -105,7 +107,7 @@ def adversarial_examples(
     eps: float = 0.1,
     steps: int = 10,
     alpha: float | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
@@ -121,11 +123,14 @@ def adversarial_examples(
     inside ``torch.random.fork_rng`` (so PGD's random start is the same on every
     call and the caller's RNG stream is untouched), the model is attacked in eval
     mode and every submodule's train/eval flag is restored afterwards.
-    ``device`` defaults to the model's device; the model is not moved.
+    ``device`` defaults to the model's device; the model is not moved. ``batch_size`` (inputs per
+    gradient pass) defaults to ``BATCH_SIZE``, or fewer for a model whose activations would not fit.
     """
     labels = torch.as_tensor(labels)
     alpha = _validate(spec, pixels, labels, attack, eps, steps, alpha, batch_size)
     run_on = model_device(model, device)
+    if batch_size is None:
+        batch_size = grad_batch_size(model, spec.shape, BATCH_SIZE, run_on)
     atk = _build_attack(model, spec, attack, eps, steps, alpha)
     atk.set_device(run_on)
     chunks = []
@@ -173,5 +178,5 @@ def robust_correct(
 
 def _logits(model: nn.Module, spec: InputSpec, pixels: torch.Tensor, options: dict) -> torch.Tensor:
     """The model's logits on ``pixels``, batched and placed as the attack ``options`` say."""
-    batch_size = options.get("batch_size", BATCH_SIZE)
+    batch_size = options.get("batch_size") or BATCH_SIZE  # a forward pass only: no gradient memory
     return predict_logits(model, spec, pixels, batch_size=batch_size, device=options.get("device"))
