@@ -234,7 +234,7 @@ def scale_time(args, command: str) -> None:
         f"| one search step to 0.9 of the MACs | {args.trials} trials at the default probe count | {step_s:.0f} |",
         "",
         f"Peak resident memory: {synth_rss:.1f} GiB after the synthesis batch of {b}, {search_rss:.1f} GiB after "
-        "the search (attacks and channel ranking take their gradients in chunks sized from one image's "
+        "the search (attacks, channel ranking and the probes' forward passes run in chunks sized from one image's "
         "activations, docs/defaults.md).",
         "",
         "Derived (linear in what is counted; not measured end to end):",

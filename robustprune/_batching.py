@@ -1,4 +1,4 @@
-"""How many inputs a gradient pass may take at once, so a 224x224 model does not need tens of GiB.
+"""How many inputs a pass may take at once, so a 224x224 model does not need tens of GiB.
 
 A backward pass holds every layer's activations for the whole chunk: resnet50 at 224x224 holds
 about 150 MB per image, so the 250-image chunks that suit a 28x28 model would need about 37 GiB.
@@ -48,4 +48,13 @@ def grad_batch_size(
     """The number of inputs per gradient pass: ``largest``, or fewer where one image's activations times
     the backward factor would exceed :data:`GRAD_MEMORY_BYTES` (at least 1)."""
     per_input = _BACKWARD_FACTOR * max(activation_bytes(model, shape, device), 1)
+    return max(1, min(largest, GRAD_MEMORY_BYTES // per_input))
+
+
+def forward_batch_size(
+    model: nn.Module, shape: tuple[int, ...], largest: int, device: torch.device | str | None = None
+) -> int:
+    """The number of inputs per forward pass without gradients: ``largest``, or fewer where one image's
+    activations (all of them, an upper bound on what is alive at once) would exceed :data:`GRAD_MEMORY_BYTES`."""
+    per_input = max(activation_bytes(model, shape, device), 1)
     return max(1, min(largest, GRAD_MEMORY_BYTES // per_input))

@@ -8,6 +8,7 @@ from robustprune import _batching
 from robustprune._batching import activation_bytes, grad_batch_size
 from robustprune.criteria.taylor import taylor_for_groups
 from robustprune.evaluate.attacks import adversarial_examples
+from robustprune.probes.probeset import penultimate_features
 from robustprune.structure.space import PruneSpace
 from robustprune.zoo import FASHION_MNIST_SPEC
 from robustprune.zoo.architectures import ARCHITECTURES
@@ -68,6 +69,22 @@ def test_taylor_runs_in_memory_sized_chunks_with_the_same_scores(monkeypatch):
     assert max(spy.sizes) == 2
     for name, scores in whole.items():
         torch.testing.assert_close(chunked[name], scores, atol=1e-6, rtol=1e-5)
+
+
+def test_probe_features_run_in_memory_sized_chunks_with_the_same_result(monkeypatch):
+    torch.manual_seed(0)
+    space = PruneSpace(ARCHITECTURES["resnet20"]().eval(), FASHION_MNIST_SPEC)
+    inputs = torch.randn(7, *FASHION_MNIST_SPEC.shape)
+    with torch.no_grad():
+        whole = penultimate_features(space.model, space.output_layer, inputs)
+        monkeypatch.setattr(_batching, "GRAD_MEMORY_BYTES", 3 * activation_bytes(space.model, FASHION_MNIST_SPEC.shape))
+        spy = BatchSpy(space.model)
+        chunked = penultimate_features(space.model, space.output_layer, inputs)
+        spy.handle.remove()
+    assert max(spy.sizes) == 3
+    for got, expected in zip(chunked, whole, strict=True):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from robustprune._batching import forward_batch_size
 from robustprune._modes import eval_mode, model_device
 from robustprune.evaluate.attacks import Attack
 from robustprune.probes.adversarial import adversarial_probes
@@ -126,15 +127,22 @@ def penultimate_features(
     inputs: torch.Tensor,
     call: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, the input of the output layer flattened per sample) for ``inputs`` (normalized)."""
-    captured = {}
+    """(logits, the input of the output layer flattened per sample) for ``inputs`` (normalized), in
+    chunks sized to the model's activations (one chunk for a small model)."""
     layer = dict(model.named_modules())[output_layer]
-    handle = layer.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+    chunk = forward_batch_size(model, tuple(inputs.shape[1:]), max(len(inputs), 1), inputs.device)
+    last: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_pre_hook(lambda _m, args: last.__setitem__("x", args[0]))
+    logits, features = [], []
     try:
-        logits = (call or model)(inputs)
+        for start in range(0, max(len(inputs), 1), chunk):  # an empty batch still runs once, as before
+            logits.append((call or model)(inputs[start : start + chunk]))
+            features.append(last.pop("x").flatten(1))
     finally:
         handle.remove()
-    return logits, captured["x"].flatten(1)
+    if len(logits) == 1:
+        return logits[0], features[0]
+    return torch.cat(logits), torch.cat(features)
 
 
 def build_probes(

@@ -123,10 +123,13 @@ class ProgressiveSearch:
         say, config = self.say, self.config
         self.start = time.time()
         self.work = copy.deepcopy(self.model).eval()
+        # torch-pruning's tracing and grouping can take minutes on a large model, with nothing else to show
+        say("prune space: tracing the model and grouping its channels (torch-pruning), then checking an export")
         space = self.space = PruneSpace(self.work, self.spec, exclude=self.exclude)
         say(
-            f"prune space: {len(space)} channel groups, {space.full_macs / 1e6:.2f} M MACs, "
-            f"{space.full_params / 1e3:.1f} k params; target {config.target.describe()}"
+            f"prune space ({time.time() - self.start:.0f}s): {len(space)} channel groups, "
+            f"{space.full_macs / 1e6:.2f} M MACs, {space.full_params / 1e3:.1f} k params; "
+            f"target {config.target.describe()}"
         )
         config = config.resolve(space)
         self.identity = search_identity(self.model, space, config)  # before the probes: a wrong storage fails at once
