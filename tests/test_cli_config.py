@@ -69,8 +69,9 @@ def test_flag_defaults_are_the_config_defaults():
 
 def test_given_flags_reach_nested_fields():
     argv = ["--model", "zoo:mlp", "--target-macs", "0.5", "--out", "x", "--probe-steps", "7", "--synthetic", "gaussian"]
-    config = search_config_from_args(subparser("search").parse_args(argv))
+    config = search_config_from_args(subparser("search").parse_args(argv + ["--probe-batch", "48"]))
     assert (config.probes.synthetic.steps, config.probes.synthetic.kind) == (7, "gaussian")
+    assert config.probes.synthetic.batch_size == 48
     assert config.probes.synthetic.n == SEARCH_PROBES.synthetic.n  # not given: the default probes' value
     argv = ["run", "--out", "x", "--synthesis-steps", "3", "--expand", "2"]
     config = recover_command.config_from_args(subparser("recover").parse_args(argv))

@@ -32,6 +32,8 @@ FLAG_HELP = {
     "max_increment": "most a group's removed fraction may grow per step (default %(default)s)",
     "probes.synthetic.n": "synthetic probe inputs (default %(default)s)",
     "probes.synthetic.steps": "Adam steps of the synthesis (default %(default)s)",
+    "probes.synthetic.batch_size": "synthetic probes made per batch; BN statistics are matched per batch, so it "
+    "changes them (default %(default)s; a 224x224 model needs about 20 GiB at 128: results/scale_time.md)",
     "probes.eps": "L-inf radius of the adversarial probes the search scores on (default %(default)s)",
     "probes.seed": "seed of the probes (default: the --seed)",
     "round_to": "keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
@@ -67,6 +69,7 @@ def search_flags() -> tuple[tuple[Flag, ...], tuple[Flag, ...], tuple[Flag, ...]
     before += (flag("max_increment"), flag("importance"))
     middle = (flag("rescore"), flag("probes.synthetic.kind", "synthetic"))
     middle += (flag("probes.synthetic.n", "n-probes", count), flag("probes.synthetic.steps", "probe-steps", count))
+    middle += (flag("probes.synthetic.batch_size", "probe-batch", count),)
     middle += (flag("probes.eps", "probe-eps", c.eps), flag("probes.seed", "probe-seed"))
     last = (flag("round_to", parse=count), flag("target_latency", parse=fraction))
     last += (flag("latency_batch", parse=count), flag("latency_threads", parse=count))
