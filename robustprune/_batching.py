@@ -20,8 +20,9 @@ GRAD_MEMORY_BYTES = 4 * 2**30
 _BACKWARD_FACTOR = 2
 
 
-def activation_bytes(model: nn.Module, shape: tuple[int, ...], device: torch.device | str | None = None) -> int:
-    """Bytes of every leaf module's output for one input of ``shape`` (normalized inputs of zeros)."""
+def activation_bytes(model: nn.Module, shape: tuple[int, ...], device: torch.device | str | None = None) -> int | None:
+    """Bytes of every leaf module's output for one input of ``shape`` (normalized inputs of zeros); None where
+    that cannot be measured: a module that takes no hooks (TorchScript) or one that cannot run a single input."""
     total = 0
 
     def count(_module: nn.Module, _inputs, output) -> None:
@@ -30,16 +31,26 @@ def activation_bytes(model: nn.Module, shape: tuple[int, ...], device: torch.dev
             if torch.is_tensor(tensor):
                 total += tensor.numel() * tensor.element_size()
 
+    if isinstance(model, torch.jit.ScriptModule):
+        return None
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     try:
         with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *shape, device=model_device(model, device), dtype=dtype))
+    except Exception:  # a fixed batch size, say: the chunk is then not cut; the real pass reports real errors
+        return None
     finally:
         for handle in handles:
             handle.remove()
     return total
+
+
+def _batch_size(per_input: int | None, factor: int, largest: int) -> int:
+    if per_input is None:  # not measurable: the caller's own chunk
+        return largest
+    return max(1, min(largest, GRAD_MEMORY_BYTES // (factor * max(per_input, 1))))
 
 
 def grad_batch_size(
@@ -47,8 +58,7 @@ def grad_batch_size(
 ) -> int:
     """The number of inputs per gradient pass: ``largest``, or fewer where one image's activations times
     the backward factor would exceed :data:`GRAD_MEMORY_BYTES` (at least 1)."""
-    per_input = _BACKWARD_FACTOR * max(activation_bytes(model, shape, device), 1)
-    return max(1, min(largest, GRAD_MEMORY_BYTES // per_input))
+    return _batch_size(activation_bytes(model, shape, device), _BACKWARD_FACTOR, largest)
 
 
 def forward_batch_size(
@@ -56,5 +66,4 @@ def forward_batch_size(
 ) -> int:
     """The number of inputs per forward pass without gradients: ``largest``, or fewer where one image's
     activations (all of them, an upper bound on what is alive at once) would exceed :data:`GRAD_MEMORY_BYTES`."""
-    per_input = max(activation_bytes(model, shape, device), 1)
-    return max(1, min(largest, GRAD_MEMORY_BYTES // per_input))
+    return _batch_size(activation_bytes(model, shape, device), 1, largest)

@@ -87,6 +87,22 @@ def test_probe_features_run_in_memory_sized_chunks_with_the_same_result(monkeypa
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_model_that_cannot_be_measured_keeps_the_full_chunk():
+    model = ARCHITECTURES["cnn"]().eval()
+    scripted = torch.jit.trace(model, torch.zeros(1, *FASHION_MNIST_SPEC.shape))  # takes no hooks
+    assert activation_bytes(scripted, FASHION_MNIST_SPEC.shape) is None
+    assert grad_batch_size(scripted, FASHION_MNIST_SPEC.shape, 250) == 250
+
+    class FixedBatch(nn.Module):  # runs only at batch 4
+        def forward(self, x):
+            return model(x.view(4, *FASHION_MNIST_SPEC.shape))
+
+    assert activation_bytes(FixedBatch(), FASHION_MNIST_SPEC.shape) is None
+    pixels = torch.rand(4, *FASHION_MNIST_SPEC.shape)
+    attacked = adversarial_examples(FixedBatch(), FASHION_MNIST_SPEC, pixels, torch.arange(4), eps=0.05)
+    assert attacked.shape == pixels.shape
+
+
 @pytest.mark.parametrize("batch_size", [0, -3])
 def test_a_bad_attack_batch_size_is_refused(batch_size):
     model = ARCHITECTURES["cnn"]().eval()

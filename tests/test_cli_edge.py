@@ -342,7 +342,14 @@ _INTERRUPTED = textwrap.dedent(
 def interrupt(where: str, out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     argv = [sys.executable, "-c", _INTERRUPTED, where, "baseline", *FAST_BASELINE, "--out", str(out)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # SIGINT as a terminal delivers it: a shell's background job (CI run with &) inherits it ignored
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     try:
         assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
         proc.send_signal(signal.SIGINT)

@@ -33,7 +33,7 @@ FLAG_HELP = {
     "probes.synthetic.n": "synthetic probe inputs (default %(default)s)",
     "probes.synthetic.steps": "Adam steps of the synthesis (default %(default)s)",
     "probes.synthetic.batch_size": "synthetic probes made per batch; BN statistics are matched per batch, so it "
-    "changes them (default %(default)s; a 224x224 model needs about 20 GiB at 128: results/scale_time.md)",
+    "changes them (default %(default)s; a 224x224 model needs about 20 GiB at 128, see docs/defaults.md)",
     "probes.eps": "L-inf radius of the adversarial probes the search scores on (default %(default)s)",
     "probes.seed": "seed of the probes (default: the --seed)",
     "round_to": "keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
