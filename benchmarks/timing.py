@@ -207,10 +207,10 @@ def scale_time(args, command: str) -> None:
     per_trial = step_s / args.trials
     probe_s = result.probe_seconds
     setup_s = search_s - step_s - sum(probe_s.values())
-    default_trials = SearchConfig(target_macs=0.5).trials
+    default_search = SearchConfig(target_macs=0.5).resolve(space)
+    default_trials, n_steps = default_search.trials, default_search.steps
     full_step_min = default_trials * per_trial / 60
-    n_steps = SearchConfig(target_macs=0.5).resolve(space).steps
-    total_h = (space_s + synthesis_h * 3600 + probe_s["adversarial"] + setup_s + n_steps * 60 * full_step_min) / 3600
+    total_h = (space_s + synthesis_h * 3600 + probe_s["adversarial"] + setup_s) / 3600 + n_steps * full_step_min / 60
     lines = [
         "# Cost at ImageNet scale: resnet50 at 224x224 on CPU",
         "",

@@ -1,13 +1,14 @@
 """How many inputs a pass may take at once, so a 224x224 model does not need tens of GiB.
 
-A backward pass holds every layer's activations for the whole chunk: resnet50 at 224x224 holds
-about 150 MB per image, so the 250-image chunks that suit a 28x28 model would need about 37 GiB.
-The chunk is sized from one image's activations (a forward pass at batch 1), never from the free
-memory of the moment, so the same model and input shape are always cut the same way and a seed
-still gives the same decisions (docs/defaults.md, "gradient chunks").
+A backward pass holds every layer's activations for the whole chunk. The chunk is sized from one
+image's activations (a forward pass at batch 1, remembered per model structure), never from the
+free memory of the moment, so the same model and input shape are always cut the same way and a
+seed still gives the same decisions (docs/defaults.md, "memory chunks").
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ from robustprune._modes import eval_mode, model_device
 GRAD_MEMORY_BYTES = 4 * 2**30
 #: A backward pass keeps each layer's output and its gradient: about twice the forward activations.
 _BACKWARD_FACTOR = 2
+#: model -> {(shape, device, dtype, parameter shapes): bytes}: the search asks once per candidate, for the same model
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def activation_bytes(model: nn.Module, shape: tuple[int, ...], device: torch.device | str | None = None) -> int | None:
@@ -33,17 +36,24 @@ def activation_bytes(model: nn.Module, shape: tuple[int, ...], device: torch.dev
 
     if isinstance(model, torch.jit.ScriptModule):
         return None
+    run_on = model_device(model, device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    # the parameter shapes change when a model is pruned in place, and so does what it holds per image
+    key = (tuple(shape), run_on, dtype, tuple(p.shape for p in model.parameters()))
+    known = _MEASURED.setdefault(model, {})
+    if key in known:
+        return known[key]
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [m.register_forward_hook(count) for m in leaves]
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     try:
         with eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, *shape, device=model_device(model, device), dtype=dtype))
+            model(torch.zeros(1, *shape, device=run_on, dtype=dtype))
     except Exception:  # a fixed batch size, say: the chunk is then not cut; the real pass reports real errors
-        return None
+        total = None
     finally:
         for handle in handles:
             handle.remove()
+    known[key] = total
     return total
 
 

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from robustprune._batching import grad_batch_size
 from robustprune._modes import eval_mode
+from robustprune.evaluate.attacks import BATCH_SIZE as ATTACK_BATCH_SIZE
 from robustprune.evaluate.attacks import adversarial_examples
 from robustprune.probes.probeset import ProbeSet, penultimate_features
 from robustprune.structure.masks import masked
@@ -84,14 +86,19 @@ class CandidateModule(nn.Module):
 
 
 def attack_robustness(
-    module: nn.Module, probes: ProbeSet, attack: str = "fgsm", n: int = 128, steps: int = 10
+    module: nn.Module,
+    probes: ProbeSet,
+    attack: str = "fgsm",
+    n: int = 128,
+    steps: int = 10,
+    batch_size: int | None = None,
 ) -> float:
-    """Share of the first ``n`` synthetic probes still given the original's label after an attack on ``module``."""
+    """Share of the first ``n`` synthetic probes still given the original's label after an attack on ``module``
+    (``batch_size``: inputs per gradient pass, as in ``adversarial_examples``)."""
     pixels = probes.pixels["synthetic"][:n]
     labels = probes.logits["synthetic"][:n].argmax(1)
-    x_adv = adversarial_examples(
-        module, probes.spec, pixels, labels, attack=attack, eps=probes.config.eps, steps=steps, seed=probes.config.seed
-    )
+    options = {"eps": probes.config.eps, "steps": steps, "seed": probes.config.seed, "batch_size": batch_size}
+    x_adv = adversarial_examples(module, probes.spec, pixels, labels, attack=attack, **options)
     with torch.no_grad():  # the attack hands back CPU tensors; the probes are on the model's device
         return (module(probes.spec.normalize(x_adv.to(pixels.device))).argmax(1) == labels).float().mean().item()
 
@@ -124,10 +131,12 @@ def score(
     """
     model = space.model
     module = CandidateModule(model, overrides or {})
+    # sized on the space's model (remembered there), not on this candidate's new wrapper of it
+    chunk = grad_batch_size(model, probes.spec.shape, ATTACK_BATCH_SIZE) if attack else None
     with eval_mode(model), masked(space, candidate):
         with torch.no_grad():
             logits, features = penultimate_features(model, space.output_layer, probes.inputs(), call=module)
         scores = _from_outputs(probes, logits, features)
         if attack:
-            scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack)
+            scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack, batch_size=chunk)
     return scores

@@ -30,6 +30,15 @@ def test_activation_bytes_sums_every_leaf_output():
     assert activation_bytes(model, (1, 8, 8)) == 4 * (256 + 256 + 256 + 10)
 
 
+def test_one_image_is_measured_once_per_model_structure():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    spy = BatchSpy(model)
+    first = activation_bytes(model, (1, 8, 8))
+    assert activation_bytes(model, (1, 8, 8)) == first and len(spy.sizes) == 1  # remembered: no second pass
+    model[0] = nn.Conv2d(1, 2, 3, padding=1)  # pruned in place: the parameter shapes change
+    assert activation_bytes(model, (1, 8, 8)) == first // 2 and len(spy.sizes) == 2
+
+
 def test_the_chunk_shrinks_with_the_memory_budget(monkeypatch):
     model = ARCHITECTURES["cnn"]().eval()
     per_input = 2 * activation_bytes(model, FASHION_MNIST_SPEC.shape)
