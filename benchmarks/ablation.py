@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
     prov = provenance()
-    text = ablation_markdown(rows, name)
+    text = ablation_markdown(rows, name) + _superseded(out)
     text += (
         f"\n{len(rows)} of {len(suite.cells())} cells finished. Table written by `{command}` at commit "
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "
@@ -146,6 +147,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
+
+
+def _superseded(out: Path) -> str:
+    """A line per design change decided on these cells: its folder of superseded cells and its NOTE.md."""
+    folders = sorted(p for p in (out / "superseded").glob("*") if (p / "NOTE.md").is_file())
+    if not folders:
+        return ""
+    lines = ["", "Superseded cells (run before a design change decided on this split; not in the tables above):", ""]
+    for folder in folders:
+        count = len(list((folder / "cells").glob("*.json")))
+        note = (folder / "NOTE.md").read_text().strip().splitlines()[0]
+        lines.append(f"- {out.name}/superseded/{folder.name} ({count} cells): {note}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
