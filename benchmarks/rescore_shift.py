@@ -135,12 +135,14 @@ def _bits(text: str) -> list[int]:
 
 
 def table(cells: list[dict], command: str) -> str:
-    prov = cells[0]["provenance"] if cells else provenance()
+    commits = ", ".join(f"`{c}`" for c in sorted({cell["provenance"]["commit"] for cell in cells})) or "(none)"
     lines = [
         "# Rescoring on synthetic probes: what the search sees against real data",
         "",
         produced_by(command) + ".",
-        f"Cells from commit `{prov['commit']}` (each cell records its own provenance in results/rescore_shift/cells/). "
+        f"Cells from commit(s) {commits} (each cell records its own provenance in results/rescore_shift/cells/), "
+        "run by this command with `--methods progressive_uniform search --seeds 0` and `--methods "
+        "progressive_uniform --seeds 1 2`, one process per model subset, 1 torch thread each. "
         "Validation split train[55000:] (5,000 images); the test split is not used. Each row runs the same search "
         'twice: `rescore="synthetic"` (channels ranked again on the synthetic probes after every step, the default '
         'at targets keeping at most 60% of the cost until this study) and `rescore="off"`. '
