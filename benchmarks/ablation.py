@@ -3,6 +3,7 @@
     python -m benchmarks.ablation --split val      # the decision run: robustprune/suites/ablation_val.json
     python -m benchmarks.ablation --split test     # the claim, once, after the decision (results/PROTOCOL.md)
     python -m benchmarks.ablation --split val --summarize-only   # the table from the finished cells
+    python -m benchmarks.ablation --split val --seeds 1 --models mlp cnn   # a second runner on other cells
 
 Runs the suite's missing cells through the bench runner into results/ablation[_val]/ (resumable:
 finished cells are kept in cells/ and a rerun skips them), then writes the table: per (model,
@@ -16,6 +17,7 @@ over seeds and images, the verdict (win / tie / loss) and the per-seed differenc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections import defaultdict
@@ -26,7 +28,7 @@ import numpy as np
 from benchmarks._common import RESULTS, start
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import load_suite, run_suite
+from robustprune.bench import Suite, load_suite, run_suite
 from robustprune.evaluate.paired import unpack
 from robustprune.evaluate.stats import compare, mean_ci
 from robustprune.search import SEARCH_VARIANTS
@@ -128,13 +130,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summarize-only", action="store_true", help="only write the table from finished cells")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--models", nargs="+", help="run only these models' cells (a second runner, another machine)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds' cells")
+    parser.add_argument("--targets", nargs="+", type=float, help="run only these targets' cells")
     args = parser.parse_args(argv)
     command = start("ablation", argv)
     name = "ablation_val" if args.split == "val" else "ablation"
     suite = load_suite(name)
     out = RESULTS / name
     if not args.summarize_only:
-        run_suite(suite, out, workers=args.workers, threads=args.threads)
+        part = part_of(suite, args.models, args.seeds, args.targets)
+        run_suite(part, out, workers=args.workers, threads=args.threads)
     rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
@@ -147,6 +153,25 @@ def main(argv: list[str] | None = None) -> None:
     )
     atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
+
+
+def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:
+    """The suite restricted to some models, seeds or targets: runners on disjoint parts share one cells folder
+    (a runner skips a cell another finished meanwhile); the table is always written from every finished cell."""
+    for label, asked, known in (
+        ("model", models, suite.models),
+        ("seed", seeds, suite.seeds),
+        ("target", targets, suite.targets),
+    ):
+        unknown = sorted(set(asked or ()) - set(known))
+        if unknown:
+            raise SystemExit(f"suite {suite.name} has no {label} {', '.join(map(str, unknown))}")
+    return dataclasses.replace(
+        suite,
+        models={m: kind for m, kind in suite.models.items() if not models or m in models},
+        seeds=[s for s in suite.seeds if not seeds or s in seeds],
+        targets=[t for t in suite.targets if not targets or t in targets],
+    )
 
 
 def _superseded(out: Path) -> str:

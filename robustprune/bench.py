@@ -288,6 +288,11 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
             if threads:
                 torch.set_num_threads(threads)
             for i, cell, path in todo:
+                if path.is_file():  # finished meanwhile by another runner on the same folder
+                    _check_settings(suite, path)
+                    say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: done meanwhile")
+                    bar.update(1)
+                    continue
                 say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))} ...")
                 finished(
                     i,

@@ -1,6 +1,7 @@
 """The ablation table: paired verdicts from per-image correctness stored in bench cells."""
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks.ablation import ablation_markdown, comparisons
@@ -70,3 +71,16 @@ def test_superseded_cells_are_listed_with_their_note(tmp_path):
     text = _superseded(tmp_path)
     assert f"{tmp_path.name}/superseded/rescore_synthetic (1 cells): rescoring off by default" in text
     assert "more detail" not in text
+
+
+def test_part_of_restricts_the_cells_and_refuses_unknown_names():
+    from benchmarks.ablation import part_of
+    from robustprune.bench import load_suite
+
+    suite = load_suite("ablation_val")
+    part = part_of(suite, models=["mlp", "cnn"], seeds=[1])
+    assert {c[0] for c in part.cells()} == {"mlp", "cnn"} and {c[3] for c in part.cells()} == {1}
+    assert set(part.cells()) < set(suite.cells()) and part.targets == suite.targets
+    assert part_of(suite).cells() == suite.cells()  # no filter: the whole grid, in its order
+    with pytest.raises(SystemExit, match="no model resnet99"):
+        part_of(suite, models=["resnet99"])

@@ -219,3 +219,36 @@ def test_bench_workers_give_the_same_cells_as_one_process(tmp_path):
         main(["bench", "--suite", str(tmp_path / "tiny.json"), "--out", str(tmp_path / "empty"), "--summarize-only"])
         == 2
     )
+
+
+def test_bench_skips_a_cell_another_runner_finished_meanwhile(tmp_path, monkeypatch):
+    """Two runners on one folder: a cell that appears while this runner works is not run (nor overwritten)."""
+    bench = robustprune.bench
+    suite = bench.Suite(
+        name="tiny", models={"mlp": "params"}, methods=["l1_uniform", "global_magnitude"], targets=[0.6],
+        seeds=[0], search={}, eval={"latency": False},
+    )  # fmt: skip
+    out = tmp_path / "bench"
+    first, second = suite.cells()
+    calls = []
+
+    def row(cell, by):
+        return {
+            "model": cell[0], "method": cell[1], "target": cell[2], "seed": cell[3], "by": by,
+            "kept_macs": 0.5, "prune_seconds": 0.0, "suite_settings": bench.suite_settings(suite),
+            "report": {"clean_accuracy": 0.9, "robust_accuracy": {"pgd": 0.5}},
+        }  # fmt: skip
+
+    def fake_run_cell(suite_, *cell, **kw):
+        calls.append(cell)
+        other = out / "cells" / f"{bench.cell_id(*second)}.json"
+        other.write_text(json.dumps(row(second, "the other runner")))  # finished elsewhere meanwhile
+        return row(cell, "this runner")
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    monkeypatch.setattr(bench, "summarize_suite", lambda suite_, out_: [])
+    lines = []
+    bench.run_suite(suite, out, log=lines.append)
+    assert calls == [first]
+    assert json.loads((out / "cells" / f"{bench.cell_id(*second)}.json").read_text())["by"] == "the other runner"
+    assert any("done meanwhile" in line for line in lines)
