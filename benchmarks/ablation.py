@@ -77,9 +77,15 @@ def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> 
     lines = []
     for rival in rivals:
         label = f"best baseline ({rival})" if rival == best else rival
+        # paired on the seeds both have finished (a partial run may have more seeds of one method)
+        shared = {r["seed"] for r in by_method["search"]} & {r["seed"] for r in by_method[rival]}
+        mine = [r for r in by_method["search"] if r["seed"] in shared]
+        theirs = [r for r in by_method[rival] if r["seed"] in shared]
+        if len(shared) < max(len(by_method["search"]), len(by_method[rival])):
+            label += f" (seeds {', '.join(map(str, sorted(shared)))} only)"
         cells = []
         for metric in METRICS:
-            a, b = _per_image(by_method["search"], metric), _per_image(by_method[rival], metric)
+            a, b = _per_image(mine, metric), _per_image(theirs, metric)
             if a is None or b is None or a.shape != b.shape:
                 cells.append("-")
                 continue

@@ -84,3 +84,14 @@ def test_part_of_restricts_the_cells_and_refuses_unknown_names():
     assert part_of(suite).cells() == suite.cells()  # no filter: the whole grid, in its order
     with pytest.raises(SystemExit, match="no model resnet99"):
         part_of(suite, models=["resnet99"])
+
+
+def test_a_method_with_more_finished_seeds_is_compared_on_the_shared_ones():
+    by_method = {}
+    for row in _rows():
+        if row["method"] != "search" and row["seed"] > 0:  # a partial run: search has seeds 0-2, the others 0
+            continue
+        by_method.setdefault(row["method"], []).append(row)
+    lines = comparisons(by_method, n_resamples=300)
+    assert lines[0].startswith("| search vs progressive_uniform (seeds 0 only) |") and "win" in lines[0]
+    assert lines[0].split("|")[2].strip() != "-"  # compared, not left out
