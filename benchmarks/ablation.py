@@ -21,7 +21,6 @@ import dataclasses
 import json
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
     prov = provenance()
-    text = ablation_markdown(rows, name) + _superseded(out)
+    text = ablation_markdown(rows, name)
     text += (
         f"\n{len(rows)} of {len(suite.cells())} cells finished. Table written by `{command}` at commit "
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:
     """The suite restricted to some models, seeds or targets: runners on disjoint parts share one cells folder
-    (a runner skips a cell another finished meanwhile); the table is always written from every finished cell."""
+    (a one-worker runner skips a cell another finished meanwhile); the table is written from every finished cell."""
     for label, asked, known in (
         ("model", models, suite.models),
         ("seed", seeds, suite.seeds),
@@ -178,19 +177,6 @@ def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:
         seeds=[s for s in suite.seeds if not seeds or s in seeds],
         targets=[t for t in suite.targets if not targets or t in targets],
     )
-
-
-def _superseded(out: Path) -> str:
-    """A line per design change decided on these cells: its folder of superseded cells and its NOTE.md."""
-    folders = sorted(p for p in (out / "superseded").glob("*") if (p / "NOTE.md").is_file())
-    if not folders:
-        return ""
-    lines = ["", "Superseded cells (run before a design change decided on this split; not in the tables above):", ""]
-    for folder in folders:
-        count = len(list((folder / "cells").glob("*.json")))
-        note = (folder / "NOTE.md").read_text().strip().splitlines()[0]
-        lines.append(f"- {out.name}/superseded/{folder.name} ({count} cells): {note}")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -154,9 +154,11 @@ def table(cells: list[dict], command: str) -> str:
         "synthetic / off | fresh synthetic agreement (%): synthetic / off |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    diffs = []  # off - synthetic per row, in points
     for c in cells:
         on, off = c["synthetic"], c["off"]
         a, b = _bits(off["val_correct"]), _bits(on["val_correct"])
+        diffs.append(100 * (sum(a) - sum(b)) / len(a))
         diff = compare(a, b).describe().split(" (per seed")[0]
         fresh_on = sum(on["fresh_agreement"].values()) / max(len(on["fresh_agreement"]), 1)
         fresh_off = sum(off["fresh_agreement"].values()) / max(len(off["fresh_agreement"]), 1)
@@ -166,12 +168,6 @@ def table(cells: list[dict], command: str) -> str:
             f"| {on['proxy_score']:.4f} / {off['proxy_score']:.4f} | {100 * fresh_on:.2f} / {100 * fresh_off:.2f} |"
         )
     if len(cells) > 1:
-        diffs = [
-            100
-            * (sum(_bits(c["off"]["val_correct"])) - sum(_bits(c["synthetic"]["val_correct"])))
-            / len(c["off"]["val_correct"])
-            for c in cells
-        ]
         mean, half = mean_ci(diffs)
         lines += [
             "",

@@ -60,19 +60,6 @@ def test_the_markdown_has_a_table_per_cell():
     assert "| search | 49.0 |" in text
 
 
-def test_superseded_cells_are_listed_with_their_note(tmp_path):
-    from benchmarks.ablation import _superseded
-
-    assert _superseded(tmp_path) == ""  # nothing superseded: nothing said
-    folder = tmp_path / "superseded" / "rescore_synthetic"
-    (folder / "cells").mkdir(parents=True)
-    (folder / "cells" / "cnn__search__0.5__s0.json").write_text("{}")
-    (folder / "NOTE.md").write_text("rescoring off by default\nmore detail\n")
-    text = _superseded(tmp_path)
-    assert f"{tmp_path.name}/superseded/rescore_synthetic (1 cells): rescoring off by default" in text
-    assert "more detail" not in text
-
-
 def test_part_of_restricts_the_cells_and_refuses_unknown_names():
     from benchmarks.ablation import part_of
     from robustprune.bench import load_suite
