@@ -25,26 +25,36 @@ from collections import defaultdict
 import numpy as np
 
 from benchmarks._common import RESULTS, start
-from robustprune._io import atomic_write_text
+from robustprune import zoo
+from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import Suite, load_suite, run_suite
-from robustprune.evaluate.paired import unpack
-from robustprune.evaluate.stats import compare, mean_ci
+from robustprune.bench import Suite, cell_id, load_suite, run_suite
+from robustprune.evaluate.harness import EvalSettings, evaluate
+from robustprune.evaluate.paired import PairedSettings, correctness, pack, unpack
+from robustprune.evaluate.stats import compare, mean_ci, paired_seed_interval
 from robustprune.search import SEARCH_VARIANTS
 
 METRICS = ("clean", "pgd", "apgd")
+OOD_SETS = ("digits", "flipped", "noise")
 RIVALS = ("progressive_uniform", "oneshot_search", "search_random")
+ORIGINAL = "original (unpruned)"
+
+
+def _seed_metrics(row: dict) -> dict[str, float]:
+    """The report's per-cell numbers that have no per-image vector: corruption accuracy and OOD AUROC."""
+    report = row["report"]
+    return {"corruption": report["corruption_accuracy"], **{f"auroc {n}": report["ood_auroc"][n] for n in OOD_SETS}}
 
 
 def _per_image(rows: list[dict], metric: str) -> np.ndarray | None:
     """(seeds, images) correctness of one method's cells, rows sorted by seed; None if a cell lacks it."""
-    vectors = [row.get("per_image", {}).get(metric) for row in sorted(rows, key=lambda r: r["seed"])]
+    vectors = [row.get("per_image", {}).get(metric) for row in sorted(rows, key=lambda r: r.get("seed", 0))]
     if not vectors or any(v is None for v in vectors):
         return None
     return np.stack([unpack(v).numpy() for v in vectors]).astype(float)
 
 
-def _cell_line(method: str, rows: list[dict]) -> str:
+def _cell_line(method: str, rows: list[dict], original: dict | None = None) -> str:
     def stat(values) -> str:
         mean, half = mean_ci([100 * v for v in values])
         return f"{mean:.2f} ± {half:.2f}"
@@ -53,6 +63,10 @@ def _cell_line(method: str, rows: list[dict]) -> str:
     for metric in METRICS:
         correct = _per_image(rows, metric)
         parts.append(stat(correct.mean(axis=1)) if correct is not None else "-")
+        if metric == "clean":  # points lost against the unpruned model on the same images
+            before = _per_image([original], metric) if original is not None else None
+            lost = before.mean() - correct.mean() if before is not None and correct is not None else None
+            parts.append(f"{100 * lost:.2f}" if lost is not None else "-")
     report = [r["report"] for r in rows]
     parts.append(stat([r["corruption_accuracy"] for r in report]))
     for name in ("digits", "flipped", "noise"):
@@ -89,44 +103,93 @@ def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> 
                 cells.append("-")
                 continue
             result = compare(a, b, n_resamples=n_resamples)
-            cells.append(result.describe())
+            cells.append(result.describe(with_p=True))
+        # corruption and OOD AUROC are one number per cell: paired over seeds only (a t-interval)
+        mine_by_seed = {r["seed"]: _seed_metrics(r) for r in mine}
+        theirs_by_seed = {r["seed"]: _seed_metrics(r) for r in theirs}
+        for metric in ("corruption", *(f"auroc {n}" for n in OOD_SETS)):
+            seeds = sorted(mine_by_seed)
+            a = [100 * mine_by_seed[s][metric] for s in seeds]
+            b = [100 * theirs_by_seed[s][metric] for s in seeds]
+            cells.append(paired_seed_interval(a, b).describe())
         lines.append(f"| search vs {label} | " + " | ".join(cells) + " |")
     return lines
 
 
-def ablation_markdown(rows: list[dict], suite_name: str, n_resamples: int = 10_000) -> str:
-    """The whole results file's tables from the finished cells."""
+def ablation_markdown(
+    rows: list[dict], suite_name: str, originals: dict[str, dict] | None = None, n_resamples: int = 10_000
+) -> str:
+    """The whole results file's tables from the finished cells (``originals``: each model's unpruned row)."""
+    originals = originals or {}
     groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         groups[(row["model"], row["target"])][row["method"]].append(row)
     out = []
+    glance = []
     for (model, target), by_method in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         kind = next(iter(by_method.values()))[0]["target_kind"]
+        original = originals.get(model)
         out += [f"## {model} at {target:g} of {kind}", ""]
         out += [
-            "| method | kept MACs % | clean | PGD | APGD | corruption | AUROC digits | AUROC flipped | AUROC noise |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | kept MACs % | clean | clean lost | PGD | APGD | corruption "
+            "| AUROC digits | AUROC flipped | AUROC noise |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        out += [_cell_line(method, by_method[method]) for method in sorted(by_method)]
+        if original is not None:
+            out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0}], original))
+        out += [_cell_line(method, by_method[method], original) for method in sorted(by_method)]
         verdicts = comparisons(by_method, n_resamples=n_resamples)
         if verdicts:
             out += [
                 "",
-                "Paired differences, points (A - B) [95% bootstrap interval over seeds and images], verdict:",
+                "Paired differences, points (A - B), verdict. Clean, PGD, APGD: 95% bootstrap interval over "
+                "seeds and images, per seed the difference and McNemar's exact p. Corruption and AUROC (one "
+                "number per cell): 95% t-interval of the per-seed differences.",
                 "",
-                "| comparison | clean | PGD | APGD |",
-                "|---|---|---|---|",
+                "| comparison | clean | PGD | APGD | corruption | AUROC digits | AUROC flipped | AUROC noise |",
+                "|---|---|---|---|---|---|---|---|",
                 *verdicts,
             ]
+            glance.append(_glance_line(model, target, kind, by_method, verdicts))
         out.append("")
     head = [
         f"# Ablation: suite {suite_name}",
         "",
         "Accuracies in %, mean ± 95% t-interval over seeds, on the same images for every method and seed "
-        "(results/PROTOCOL.md). A comparison is a win or a loss only where its interval excludes zero.",
+        "(results/PROTOCOL.md); clean lost: points below the unpruned model on the same images. A comparison "
+        "is a win or a loss only where its interval excludes zero.",
         "",
     ]
+    if glance:
+        head += [
+            "## Verdicts at a glance",
+            "",
+            "Search against each rival, clean / PGD (W win, T tie, L loss; the sections below give the intervals).",
+            "",
+            "| model | target | seeds | vs progressive_uniform | vs oneshot_search | vs search_random "
+            "| vs best baseline |",
+            "|---|---|---|---|---|---|---|",
+            *glance,
+            "",
+        ]
     return "\n".join(head + out)
+
+
+def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list[dict]], verdicts: list[str]) -> str:
+    """One row of the summary: the clean and PGD verdict letters of each comparison."""
+    letters = {}
+    for line in verdicts:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rival = cells[0].removeprefix("search vs ").split(" (seeds")[0]
+        rival = "best baseline" if rival.startswith("best baseline") else rival
+        marks = []
+        for cell in cells[1:3]:
+            verdict = next((v for v in ("win", "tie", "loss") if f"] {v}" in cell), None)
+            marks.append({"win": "W", "tie": "T", "loss": "L"}.get(verdict, "-"))
+        letters[rival] = " / ".join(marks)
+    seeds = len({r["seed"] for r in by_method.get("search", [])})
+    columns = [letters.get(r, "") for r in (*RIVALS, "best baseline")]
+    return f"| {model} | {target:g} of {kind} | {seeds} | " + " | ".join(columns) + " |"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,11 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summarize_only:
         part = part_of(suite, args.models, args.seeds, args.targets)
         run_suite(part, out, workers=args.workers, threads=args.threads)
-    rows = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    rows = finished_rows(suite, out)
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
+    originals = {model: original_row(suite, model, out) for model in sorted({r["model"] for r in rows})}
     prov = provenance()
-    text = ablation_markdown(rows, name)
+    text = ablation_markdown(rows, name, originals)
     text += (
         f"\n{len(rows)} of {len(suite.cells())} cells finished. Table written by `{command}` at commit "
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "
@@ -158,6 +222,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
+
+
+def finished_rows(suite: Suite, out) -> list[dict]:
+    """The suite's finished cells in ``out/cells`` (not the bench's ``<model>__original.json`` files there)."""
+    ids = {cell_id(*c) for c in suite.cells()}
+    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json")) if p.stem in ids]
+
+
+def original_row(suite: Suite, model: str, out) -> dict:
+    """The unpruned model evaluated as a cell is (the same report and per-image correctness), cached in
+    ``out/originals/<model>.json``: the "before" of before -> after."""
+    path = out / "originals" / f"{model}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    print(f"evaluating the unpruned {model} on the suite's images ...", flush=True)
+    net, spec = zoo.load(model)
+    report = evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
+    correct = correctness(net, spec, PairedSettings(**suite.paired))
+    row = {"model": model, "report": report, "per_image": {k: pack(v) for k, v in correct.items()}}
+    atomic_write_json(path, row)
+    return row
 
 
 def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:

@@ -40,7 +40,7 @@ from robustprune.evaluate.cost import count_macs_params
 from robustprune.evaluate.speed import BACKENDS, compile_for, interleaved_latency, torch_threads
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-ABLATION_MODELS = Path("/work/wt/ablation/results/ablation_val/models")
+ABLATION_MODELS = RESULTS / "ablation_val" / "models"  # the validation ablation's run folders (not in git)
 
 
 def _cell_id(*parts) -> str:

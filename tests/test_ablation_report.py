@@ -82,3 +82,46 @@ def test_a_method_with_more_finished_seeds_is_compared_on_the_shared_ones():
     lines = comparisons(by_method, n_resamples=300)
     assert lines[0].startswith("| search vs progressive_uniform (seeds 0 only) |") and "win" in lines[0]
     assert lines[0].split("|")[2].strip() != "-"  # compared, not left out
+
+
+def _original(correct: np.ndarray) -> dict:
+    return {
+        "model": "cnn",
+        "per_image": {m: pack(torch.from_numpy(correct)) for m in ("clean", "pgd", "apgd")},
+        "report": {"corruption_accuracy": 0.6, "ood_auroc": {"digits": 0.95, "flipped": 0.85, "noise": 0.75}},
+    }
+
+
+def test_the_table_shows_before_after_points_lost_and_every_metric_verdict():
+    original = np.ones(2000, dtype=bool)
+    original[:100] = False  # 95% clean before pruning
+    text = ablation_markdown(_rows(), "ablation_val", originals={"cnn": _original(original)}, n_resamples=200)
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| original (unpruned) |"))
+    assert "| 100.0 | 95.00 ± 0.00 | 0.00 |" in row
+    search = next(line for line in lines if line.startswith("| search |"))
+    lost = float(search.split("|")[4])
+    clean = float(search.split("|")[3].split("±")[0])
+    assert lost == pytest.approx(95.00 - clean, abs=0.011)
+    versus = next(line for line in lines if line.startswith("| search vs progressive_uniform |"))
+    cells = [c.strip() for c in versus.strip("|").split("|")]
+    assert len(cells) == 8  # clean, PGD, APGD with McNemar p; corruption and three AUROCs over seeds
+    assert "p=" in cells[1] and "p=" not in cells[4]
+    assert cells[4].startswith("+0.00 [+0.00, +0.00] tie")  # the rows share corruption and AUROC numbers
+    glance = next(line for line in lines if line.startswith("| cnn | 0.5 of macs | 3 |"))
+    assert glance.split("|")[4].strip() == "W / W" and glance.split("|")[5].strip() == "T / T"
+
+
+def test_only_the_suites_cells_are_read(tmp_path):
+    import json
+
+    from benchmarks.ablation import finished_rows
+    from robustprune.bench import load_suite
+
+    suite = load_suite("ablation_val")
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    (cells / "cnn__search__0.5__s0.json").write_text(json.dumps({"model": "cnn", "method": "search"}))
+    (cells / "cnn__original.json").write_text(json.dumps({"clean_accuracy": 0.9}))  # the bench's summary file
+    (cells / "cnn__search__0.9__s0.json").write_text(json.dumps({"model": "cnn"}))  # not a cell of this suite
+    assert finished_rows(suite, tmp_path) == [{"model": "cnn", "method": "search"}]

@@ -66,3 +66,31 @@ def test_the_bootstrap_is_deterministic_per_seed_and_checks_shapes():
         paired_bootstrap(a, b[:, :200])
     with pytest.raises(ValueError, match="0/1"):
         paired_bootstrap(a * 2, b)
+
+
+def test_paired_seed_interval_is_a_t_interval_of_the_differences():
+    from scipy import stats as scipy_stats
+
+    from robustprune.evaluate.stats import paired_seed_interval
+
+    a, b = [80.0, 82.0, 81.0], [78.0, 79.0, 80.5]
+    result = paired_seed_interval(a, b)
+    diff = np.array(a) - np.array(b)
+    half = scipy_stats.t.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    assert result.difference == pytest.approx(diff.mean())
+    assert (result.low, result.high) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert result.verdict == ("win" if diff.mean() - half > 0 else "tie")
+    assert result.describe().startswith(f"{diff.mean():+.2f} [")
+    one = paired_seed_interval([80.0], [79.0])
+    assert one.verdict is None and one.describe() == "+1.00 (1 seed: no interval)"
+    with pytest.raises(ValueError, match="one value per shared seed"):
+        paired_seed_interval([1.0, 2.0], [1.0])
+
+
+def test_describe_with_p_names_each_seeds_mcnemar_p():
+    a = np.zeros((2, 200))
+    b = np.zeros((2, 200))
+    a[:, :40] = 1  # A right on 40 images B gets wrong: p far below 0.001
+    result = compare(a, b, n_resamples=200)
+    assert result.describe(with_p=True).endswith("(per seed +20.00 p=<0.001, +20.00 p=<0.001)")
+    assert "p=" not in result.describe()

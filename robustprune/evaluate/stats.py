@@ -13,7 +13,16 @@ import dataclasses
 import numpy as np
 from scipy import stats
 
-__all__ = ["Comparison", "compare", "mcnemar", "mean_ci", "paired_bootstrap", "verdict"]
+__all__ = [
+    "Comparison",
+    "SeedComparison",
+    "compare",
+    "mcnemar",
+    "mean_ci",
+    "paired_bootstrap",
+    "paired_seed_interval",
+    "verdict",
+]
 
 
 def _correctness(values, name: str) -> np.ndarray:
@@ -101,9 +110,50 @@ class Comparison:
     seed_differences: tuple[float, ...]
     mcnemar_p: tuple[float, ...]
 
+    def describe(self, with_p: bool = False) -> str:
+        """``+1.20 [+0.40, +2.00] win (per seed +1.00, +1.40)``; ``with_p`` adds each seed's McNemar p."""
+        if with_p:
+            pairs = zip(self.seed_differences, self.mcnemar_p, strict=True)
+            spread = ", ".join(f"{d:+.2f} p={_p(p)}" for d, p in pairs)
+        else:
+            spread = ", ".join(f"{d:+.2f}" for d in self.seed_differences)
+        return f"{self.difference:+.2f} [{self.low:+.2f}, {self.high:+.2f}] {self.verdict} (per seed {spread})"
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedComparison:
+    """A comparison of A against B on one number per seed (no per-image data): a t-interval of the
+    per-seed differences. With one seed there is no interval and no verdict."""
+
+    difference: float
+    low: float | None
+    high: float | None
+    verdict: str | None
+    seed_differences: tuple[float, ...]
+
     def describe(self) -> str:
         spread = ", ".join(f"{d:+.2f}" for d in self.seed_differences)
+        if self.verdict is None:
+            return f"{self.difference:+.2f} (1 seed: no interval)"
         return f"{self.difference:+.2f} [{self.low:+.2f}, {self.high:+.2f}] {self.verdict} (per seed {spread})"
+
+
+def paired_seed_interval(a, b, confidence: float = 0.95) -> SeedComparison:
+    """Mean of the per-seed differences A - B with its two-sided t-interval (pairs: same seed)."""
+    a_values = np.asarray(a, dtype=np.float64).ravel()
+    b_values = np.asarray(b, dtype=np.float64).ravel()
+    if a_values.shape != b_values.shape or a_values.size == 0:
+        raise ValueError(f"a and b need one value per shared seed: {a_values.shape} vs {b_values.shape}")
+    diff = a_values - b_values
+    mean, half = mean_ci(diff, confidence)
+    spread = tuple(float(d) for d in diff)
+    if diff.size == 1:
+        return SeedComparison(mean, None, None, None, spread)
+    return SeedComparison(mean, mean - half, mean + half, verdict(mean - half, mean + half), spread)
 
 
 def compare(a_correct, b_correct, n_resamples: int = 10_000, seed: int = 0) -> Comparison:
