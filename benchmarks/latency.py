@@ -12,7 +12,8 @@ inference, torch.compile (inductor), and ONNX Runtime on the CPU (``robustprune 
 file, its outputs checked against the model's). Pruned models are the search's run folders: the
 validation ablation's (``--models-dir``, ``<model>__search__<target>__s<seed>``) where they exist,
 else this benchmark's own (``<out dir>/latency/models``), else a search run here with
-``--search-missing`` (``--search-trials`` per step; default the library's). ``--round-to N`` adds the
+``--search-missing`` (``--search-trials`` per step; default the library's); ``--search-only`` runs just
+those searches, which need no quiet machine, so the timing run that follows finds them. ``--round-to N`` adds the
 same search with kept widths in multiples of N, with both models' clean top-1 on the validation split.
 ``--int8`` adds, at batch 256 and 2 threads, the pruned model quantized to int8 (synthetic calibration,
 compiled with inductor) against the fp32 original. ``--profile`` profiles one cell with torch.profiler.
@@ -235,6 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--int8", action="store_true", help="also pruned int8 vs fp32 original (batch 256, 2 threads)")
     parser.add_argument("--profile", action="store_true", help="profile the first model at 0.5, batch 256, 2 threads")
     parser.add_argument("--report-only", action="store_true", help="write the report from saved cells only")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only run the missing searches (no quiet machine needed); time them later with the same command",
+    )
     parser.add_argument("--out", default=str(RESULTS / "latency.md"))
     parser.add_argument("--cells", help="cell JSON folder (default: <out dir>/latency/cells)")
     args = parser.parse_args(argv)
@@ -254,6 +260,20 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if args.int8:
         plan += [(m, t, 1, 256, 2, "int8") for m in args.models for t in args.targets]
+    if args.search_only:
+        args.search_missing = True
+        for m, t, r in dict.fromkeys((m, t, r) for m, t, r, *_ in plan):
+            done = [
+                (cells_dir / f"{_cell_id(m, f'{t:g}', f'r{r}', f'b{b}', f't{n}', k, args.method)}.json").is_file()
+                for mm, tt, rr, b, n, k in plan
+                if (mm, tt, rr) == (m, t, r)
+            ]
+            if all(done):
+                print(f"{m} at {t:g} (round_to {r}): every cell timed already, no search needed")
+                continue
+            folder, _method = _pruned_model(args, m, t, r)
+            print(f"{m} at {t:g} (round_to {r}): {folder or 'no pruned model'}", flush=True)
+        return
     cells, missing, unmeasured = [], set(), set()
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
