@@ -138,3 +138,30 @@ def test_xnnpack_without_executorch_says_where_the_quantizer_is():
             quantize_int8(_model(), SPEC, torch.rand(8, *SPEC.shape), backend="xnnpack")
     else:
         pytest.skip("executorch is installed: the xnnpack quantizer is available")
+
+
+class ViewResidual(nn.Module):
+    """A residual whose skip input is a view (a channel LayerNorm's permute back, as in ConvNeXt)."""
+
+    def __init__(self, c: int, view: bool) -> None:
+        super().__init__()
+        self.stem, self.conv, self.view = nn.Conv2d(1, c, 3, padding=1), nn.Conv2d(c, c, 1), view
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.view:
+            x = x.permute(0, 2, 3, 1).permute(0, 3, 1, 2)
+        return x + self.conv(x)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_conv_add_is_fused_unless_the_skip_input_is_a_view(view):
+    from robustprune.quantize.ptq import _export, _quantizer
+
+    model = ViewResidual(4, view).eval()
+    graph = _export(model, torch.rand(2, *SPEC.shape), strict=True).module()
+    _quantizer("x86").annotate(graph)
+    add = next(n for n in graph.graph.nodes if getattr(n.target, "_opname", None) == "add")
+    annotated = add.meta.get("quantization_annotation")
+    # inductor fuses conv + add in place into the skip tensor and fails when that tensor is a view
+    assert (annotated is not None and bool(annotated.input_qspec_map)) is not view

@@ -35,12 +35,49 @@ class QuantizeError(ValueError):
     """The model cannot be quantized as asked (one line saying why)."""
 
 
+#: aten ops whose output aliases their input (a view of the same storage).
+_VIEW_OPS = frozenset(
+    {"permute", "view", "reshape", "transpose", "expand", "slice", "select", "unsqueeze", "squeeze", "t", "alias"}
+)
+
+
+def _reads_a_view(node) -> bool:
+    """Whether an add node takes a view (``permute``, ``view`` ...) as an input."""
+    return any(
+        getattr(arg, "op", None) == "call_function" and getattr(arg.target, "_opname", None) in _VIEW_OPS
+        for arg in node.args
+    )
+
+
+def _x86_quantizer(xiq):
+    """torchao's X86InductorQuantizer, except that a conv + add whose other input is a view is left to the conv
+    pattern alone: inductor fuses conv + add in place into the other input and asserts when that input aliases
+    another tensor (torch 2.14: "QConv Binary Inplace Fusion requires accum is not an alias or mutation"; the
+    residual after a channel LayerNorm's permute in ConvNeXt-style nets). The add then runs in float."""
+
+    def without_view_accumulators(filter_fn):
+        return lambda nodes: filter_fn(nodes) and not any(_reads_a_view(n) for n in nodes)
+
+    class Quantizer(xiq.X86InductorQuantizer):
+        def _annotate_conv2d_binary(self, gm, quantization_config, filter_fn=None):
+            if filter_fn is not None:
+                filter_fn = without_view_accumulators(filter_fn)
+            super()._annotate_conv2d_binary(gm, quantization_config, filter_fn)
+
+        def _annotate_conv2d_binary_unary(self, gm, quantization_config, filter_fn=None):
+            if filter_fn is not None:
+                filter_fn = without_view_accumulators(filter_fn)
+            super()._annotate_conv2d_binary_unary(gm, quantization_config, filter_fn)
+
+    return Quantizer()
+
+
 def _quantizer(backend: str):
     try:
         if backend == "x86":
             from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
-            quantizer = xiq.X86InductorQuantizer()
+            quantizer = _x86_quantizer(xiq)
             quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
             return quantizer
     except ImportError as exc:
