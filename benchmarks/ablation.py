@@ -241,6 +241,7 @@ def original_row(suite: Suite, model: str, out) -> dict:
     report = evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
     correct = correctness(net, spec, PairedSettings(**suite.paired))
     row = {"model": model, "report": report, "per_image": {k: pack(v) for k, v in correct.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, row)
     return row
 
