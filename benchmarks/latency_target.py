@@ -24,7 +24,9 @@ from pathlib import Path
 from benchmarks._common import RESULTS, produced_by, start
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
+from robustprune.data.fashion_mnist import load_eval_split
 from robustprune.evaluate.latency_check import check_latency_model
+from robustprune.evaluate.metrics import accuracy, predict_logits
 from robustprune.search.engine import SearchConfig, search
 
 
@@ -42,7 +44,10 @@ def _cell(model_name: str, target: float, batch: int, threads: int, seed: int, r
     result = search(model, spec, config, quiet=True)
     seconds = time.time() - began
     check = check_latency_model(model, result.space, result.candidate, result.model, config)
+    x, y = load_eval_split("val")
     return {
+        "val_top1": accuracy(predict_logits(result.model, spec, x), y),
+        "original_val_top1": accuracy(predict_logits(model, spec, x), y),
         "model": model_name,
         "target": target,
         "batch": batch,
@@ -71,8 +76,15 @@ def _row(cell: dict) -> str:
         f"{100 * predicted:.1f}% | {100 * measured:.1f}% | {100 * check['relative_error']:+.1f}% | "
         f"{100 * landed:+.1f}% | {'yes' if abs(landed) <= 0.10 else 'no'} | {100 * cell['kept_macs']:.1f}% | "
         f"{check['original_ms']['median_ms']:.2f} | {check['pruned_ms']['median_ms']:.2f} | "
-        f"{cell.get('load_average', float('nan')):.2f} |"
+        f"{cell.get('load_average', float('nan')):.2f} | {_top1(cell)} |"
     )
+
+
+def _top1(cell: dict) -> str:
+    """Validation top-1 of the original -> the found model (cells from before it was recorded: -)."""
+    if "val_top1" not in cell:
+        return "-"
+    return f"{100 * cell['original_val_top1']:.2f} -> {100 * cell['val_top1']:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,11 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         "(interleaved, 50 rounds, medians). Table error = predicted / measured - 1; landed = measured / target - 1 "
         "(the issue's goal: within 10%). Rounds: the search's timed corrections after its steps "
         "(`latency_rounds`; 0 = the table alone, the cells made before the loop existed); "
-        "loop: the fractions the search itself timed, in order.",
+        "loop: the fractions the search itself timed, in order. val top-1: the original -> the found model on the "
+        "validation split.",
         "",
         "| model | round_to | rounds | loop | batch | threads | target | predicted | measured | table error | "
-        "landed | within 10% | kept MACs | original ms | pruned ms | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "landed | within 10% | kept MACs | original ms | pruned ms | load | val top-1 (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(c) for c in cells],
         "",
         "Cells from earlier runs keep their own provenance:",
