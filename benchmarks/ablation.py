@@ -69,7 +69,7 @@ def _cell_line(method: str, rows: list[dict], original: dict | None = None) -> s
             parts.append(f"{100 * lost:.2f}" if lost is not None else "-")
     report = [r["report"] for r in rows]
     parts.append(stat([r["corruption_accuracy"] for r in report]))
-    for name in ("digits", "flipped", "noise"):
+    for name in OOD_SETS:
         parts.append(stat([r["ood_auroc"][name] for r in report]))
     return "| " + " | ".join(parts) + " |"
 
@@ -81,14 +81,15 @@ def _best_baseline(by_method: dict[str, list[dict]]) -> str | None:
     return max(baselines, key=lambda m: np.mean([r["report"]["clean_accuracy"] for r in by_method[m]]))
 
 
-def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> list[str]:
-    """Table rows: search against each rival on each metric, paired over seeds and images."""
+def _comparisons(by_method: dict[str, list[dict]], n_resamples: int) -> list[tuple[str, str, list[str], list[str]]]:
+    """Search against each rival: (rival key, row label, cell texts, clean and PGD verdicts)."""
     if "search" not in by_method:
         return []
     best = _best_baseline(by_method)
     rivals = [m for m in RIVALS if m in by_method] + ([best] if best else [])
-    lines = []
+    out = []
     for rival in rivals:
+        key = "best baseline" if rival == best else rival
         label = f"best baseline ({rival})" if rival == best else rival
         # paired on the seeds both have finished (a partial run may have more seeds of one method)
         shared = {r["seed"] for r in by_method["search"]} & {r["seed"] for r in by_method[rival]}
@@ -96,24 +97,35 @@ def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> 
         theirs = [r for r in by_method[rival] if r["seed"] in shared]
         if len(shared) < max(len(by_method["search"]), len(by_method[rival])):
             label += f" (seeds {', '.join(map(str, sorted(shared)))} only)"
-        cells = []
+        cells, verdicts = [], []
         for metric in METRICS:
             a, b = _per_image(mine, metric), _per_image(theirs, metric)
             if a is None or b is None or a.shape != b.shape:
                 cells.append("-")
+                verdicts.append(None)
                 continue
             result = compare(a, b, n_resamples=n_resamples)
             cells.append(result.describe(with_p=True))
+            verdicts.append(result.verdict)
         # corruption and OOD AUROC are one number per cell: paired over seeds only (a t-interval)
+        seeds = sorted(shared)
         mine_by_seed = {r["seed"]: _seed_metrics(r) for r in mine}
         theirs_by_seed = {r["seed"]: _seed_metrics(r) for r in theirs}
         for metric in ("corruption", *(f"auroc {n}" for n in OOD_SETS)):
-            seeds = sorted(mine_by_seed)
             a = [100 * mine_by_seed[s][metric] for s in seeds]
             b = [100 * theirs_by_seed[s][metric] for s in seeds]
             cells.append(paired_seed_interval(a, b).describe())
-        lines.append(f"| search vs {label} | " + " | ".join(cells) + " |")
-    return lines
+        out.append((key, label, cells, verdicts[:2]))
+    return out
+
+
+def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> list[str]:
+    """Table rows: search against each rival on each metric, paired over seeds and images."""
+    return [_comparison_line(label, cells) for _key, label, cells, _ in _comparisons(by_method, n_resamples)]
+
+
+def _comparison_line(label: str, cells: list[str]) -> str:
+    return f"| search vs {label} | " + " | ".join(cells) + " |"
 
 
 def ablation_markdown(
@@ -138,8 +150,8 @@ def ablation_markdown(
         if original is not None:
             out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0}], original))
         out += [_cell_line(method, by_method[method], original) for method in sorted(by_method)]
-        verdicts = comparisons(by_method, n_resamples=n_resamples)
-        if verdicts:
+        compared = _comparisons(by_method, n_resamples)
+        if compared:
             out += [
                 "",
                 "Paired differences, points (A - B), verdict. Clean, PGD, APGD: 95% bootstrap interval over "
@@ -148,9 +160,9 @@ def ablation_markdown(
                 "",
                 "| comparison | clean | PGD | APGD | corruption | AUROC digits | AUROC flipped | AUROC noise |",
                 "|---|---|---|---|---|---|---|---|",
-                *verdicts,
+                *(_comparison_line(label, cells) for _key, label, cells, _ in compared),
             ]
-            glance.append(_glance_line(model, target, kind, by_method, verdicts))
+            glance.append(_glance_line(model, target, kind, by_method, compared))
         out.append("")
     head = [
         f"# Ablation: suite {suite_name}",
@@ -175,20 +187,12 @@ def ablation_markdown(
     return "\n".join(head + out)
 
 
-def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list[dict]], verdicts: list[str]) -> str:
+def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list[dict]], compared) -> str:
     """One row of the summary: the clean and PGD verdict letters of each comparison."""
-    letters = {}
-    for line in verdicts:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rival = cells[0].removeprefix("search vs ").split(" (seeds")[0]
-        rival = "best baseline" if rival.startswith("best baseline") else rival
-        marks = []
-        for cell in cells[1:3]:
-            verdict = next((v for v in ("win", "tie", "loss") if f"] {v}" in cell), None)
-            marks.append({"win": "W", "tie": "T", "loss": "L"}.get(verdict, "-"))
-        letters[rival] = " / ".join(marks)
+    letter = {"win": "W", "tie": "T", "loss": "L", None: "-"}
+    marks = {key: " / ".join(letter[v] for v in verdicts) for key, _label, _cells, verdicts in compared}
     seeds = len({r["seed"] for r in by_method.get("search", [])})
-    columns = [letters.get(r, "") for r in (*RIVALS, "best baseline")]
+    columns = [marks.get(r, "") for r in (*RIVALS, "best baseline")]
     return f"| {model} | {target:g} of {kind} | {seeds} | " + " | ".join(columns) + " |"
 
 

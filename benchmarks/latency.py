@@ -48,6 +48,14 @@ def _cell_id(*parts) -> str:
     return "__".join(str(p) for p in parts)
 
 
+def _cell_path(
+    cells_dir: Path, model: str, target: float, round_to: int, batch: int, threads: int, backend: str, method: str
+) -> Path:
+    """Where one timing cell is saved (a rerun skips it)."""
+    name = _cell_id(model, f"{target:g}", f"r{round_to}", f"b{batch}", f"t{threads}", backend, method)
+    return cells_dir / f"{name}.json"
+
+
 def _onnx_runner(model, spec, batch: int, threads: int, workdir: Path):
     """An ONNX Runtime CPU session on the model's exported file (checked against the model when written)."""
     import numpy as np
@@ -263,12 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.search_only:
         args.search_missing = True
         for m, t, r in dict.fromkeys((m, t, r) for m, t, r, *_ in plan):
-            done = [
-                (cells_dir / f"{_cell_id(m, f'{t:g}', f'r{r}', f'b{b}', f't{n}', k, args.method)}.json").is_file()
-                for mm, tt, rr, b, n, k in plan
-                if (mm, tt, rr) == (m, t, r)
-            ]
-            if all(done):
+            if all(_cell_path(cells_dir, *cell, args.method).is_file() for cell in plan if cell[:3] == (m, t, r)):
                 print(f"{m} at {t:g} (round_to {r}): every cell timed already, no search needed")
                 continue
             folder, _method = _pruned_model(args, m, t, r)
@@ -278,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (m, t, r, b, n, backend) in enumerate(plan):
-            path = cells_dir / f"{_cell_id(m, f'{t:g}', f'r{r}', f'b{b}', f't{n}', backend, args.method)}.json"
+            path = _cell_path(cells_dir, m, t, r, b, n, backend, args.method)
             if path.is_file():
                 cells.append(json.loads(path.read_text()))
                 continue

@@ -117,7 +117,11 @@ class Comparison:
             spread = ", ".join(f"{d:+.2f} p={_p(p)}" for d, p in pairs)
         else:
             spread = ", ".join(f"{d:+.2f}" for d in self.seed_differences)
-        return f"{self.difference:+.2f} [{self.low:+.2f}, {self.high:+.2f}] {self.verdict} (per seed {spread})"
+        return _interval_text(self.difference, self.low, self.high, self.verdict, spread)
+
+
+def _interval_text(difference: float, low: float, high: float, verdict_: str, spread: str) -> str:
+    return f"{difference:+.2f} [{low:+.2f}, {high:+.2f}] {verdict_} (per seed {spread})"
 
 
 def _p(value: float) -> str:
@@ -139,7 +143,7 @@ class SeedComparison:
         spread = ", ".join(f"{d:+.2f}" for d in self.seed_differences)
         if self.verdict is None:
             return f"{self.difference:+.2f} (1 seed: no interval)"
-        return f"{self.difference:+.2f} [{self.low:+.2f}, {self.high:+.2f}] {self.verdict} (per seed {spread})"
+        return _interval_text(self.difference, self.low, self.high, self.verdict, spread)
 
 
 def paired_seed_interval(a, b, confidence: float = 0.95) -> SeedComparison:
