@@ -18,8 +18,11 @@ same search with kept widths in multiples of N, with both models' clean top-1 on
 ``--int8`` adds, at batch 256 and 2 threads, the pruned model quantized to int8 (synthetic calibration,
 compiled with inductor) against the fp32 original. ``--profile`` profiles one cell with torch.profiler.
 
-Every cell is saved as JSON under ``<out dir>/latency/cells`` and skipped when rerun: the run resumes.
-Timings need a quiet machine (no other jobs); the report states the load average at the start.
+Every cell is saved as JSON under ``<out dir>/latency/cells`` (with its command, commit, machine and load
+average) and skipped when rerun: the run resumes. The report lists the commits its cells came from, adds
+the hand-written notes in ``<out dir>/latency/notes.md`` (which runs made which cells, caveats; no number
+that a cell does not hold) and the last ``--profile`` output (``<out dir>/latency/profile.md``), so
+``--report-only`` rebuilds the whole file. Timings need a quiet machine (no other jobs).
 """
 
 from __future__ import annotations
@@ -210,6 +213,26 @@ def _profile(args, model_name: str, target: float, batch: int, threads: int) -> 
     return "\n".join(lines)
 
 
+def _sources(cells: list[dict]) -> list[str]:
+    """One line per commit the cells were measured at: how many cells, which models, the load averages seen."""
+    by_commit: dict[str, list[dict]] = {}
+    for c in cells:
+        by_commit.setdefault(c.get("provenance", {}).get("commit", "unknown"), []).append(c)
+    lines = ["Cells by the commit they were measured at (each cell's JSON holds its full provenance):", ""]
+    for commit, group in by_commit.items():
+        info = group[0].get("provenance", {})
+        loads = [c["provenance"]["load_average"] for c in group if "load_average" in c.get("provenance", {})]
+        load = f", load average {min(loads):.2f}-{max(loads):.2f}" if loads else ""
+        models = ", ".join(sorted({f"{c['model']} {c['target']:g}" for c in group}))
+        commands = sorted({c["provenance"]["command"] for c in group if "command" in c.get("provenance", {})})
+        how = f" by `{'`, `'.join(commands)}`" if commands else ""
+        lines.append(
+            f"- `{commit[:7]}{'-dirty' if commit.endswith('-dirty') else ''}`{how}: {len(group)} cells "
+            f"({models}) on {info.get('machine', '?')}, torch {info.get('torch', '?')}{load}"
+        )
+    return [*lines, ""]
+
+
 def _row(c: dict) -> str:
     if "error" in c:
         head = f"| {c['model']} | {c['target']:g} | {c['method']} | | {c['batch']} | {c['threads']} | {c['backend']} |"
@@ -288,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             if (m, t, r) in missing:
                 continue
             if args.report_only:
-                unmeasured.add((m, t, r))
+                unmeasured.add(f"{m} at {t:g} (round_to {r}" + (", int8)" if backend == "int8" else ")"))
                 continue
             try:
                 cell = _measure_cell(args, m, t, r, b, n, backend, Path(tmp))
@@ -300,11 +323,15 @@ def main(argv: list[str] | None = None) -> None:
                 missing.add((m, t, r))
                 print(f"no pruned {m} at {t:g} (round_to {r}): skipped (--search-missing runs the search)")
                 continue
-            cell["provenance"] = provenance(load_average=os.getloadavg()[0])
+            cell["provenance"] = provenance(load_average=os.getloadavg()[0]) | {"command": command}
             atomic_write_json(path, cell)
             cells.append(cell)
             print(f"[{i + 1}/{len(plan)} {time.time() - start:.0f}s] {_row(cell)}", flush=True)
-    profile_text = _profile(args, args.models[0], 0.5, 256, 2) if args.profile and not args.report_only else ""
+    profile_path = cells_dir.parent / "profile.md"
+    if args.profile and not args.report_only:
+        profile = _profile(args, args.models[0], 0.5, 256, 2)
+        atomic_write_text(profile_path, f"From `{command}` at commit `{provenance()['commit']}`.\n\n{profile}")
+    notes_path = cells_dir.parent / "notes.md"
     info = provenance(load_average_at_start=load)
     lines = [
         "# Delivered speed: pruned vs original",
@@ -319,15 +346,18 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[_row(c) for c in cells],
         "",
+        *_sources(cells),
     ]
     if missing:
         lines += ["Cells without a pruned model (rerun with --search-missing): "]
         lines += [", ".join(f"{m} at {t:g} (round_to {r})" for m, t, r in sorted(missing)), ""]
     if unmeasured:
         lines += ["Not measured yet (the run was stopped; the same command resumes): "]
-        lines += [", ".join(f"{m} at {t:g} (round_to {r})" for m, t, r in sorted(unmeasured)), ""]
-    if profile_text:
-        lines += ["## Where the time goes", "", profile_text]
+        lines += [", ".join(sorted(unmeasured)), ""]
+    if notes_path.is_file():
+        lines += ["## Notes", "", notes_path.read_text().strip(), ""]
+    if profile_path.is_file():
+        lines += ["## Where the time goes", "", profile_path.read_text().strip(), ""]
     atomic_write_text(Path(args.out), "\n".join(lines))
     print(f"wrote {args.out}")
 
