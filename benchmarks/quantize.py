@@ -1,6 +1,6 @@
 """int8 post-training quantization: which PT2E quantizer works, and what to calibrate it on.
 
-    python -m benchmarks.quantize calibration [--models resnet20 cnn] [--threads 2]
+    python -m benchmarks.quantize calibration [--models resnet20 cnn RUN_FOLDER ...] [--sources ...] [--threads 2]
     python -m benchmarks.quantize check [--model resnet20]
 
 ``calibration``: for each zoo model, the float model is quantized to int8 (PT2E, torchao's
@@ -12,7 +12,9 @@ X86InductorQuantizer, strict export; robustprune.quantize) with its activation r
 Clean top-1 accuracy on the validation split (train[55000:]) is reported for each, with paired
 bootstrap 95% intervals (robustprune.evaluate.stats.compare) of synthetic minus real and synthetic
 minus Gaussian. Accuracy does not depend on the machine's load; latency is in benchmarks/latency.py.
-Writes results/int8_calibration.md.
+Each (model, calibration) is a cell under results/int8_calibration/cells that a rerun skips; a run
+folder in ``--models`` is a pruned model (its synthetic inputs inverted from the original, as
+``robustprune quantize`` does). Writes results/int8_calibration.md.
 
 ``check``: which PT2E int8 quantizer configuration works on a residual model (zoo:resnet20)? For
 torchao's X86InductorQuantizer and the XNNPACK quantizer, with strict and non-strict
@@ -23,6 +25,7 @@ output error against the float model. Writes results/quantizer_check.md.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,10 +33,11 @@ import torch
 
 from benchmarks._common import RESULTS, run_study, subcommand_parser
 from robustprune import zoo
-from robustprune._io import atomic_write_text
+from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.data.fashion_mnist import load_eval_split
 from robustprune.evaluate.metrics import predict_logits
+from robustprune.evaluate.paired import pack, unpack
 from robustprune.evaluate.stats import compare
 from robustprune.quantize import quantize_int8
 from robustprune.quantize.ptq import _export, _quantizer
@@ -52,38 +56,75 @@ def _correct(model, spec, x, y) -> torch.Tensor:
     return (predict_logits(model, spec, x).argmax(dim=1) == y).float()
 
 
+def _load(name: str):
+    """(label, float model to quantize, original model, spec) for a zoo name or a pruned run folder."""
+    if Path(name, "spec.json").is_file():
+        from robustprune.structure import load_pruned
+
+        pruned, spec, data = load_pruned(name)
+        original, _ = zoo.load(data["model"].removeprefix("zoo:"))
+        return Path(name).name, pruned, original, spec
+    model, spec = zoo.load(name)
+    return name, model, model, spec
+
+
+def _cell(cells: Path, label: str, source: str, n: int, model, original, spec, x_val, y_val, seed: int) -> dict:
+    """One (model, calibration) accuracy on the validation split, saved with its per-image correctness."""
+    path = cells / f"{label}__{source}-{n}__s{seed}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    start = time.time()
+    if source == "fp32":
+        correct = _correct(model, spec, x_val, y_val)
+    else:
+        # synthetic inputs are inverted from the original model, as `robustprune quantize` does
+        pixels = calibration_inputs(source, original, spec, n=n, seed=seed, progress=print)
+        program = quantize_int8(model, spec, pixels)
+        correct = _correct(Int8Model(program.module(), model), spec, x_val, y_val)
+    cell = {"model": label, "source": source, "n": n, "seconds": time.time() - start, "correct": pack(correct)}
+    cell["provenance"] = provenance(seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, cell)
+    return cell
+
+
 def calibration(args, command: str) -> None:
     x_val, y_val = load_eval_split("val")
+    cells = Path(args.cells) if args.cells else RESULTS / "int8_calibration" / "cells"
+    sources = [s for s in SOURCES if s[0] in args.sources]
     rows, comparisons = [], []
     for name in args.models:
-        model, spec = zoo.load(name)
-        float_correct = _correct(model, spec, x_val, y_val)
-        rows.append((name, "fp32 (no quantization)", "-", 100 * float(float_correct.mean()), None))
+        label, model, original, spec = _load(name)
+        fp32 = _cell(cells, label, "fp32", 0, model, original, spec, x_val, y_val, args.seed)
+        rows.append((label, "fp32 (no quantization)", "-", fp32, None))
         correct = {}
-        for label, source, n in SOURCES:
-            start = time.time()
-            pixels = calibration_inputs(source, model, spec, n=n, seed=args.seed, progress=print)
-            program = quantize_int8(model, spec, pixels)
-            correct[label] = _correct(Int8Model(program.module(), model), spec, x_val, y_val)
-            seconds = time.time() - start
-            rows.append((name, label, str(len(pixels)), 100 * float(correct[label].mean()), seconds))
-            print(f"{name} {label}: {100 * float(correct[label].mean()):.2f}% ({seconds:.0f}s)", flush=True)
+        for key, source, n in sources:
+            cell = _cell(cells, label, source, n, model, original, spec, x_val, y_val, args.seed)
+            correct[key] = unpack(cell["correct"]).float()
+            rows.append((label, key, str(n), cell, cell["seconds"]))
+            print(f"{label} {key}: {100 * float(correct[key].mean()):.2f}% ({cell['seconds']:.0f}s)", flush=True)
         for other in ("real", "real-256", "gaussian"):
-            comparisons.append((name, other, compare(correct["synthetic"].numpy(), correct[other].numpy())))
+            if "synthetic" in correct and other in correct:
+                comparisons.append((label, other, compare(correct["synthetic"].numpy(), correct[other].numpy())))
+    commits = sorted({row[3]["provenance"]["commit"][:7] for row in rows})
     info = provenance(seed=args.seed)
     lines = [
         "# int8 calibration: synthetic vs Gaussian vs real inputs (validation split)",
         "",
         f"Produced by `{command.strip()}` at commit `{info['commit']}` on {info['machine']}; torch {info['torch']}, "
-        f"{args.threads} threads, seed {args.seed}. PT2E int8 (torchao X86InductorQuantizer, per-channel "
+        f"{args.threads} threads, seed {args.seed}; cells (results/int8_calibration/cells, each with its own "
+        f"provenance) measured at {', '.join(commits)}. PT2E int8 (torchao X86InductorQuantizer, per-channel "
         "symmetric weights, per-tensor affine activations; strict torch.export with a dynamic batch), "
-        f"clean top-1 on the validation split ({len(y_val):,} images, train[55000:]).",
+        f"clean top-1 on the validation split ({len(y_val):,} images, train[55000:]). A run folder's name is a "
+        "pruned model (the validation ablation's); its synthetic inputs are inverted from the original model, "
+        "as `robustprune quantize` does.",
         "",
         "| model | calibration | inputs | clean top-1 (%) | quantize time (s) |",
         "|---|---|---|---|---|",
     ]
-    for name, label, n, acc, seconds in rows:
-        lines.append(f"| {name} | {label} | {n} | {acc:.2f} | {'' if seconds is None else f'{seconds:.0f}'} |")
+    for label, key, n, cell, seconds in rows:
+        acc = 100 * float(unpack(cell["correct"]).float().mean())
+        lines.append(f"| {label} | {key} | {n} | {acc:.2f} | {'' if seconds is None else f'{seconds:.0f}'} |")
     lines += [
         "",
         "Paired differences, synthetic minus the other calibration, in accuracy points "
@@ -147,7 +188,9 @@ def check(args, command: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser, sub = subcommand_parser(__doc__)
     c = sub.add_parser("calibration", help="int8 accuracy per calibration source (validation split)")
-    c.add_argument("--models", nargs="+", default=["resnet20", "cnn"])
+    c.add_argument("--models", nargs="+", default=["resnet20", "cnn"], help="zoo names or pruned run folders")
+    c.add_argument("--sources", nargs="+", default=[s[0] for s in SOURCES], choices=[s[0] for s in SOURCES])
+    c.add_argument("--cells", help="cell folder (default results/int8_calibration/cells); a rerun skips finished cells")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--seed", type=int, default=0, help="seed of the synthetic probes and the Gaussian inputs")
     k = sub.add_parser("check", help="which PT2E quantizer configuration works on a residual model")
