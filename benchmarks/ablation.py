@@ -1,7 +1,8 @@
 """Issue 15's ablation: does the Optuna allocation earn its keep? Writes results/ablation[_val].md.
 
     python -m benchmarks.ablation --split val      # the decision run: robustprune/suites/ablation_val.json
-    python -m benchmarks.ablation --split test     # the claim, once, after the decision (results/PROTOCOL.md)
+    python -m benchmarks.ablation --split test --pruned-from results/ablation_val   # the claim, once, after
+                                   # the decision (results/PROTOCOL.md), on the decision run's saved models
     python -m benchmarks.ablation --split val --summarize-only   # the table from the finished cells
     python -m benchmarks.ablation --split val --seeds 1 --models mlp cnn   # a second runner on other cells
 
@@ -205,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", help="run only these models' cells (a second runner, another machine)")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds' cells")
     parser.add_argument("--targets", nargs="+", type=float, help="run only these targets' cells")
+    parser.add_argument(
+        "--pruned-from",
+        help="another run's folder (e.g. results/ablation_val): evaluate its saved models of the same cells "
+        "(pruning is data-free) instead of pruning again where they exist",
+    )
     args = parser.parse_args(argv)
     command = start("ablation", argv)
     name = "ablation_val" if args.split == "val" else "ablation"
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     out = RESULTS / name
     if not args.summarize_only:
         part = part_of(suite, args.models, args.seeds, args.targets)
-        run_suite(part, out, workers=args.workers, threads=args.threads)
+        run_suite(part, out, workers=args.workers, threads=args.threads, pruned_from=args.pruned_from)
     rows = finished_rows(suite, out)
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")

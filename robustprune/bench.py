@@ -136,11 +136,17 @@ def run_cell(
     eval_device: str | None = None,
     search_device: str | None = None,
     models_dir: str | Path | None = None,
+    pruned_from: str | Path | None = None,
 ) -> dict:
     """Prune and evaluate one cell.
 
     ``models_dir`` also keeps the pruned model as a run folder ``models_dir/<cell id>/`` (spec.json,
     pruned.pt), so later measurements (latency, recovery) start from the very same models.
+
+    ``pruned_from``: another run's output folder (``cells/`` and ``models/``, e.g. the validation
+    suite's). Pruning is data-free, so where that run pruned this cell under the same search settings,
+    its saved model is evaluated instead of pruning again (``pruned_in`` in the row says so); else the
+    cell prunes as usual.
 
     ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
     the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
@@ -150,7 +156,14 @@ def run_cell(
     config = suite.search_config(kind, target, seed)
     start = time.time()
     extra: dict = {}
-    if method in SEARCH_VARIANTS:
+    earlier = _earlier_pruned(suite, model_name, method, target, seed, spec, pruned_from) if pruned_from else None
+    if earlier is not None:
+        pruned, row, source = earlier
+        kept = {"macs": row["kept_macs"], "params": row["kept_params"]}
+        extra = {k: row[k] for k in _SEARCH_FIELDS if k in row}
+        extra["pruned_in"] = source
+        models_dir = None  # the model is already saved where it came from
+    elif method in SEARCH_VARIANTS:
         config = variant_config(config, method, PruneSpace(model, spec, verify=False))  # the search verifies its own
         source = model.to(search_device) if search_device is not None else model
         result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
@@ -177,7 +190,7 @@ def run_cell(
         pruned, kept, saved = baseline_model(
             model, spec, method, inputs, seed=seed, with_candidate=True, **{f"target_{kind}": target}
         )
-    seconds = time.time() - start
+    seconds = earlier[1]["prune_seconds"] if earlier is not None else time.time() - start
     if models_dir is not None:
         save_pruned(Path(models_dir) / cell_id(model_name, method, target, seed), *saved, pruned, f"zoo:{model_name}")
     if eval_device is not None:
@@ -201,6 +214,33 @@ def run_cell(
         **extra,
         "report": report,
     }
+
+
+#: a search cell's fields about how it pruned (copied when a saved model is reused)
+_SEARCH_FIELDS = ("trials_per_step", "steps", "stop_reason", "probe_seconds", "search_device", "search_threads")
+
+
+def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, seed: int, spec, pruned_from):
+    """(model, earlier row, source) of this cell pruned by another run under the same search settings;
+    None where that run has no saved model, pruned differently, or its model's MACs disagree with its row."""
+    from robustprune.evaluate.cost import count_macs_params
+    from robustprune.structure.persist import load_pruned
+
+    name = cell_id(model_name, method, target, seed)
+    folder, row_path = Path(pruned_from) / "models" / name, Path(pruned_from) / "cells" / f"{name}.json"
+    if not (folder / "spec.json").is_file() or not row_path.is_file():
+        return None
+    row = json.loads(row_path.read_text())
+    if row.get("suite_settings", {}).get("search") != json.loads(json.dumps(suite.search)):
+        return None
+    if row.get("target_kind") != suite.models[model_name]:
+        return None
+    pruned, _, _ = load_pruned(folder)
+    if count_macs_params(pruned, spec)[0] != row["report"]["macs"]:  # a model folder from another run
+        return None
+    prov = row["report"].get("provenance", {})
+    source = {"cell": str(row_path), "commit": prov.get("commit"), "machine": prov.get("machine")}
+    return pruned, row, source
 
 
 def baseline_model(model, spec, method: str, inputs, seed: int = 0, with_candidate: bool = False, **target):
@@ -248,17 +288,19 @@ def run_suite(
     search_device: str | None = None,
     workers: int = 1,
     threads: int | None = None,
+    pruned_from: str | Path | None = None,
 ) -> list[dict]:
     """Run every missing cell of ``suite`` into ``out`` and rewrite the summary files.
 
     ``workers`` > 1 runs cells in that many processes (``threads`` torch threads each);
     every finished cell is written as soon as it is done, so a kill loses only cells in flight.
+    ``pruned_from``: evaluate another run's saved models where they match (``run_cell``).
     """
     with outputs_excluded(out):  # the tables it rewrites are outputs: they must not mark the code dirty
-        return _run_suite(suite, Path(out), cache_dir, log, eval_device, search_device, workers, threads)
+        return _run_suite(suite, Path(out), cache_dir, log, eval_device, search_device, workers, threads, pruned_from)
 
 
-def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, threads) -> list[dict]:
+def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, threads, pruned_from) -> list[dict]:
     say = log or write_line
     out = Path(out)
     cells_dir = out / "cells"
@@ -305,6 +347,7 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
                         eval_device=eval_device,
                         search_device=search_device,
                         models_dir=out / "models",
+                        pruned_from=pruned_from,
                     ),
                 )
                 bar.update(1)
@@ -320,6 +363,7 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
                         (eval_device, search_device),
                         threads,
                         out / "models",
+                        pruned_from,
                     ): (
                         i,
                         cell,
@@ -343,12 +387,24 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
 
 
 def _run_cell_in_worker(
-    suite: Suite, cell: tuple, cache_dir, devices: tuple, threads: int | None, models_dir: Path | None = None
+    suite: Suite,
+    cell: tuple,
+    cache_dir,
+    devices: tuple,
+    threads: int | None,
+    models_dir: Path | None = None,
+    pruned_from: Path | None = None,
 ) -> dict:
     if threads:
         torch.set_num_threads(threads)
     return run_cell(
-        suite, *cell, cache_dir=cache_dir, eval_device=devices[0], search_device=devices[1], models_dir=models_dir
+        suite,
+        *cell,
+        cache_dir=cache_dir,
+        eval_device=devices[0],
+        search_device=devices[1],
+        models_dir=models_dir,
+        pruned_from=pruned_from,
     )
 
 

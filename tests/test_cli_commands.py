@@ -252,3 +252,35 @@ def test_bench_skips_a_cell_another_runner_finished_meanwhile(tmp_path, monkeypa
     assert calls == [first]
     assert json.loads((out / "cells" / f"{bench.cell_id(*second)}.json").read_text())["by"] == "the other runner"
     assert any("done meanwhile" in line for line in lines)
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_a_test_run_evaluates_the_decision_runs_saved_models(tmp_path, monkeypatch):
+    """--pruned-from: pruning is data-free, so the test split evaluates the validation run's very models."""
+    bench = robustprune.bench
+    small = {"n_attack": 50, "n_corruption": 20, "n_ood": 100, "latency": False}
+
+    def suite(split, search):
+        return bench.Suite(
+            name=split, models={"mlp": "params"}, methods=["l1_uniform"], targets=[0.6], seeds=[0],
+            search=search, eval={**small, "split": split},
+        )  # fmt: skip
+
+    val = tmp_path / "val"
+    row = bench.run_cell(suite("val", {}), "mlp", "l1_uniform", 0.6, 0, models_dir=val / "models")
+    (val / "cells").mkdir()
+    (val / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    pruned_again = []
+    real_baseline = bench.baseline_model
+    monkeypatch.setattr(bench, "baseline_model", lambda *a, **k: pruned_again.append(1) or real_baseline(*a, **k))
+    reused = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert not pruned_again and reused["pruned_in"]["cell"].endswith("mlp__l1_uniform__0.6__s0.json")
+    assert reused["report"]["params"] == row["report"]["params"] and reused["kept_params"] == row["kept_params"]
+    assert reused["report"]["provenance"]["settings"]["split"] == "test"
+    # other search settings, or a model folder that does not match its row: prune again
+    other = bench.run_cell(suite("test", {"trials": 3}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert pruned_again == [1] and "pruned_in" not in other
+    row["report"]["macs"] += 1
+    (val / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert pruned_again == [1, 1]
