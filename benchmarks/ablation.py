@@ -21,7 +21,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     name = "ablation_val" if args.split == "val" else "ablation"
     suite = load_suite(name)
     out = RESULTS / name
+    if args.pruned_from and not all((Path(args.pruned_from) / d).is_dir() for d in ("cells", "models")):
+        parser.error(f"--pruned-from {args.pruned_from}: needs that run's cells/ and models/ (models/ is not in git)")
     if not args.summarize_only:
         part = part_of(suite, args.models, args.seeds, args.targets)
         run_suite(part, out, workers=args.workers, threads=args.threads, pruned_from=args.pruned_from)
@@ -230,8 +233,22 @@ def main(argv: list[str] | None = None) -> None:
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "
         "holds its own provenance (the commit and machine it ran on).\n"
     )
+    text += _reuse_note(rows)
     atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
+
+
+def _reuse_note(rows: list[dict]) -> str:
+    """How many cells evaluated another run's saved model (--pruned-from) and why the others pruned again."""
+    reused = sum("pruned_in" in r for r in rows)
+    why = Counter(r["pruned_again"] for r in rows if r.get("pruned_again"))
+    if not reused and not why:
+        return ""
+    again = "; ".join(f"{n} because: {reason}" for reason, n in why.most_common())
+    return (
+        f"\n{reused} cells evaluated the model the validation run saved (`pruned_in` in the cell); "
+        f"{sum(why.values())} pruned again at this run's commit{': ' + again if again else ''}.\n"
+    )
 
 
 def finished_rows(suite: Suite, out) -> list[dict]:

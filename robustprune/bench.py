@@ -156,12 +156,14 @@ def run_cell(
     config = suite.search_config(kind, target, seed)
     start = time.time()
     extra: dict = {}
-    earlier = _earlier_pruned(suite, model_name, method, target, seed, spec, pruned_from) if pruned_from else None
-    if earlier is not None:
-        pruned, row, source = earlier
+    reused, earlier_row, origin = (None, None, None)
+    if pruned_from is not None:
+        reused, earlier_row, origin = _earlier_pruned(suite, model_name, method, target, seed, spec, pruned_from)
+    if reused is not None:
+        pruned, row = reused, earlier_row
         kept = {"macs": row["kept_macs"], "params": row["kept_params"]}
         extra = {k: row[k] for k in _SEARCH_FIELDS if k in row}
-        extra["pruned_in"] = source
+        extra["pruned_in"] = origin | {"prune_seconds": row["prune_seconds"]}
         models_dir = None  # the model is already saved where it came from
     elif method in SEARCH_VARIANTS:
         config = variant_config(config, method, PruneSpace(model, spec, verify=False))  # the search verifies its own
@@ -190,7 +192,9 @@ def run_cell(
         pruned, kept, saved = baseline_model(
             model, spec, method, inputs, seed=seed, with_candidate=True, **{f"target_{kind}": target}
         )
-    seconds = earlier[1]["prune_seconds"] if earlier is not None else time.time() - start
+    seconds = time.time() - start  # for a reused model: loading and checking it (pruned_in has the pruning's)
+    if pruned_from is not None and reused is None:
+        extra["pruned_again"] = origin  # why the other run's model was not used
     if models_dir is not None:
         save_pruned(Path(models_dir) / cell_id(model_name, method, target, seed), *saved, pruned, f"zoo:{model_name}")
     if eval_device is not None:
@@ -221,23 +225,29 @@ _SEARCH_FIELDS = ("trials_per_step", "steps", "stop_reason", "probe_seconds", "s
 
 
 def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, seed: int, spec, pruned_from):
-    """(model, earlier row, source) of this cell pruned by another run under the same search settings;
-    None where that run has no saved model, pruned differently, or its model's MACs disagree with its row."""
-    from robustprune.evaluate.cost import count_macs_params
+    """(model, earlier row, source) of this cell as another run pruned it under the same search settings,
+    or (None, None, why not): no saved model or row, other settings, or a saved model whose clean
+    predictions on that run's images differ from its row's (a folder rewritten by another run)."""
+    from robustprune.data.fashion_mnist import load_eval_split
+    from robustprune.evaluate.attacks import robust_correct
     from robustprune.structure.persist import load_pruned
 
     name = cell_id(model_name, method, target, seed)
     folder, row_path = Path(pruned_from) / "models" / name, Path(pruned_from) / "cells" / f"{name}.json"
     if not (folder / "spec.json").is_file() or not row_path.is_file():
-        return None
+        return None, None, "no saved model"
     row = json.loads(row_path.read_text())
     if row.get("suite_settings", {}).get("search") != json.loads(json.dumps(suite.search)):
-        return None
+        return None, None, "other search settings"
     if row.get("target_kind") != suite.models[model_name]:
-        return None
+        return None, None, "another target kind"
+    clean = row.get("per_image", {}).get("clean")
+    if clean is None:
+        return None, None, "no per-image record to check the saved model against"
     pruned, _, _ = load_pruned(folder)
-    if count_macs_params(pruned, spec)[0] != row["report"]["macs"]:  # a model folder from another run
-        return None
+    x, y = load_eval_split(row["suite_settings"]["paired"]["split"])
+    if pack(robust_correct(pruned, spec, x, y, attack=None)) != clean:
+        return None, None, "the saved model's predictions differ from its row's"
     prov = row["report"].get("provenance", {})
     source = {"cell": str(row_path), "commit": prov.get("commit"), "machine": prov.get("machine")}
     return pruned, row, source

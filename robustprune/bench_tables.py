@@ -18,16 +18,23 @@ if TYPE_CHECKING:
 
 
 def cell_sources(rows: list[dict]) -> list[str]:
-    """One Markdown bullet per (commit, machine, evaluation device, torch) with its cell count."""
+    """One Markdown bullet per (commit, machine, evaluation device, torch, where pruned) with its cell count."""
     counts: dict[tuple, int] = {}
     for r in rows:
         prov = r["report"]["provenance"]
-        key = (prov["commit"][:7], prov["machine"], prov.get("device", "cpu"), prov["torch"])
+        origin = r.get("pruned_in")
+        pruned = f"; pruned earlier at `{(origin['commit'] or 'unknown')[:7]}` on {origin['machine']}" if origin else ""
+        key = (_short(prov["commit"]), prov["machine"], prov.get("device", "cpu"), prov["torch"], pruned)
         counts[key] = counts.get(key, 0) + 1
     return [
-        f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}"
-        for (commit, machine, device, torch_version), n in sorted(counts.items())
+        f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}{pruned}"
+        for (commit, machine, device, torch_version, pruned), n in sorted(counts.items())
     ]
+
+
+def _short(commit: str) -> str:
+    """The commit's first 7 characters, keeping a '-dirty' mark."""
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def flat_row(row: dict) -> dict:

@@ -125,3 +125,19 @@ def test_only_the_suites_cells_are_read(tmp_path):
     (cells / "cnn__original.json").write_text(json.dumps({"clean_accuracy": 0.9}))  # the bench's summary file
     (cells / "cnn__search__0.9__s0.json").write_text(json.dumps({"model": "cnn"}))  # not a cell of this suite
     assert finished_rows(suite, tmp_path) == [{"model": "cnn", "method": "search"}]
+
+
+def test_the_table_says_which_cells_reused_the_validation_models():
+    from benchmarks.ablation import _reuse_note
+    from robustprune.bench_tables import cell_sources
+
+    prov = {"commit": "b" * 40 + "-dirty", "machine": "m", "torch": "t"}
+    reused = {"pruned_in": {"commit": "a" * 40, "machine": "old"}, "report": {"provenance": prov}}
+    again = {"pruned_again": "no saved model", "report": {"provenance": prov}}
+    note = _reuse_note([reused, again, dict(again)])
+    assert "1 cells evaluated the model the validation run saved" in note
+    assert "2 pruned again at this run's commit: 2 because: no saved model" in note
+    assert _reuse_note([{"report": {"provenance": prov}}]) == ""
+    sources = cell_sources([reused, again])
+    assert any("`bbbbbbb-dirty`" in s and "pruned earlier at `aaaaaaa` on old" in s for s in sources)
+    assert any("pruned earlier" not in s for s in sources)

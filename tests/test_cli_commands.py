@@ -263,7 +263,7 @@ def test_a_test_run_evaluates_the_decision_runs_saved_models(tmp_path, monkeypat
     def suite(split, search):
         return bench.Suite(
             name=split, models={"mlp": "params"}, methods=["l1_uniform"], targets=[0.6], seeds=[0],
-            search=search, eval={**small, "split": split},
+            search=search, eval={**small, "split": split}, paired={"split": split, "n_pgd": 20, "apgd": False},
         )  # fmt: skip
 
     val = tmp_path / "val"
@@ -276,11 +276,15 @@ def test_a_test_run_evaluates_the_decision_runs_saved_models(tmp_path, monkeypat
     reused = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
     assert not pruned_again and reused["pruned_in"]["cell"].endswith("mlp__l1_uniform__0.6__s0.json")
     assert reused["report"]["params"] == row["report"]["params"] and reused["kept_params"] == row["kept_params"]
-    assert reused["report"]["provenance"]["settings"]["split"] == "test"
-    # other search settings, or a model folder that does not match its row: prune again
+    assert reused["report"]["provenance"]["settings"]["split"] == "test" and "pruned_again" not in reused
+    # other search settings: prune again, and say why
     other = bench.run_cell(suite("test", {"trials": 3}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
-    assert pruned_again == [1] and "pruned_in" not in other
-    row["report"]["macs"] += 1
-    (val / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
-    bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
-    assert pruned_again == [1, 1]
+    assert pruned_again == [1] and other["pruned_again"] == "other search settings" and "pruned_in" not in other
+    # a model folder rewritten since (same shapes, other weights): its predictions give it away
+    weights = val / "models" / "mlp__l1_uniform__0.6__s0" / "pruned.pt"
+    state = torch.load(weights, weights_only=True)
+    first = next(k for k, v in state.items() if v.dtype.is_floating_point and v.dim() == 2)
+    state[first] = -state[first]
+    torch.save(state, weights)
+    again = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert pruned_again == [1, 1] and "predictions differ" in again["pruned_again"]
