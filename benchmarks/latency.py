@@ -213,6 +213,12 @@ def _profile(args, model_name: str, target: float, batch: int, threads: int) -> 
     return "\n".join(lines)
 
 
+def _rounds(cells: list[dict]) -> str:
+    """The timed rounds the cells recorded (e.g. "50" or "50-100")."""
+    runs = sorted({c["original_ms"]["runs"] for c in cells if "original_ms" in c})
+    return "?" if not runs else str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+
+
 def _sources(cells: list[dict]) -> list[str]:
     """One line per commit the cells were measured at: how many cells, which models, the load averages seen."""
     by_commit: dict[str, list[dict]] = {}
@@ -336,10 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Delivered speed: pruned vs original",
         "",
-        f"Produced by `{command.strip()}` at commit `{info['commit']}` on {info['machine']}; torch {info['torch']}; "
-        f"load average {load:.2f} at the start. Interleaved runs (A B, B A, ...), {args.runs} rounds after "
-        f"{args.warmup} warm-up, median (IQR) in ms; speed-up / MAC reduction is 1.0 when latency falls as fast "
-        "as MACs. val top-1: clean accuracy of the pruned model on the validation split (with --round-to).",
+        f"Produced by `{command.strip()}` at commit `{info['commit']}` on {info['machine']}; torch {info['torch']}"
+        + ("" if args.report_only else f"; load average {load:.2f} at the start")
+        + f". Interleaved runs (A B, B A, ...), {_rounds(cells)} rounds per cell after warm-up, median (IQR) "
+        "in ms; speed-up / MAC reduction is 1.0 when latency falls as fast as MACs. val top-1: clean accuracy "
+        "of the pruned model on the validation split (with --round-to).",
         "",
         "| model | target | pruned by | kept MACs (%) | batch | threads | backend | original ms (IQR) | "
         "pruned ms (IQR) | speed-up | speed-up / MAC reduction | val top-1 (%) |",
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += ["Cells without a pruned model (rerun with --search-missing): "]
         lines += [", ".join(f"{m} at {t:g} (round_to {r})" for m, t, r in sorted(missing)), ""]
     if unmeasured:
-        lines += ["Not measured yet (the run was stopped; the same command resumes): "]
+        lines += ["No cell yet (the same command without --report-only measures them): "]
         lines += [", ".join(sorted(unmeasured)), ""]
     if notes_path.is_file():
         lines += ["## Notes", "", notes_path.read_text().strip(), ""]

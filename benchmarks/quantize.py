@@ -25,6 +25,7 @@ output error against the float model. Writes results/quantizer_check.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -57,20 +58,25 @@ def _correct(model, spec, x, y) -> torch.Tensor:
 
 
 def _load(name: str):
-    """(label, float model to quantize, original model, spec) for a zoo name or a pruned run folder."""
+    """(label, float model to quantize, original model, spec) for a zoo name or a pruned run folder; the
+    label ends with a hash of the weights file, so two folders of one name never share cells."""
     if Path(name, "spec.json").is_file():
         from robustprune.structure import load_pruned
 
         pruned, spec, data = load_pruned(name)
         original, _ = zoo.load(data["model"].removeprefix("zoo:"))
-        return Path(name).name, pruned, original, spec
+        return f"{Path(name).name}@{_digest(Path(name, 'pruned.pt'))}", pruned, original, spec
     model, spec = zoo.load(name)
-    return name, model, model, spec
+    return f"{name}@{_digest(zoo.checkpoint_path(name))}", model, model, spec
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
 def _cell(cells: Path, label: str, source: str, n: int, model, original, spec, x_val, y_val, seed: int) -> dict:
     """One (model, calibration) accuracy on the validation split, saved with its per-image correctness."""
-    path = cells / f"{label}__{source}-{n}__s{seed}.json"
+    path = cells / f"{label.replace('@', '__')}__{source}-{n}__s{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
     start = time.time()
@@ -106,18 +112,26 @@ def calibration(args, command: str) -> None:
         for other in ("real", "real-256", "gaussian"):
             if "synthetic" in correct and other in correct:
                 comparisons.append((label, other, compare(correct["synthetic"].numpy(), correct[other].numpy())))
-    commits = sorted({row[3]["provenance"]["commit"][:7] for row in rows})
+    commits = sorted({_short(row[3]["provenance"]["commit"]) for row in rows})
+    threads = sorted({row[3]["provenance"]["threads"] for row in rows})
+    folders = any("__" in label.split("@")[0] for label, *_ in rows)
     info = provenance(seed=args.seed)
     lines = [
         "# int8 calibration: synthetic vs Gaussian vs real inputs (validation split)",
         "",
         f"Produced by `{command.strip()}` at commit `{info['commit']}` on {info['machine']}; torch {info['torch']}, "
-        f"{args.threads} threads, seed {args.seed}; cells (results/int8_calibration/cells, each with its own "
-        f"provenance) measured at {', '.join(commits)}. PT2E int8 (torchao X86InductorQuantizer, per-channel "
-        "symmetric weights, per-tensor affine activations; strict torch.export with a dynamic batch), "
-        f"clean top-1 on the validation split ({len(y_val):,} images, train[55000:]). A run folder's name is a "
-        "pruned model (the validation ablation's); its synthetic inputs are inverted from the original model, "
-        "as `robustprune quantize` does.",
+        f"seed {args.seed}; cells (results/int8_calibration/cells, each with its own provenance) measured at "
+        f"{', '.join(commits)} with {'/'.join(map(str, threads))} torch threads. PT2E int8 (torchao "
+        "X86InductorQuantizer, per-channel symmetric weights, per-tensor affine activations; strict "
+        "torch.export with a dynamic batch), "
+        f"clean top-1 on the validation split ({len(y_val):,} images, train[55000:]). A model is named with a "
+        "hash of its weights file after the @."
+        + (
+            " A run-folder name is a pruned model (the validation ablation's); its synthetic inputs are inverted "
+            "from the original model, as `robustprune quantize` does."
+            if folders
+            else ""
+        ),
         "",
         "| model | calibration | inputs | clean top-1 (%) | quantize time (s) |",
         "|---|---|---|---|---|",
@@ -141,6 +155,10 @@ def calibration(args, command: str) -> None:
     out = args.out or RESULTS / "int8_calibration.md"
     atomic_write_text(Path(out), "\n".join(lines))
     print(f"wrote {out}")
+
+
+def _short(commit: str) -> str:
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def check_one(model, spec, backend: str, strict: bool) -> str:

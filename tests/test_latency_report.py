@@ -6,7 +6,7 @@ from benchmarks import latency
 
 
 def _cell(commit: str, load: float) -> dict:
-    timing = {"median_ms": 2.0, "iqr_ms": 0.1}
+    timing = {"median_ms": 2.0, "iqr_ms": 0.1, "runs": 50}
     return {
         "model": "cnn",
         "target": 0.5,
@@ -16,7 +16,7 @@ def _cell(commit: str, load: float) -> dict:
         "threads": 1,
         "backend": "eager",
         "original_ms": timing,
-        "pruned_ms": {"median_ms": 1.0, "iqr_ms": 0.1},
+        "pruned_ms": {"median_ms": 1.0, "iqr_ms": 0.1, "runs": 50},
         "kept_macs": 0.5,
         "speedup": 2.0,
         "speedup_per_mac_reduction": 1.0,
@@ -43,4 +43,5 @@ def test_report_only_keeps_notes_profile_and_sources(tmp_path):
     assert "- `aaaaaaa` by `cmd`: 1 cells" in text and "load average 3.00-3.00" in text
     assert text.index("## Notes") < text.index("hand-written caveat") < text.index("## Where the time goes")
     assert text.rstrip().endswith("profile table")
-    assert "Not measured" not in text
+    assert "No cell yet" not in text and "50 rounds per cell" in text
+    assert "at the start" not in text.splitlines()[2]  # the report run's load is not the cells'
