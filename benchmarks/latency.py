@@ -39,7 +39,7 @@ import torch
 
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
-from robustprune._provenance import provenance
+from robustprune._provenance import provenance, short_commit
 from robustprune.evaluate.cost import count_macs_params
 from robustprune.evaluate.speed import BACKENDS, compile_for, interleaved_latency, torch_threads
 
@@ -233,7 +233,7 @@ def _sources(cells: list[dict]) -> list[str]:
         commands = sorted({c["provenance"]["command"] for c in group if "command" in c.get("provenance", {})})
         how = f" by `{'`, `'.join(commands)}`" if commands else ""
         lines.append(
-            f"- `{commit[:7]}{'-dirty' if commit.endswith('-dirty') else ''}`{how}: {len(group)} cells "
+            f"- `{short_commit(commit)}`{how}: {len(group)} cells "
             f"({models}) on {info.get('machine', '?')}, torch {info.get('torch', '?')}{load}"
         )
     return [*lines, ""]

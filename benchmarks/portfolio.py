@@ -27,10 +27,9 @@ from benchmarks._common import RESULTS, start
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import cell_id, load_suite
+from robustprune.bench import cell_id, load_suite, reproduces_row
 from robustprune.data.fashion_mnist import load_eval_split
-from robustprune.evaluate.attacks import robust_correct
-from robustprune.evaluate.paired import pack, unpack
+from robustprune.evaluate.paired import unpack
 from robustprune.evaluate.stats import compare
 from robustprune.search.held_out import HELD_OUT_SEED_OFFSET, held_out_probes, held_out_score
 from robustprune.structure.persist import load_pruned
@@ -43,11 +42,8 @@ def _checked_model(root: Path, name: str, spec, images):
     folder, cell = root / "models" / name, root / "cells" / f"{name}.json"
     if not (folder / "pruned.pt").is_file() or not cell.is_file():
         return None
-    row = json.loads(cell.read_text())
     model, _, _ = load_pruned(folder)
-    if pack(robust_correct(model, spec, *images, attack=None)) != row["per_image"]["clean"]:
-        return None
-    return model
+    return model if reproduces_row(model, spec, json.loads(cell.read_text()), images) else None
 
 
 def pick(root: Path, suite, model_name: str, target: float, seed: int, methods: list[str], images) -> dict | None:

@@ -35,7 +35,7 @@ import torch
 from benchmarks._common import RESULTS, run_study, subcommand_parser
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
-from robustprune._provenance import provenance
+from robustprune._provenance import provenance, short_commit
 from robustprune.data.fashion_mnist import load_eval_split
 from robustprune.evaluate.metrics import predict_logits
 from robustprune.evaluate.paired import pack, unpack
@@ -112,7 +112,7 @@ def calibration(args, command: str) -> None:
         for other in ("real", "real-256", "gaussian"):
             if "synthetic" in correct and other in correct:
                 comparisons.append((label, other, compare(correct["synthetic"].numpy(), correct[other].numpy())))
-    commits = sorted({_short(row[3]["provenance"]["commit"]) for row in rows})
+    commits = sorted({short_commit(row[3]["provenance"]["commit"]) for row in rows})
     threads = sorted({row[3]["provenance"]["threads"] for row in rows})
     folders = any("__" in label.split("@")[0] for label, *_ in rows)
     info = provenance(seed=args.seed)
@@ -155,10 +155,6 @@ def calibration(args, command: str) -> None:
     out = args.out or RESULTS / "int8_calibration.md"
     atomic_write_text(Path(out), "\n".join(lines))
     print(f"wrote {out}")
-
-
-def _short(commit: str) -> str:
-    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def check_one(model, spec, backend: str, strict: bool) -> str:

@@ -44,6 +44,11 @@ def git_commit(path: str | Path | None = None, outputs: Sequence[str] | None = N
     return sha + ("-dirty" if dirty else "")
 
 
+def short_commit(commit: str) -> str:
+    """A commit's first 7 characters, keeping its '-dirty' mark (for tables that list many cells' commits)."""
+    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def _inside(top: Path, paths: Sequence[str | Path]) -> list[str]:
     """``paths`` (absolute, or relative to the working directory) that lie in ``top``, relative to it."""
     out = []

@@ -228,8 +228,6 @@ def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, s
     """(model, earlier row, source) of this cell as another run pruned it under the same search settings,
     or (None, None, why not): no saved model or row, other settings, or a saved model whose clean
     predictions on that run's images differ from its row's (a folder rewritten by another run)."""
-    from robustprune.data.fashion_mnist import load_eval_split
-    from robustprune.evaluate.attacks import robust_correct
     from robustprune.structure.persist import load_pruned
 
     name = cell_id(model_name, method, target, seed)
@@ -241,16 +239,24 @@ def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, s
         return None, None, "other search settings"
     if row.get("target_kind") != suite.models[model_name]:
         return None, None, "another target kind"
-    clean = row.get("per_image", {}).get("clean")
-    if clean is None:
+    if row.get("per_image", {}).get("clean") is None:
         return None, None, "no per-image record to check the saved model against"
     pruned, _, _ = load_pruned(folder)
-    x, y = load_eval_split(row["suite_settings"]["paired"]["split"])
-    if pack(robust_correct(pruned, spec, x, y, attack=None)) != clean:
+    if not reproduces_row(pruned, spec, row):
         return None, None, "the saved model's predictions differ from its row's"
     prov = row["report"].get("provenance", {})
     source = {"cell": str(row_path), "commit": prov.get("commit"), "machine": prov.get("machine")}
     return pruned, row, source
+
+
+def reproduces_row(model: torch.nn.Module, spec, row: dict, images=None) -> bool:
+    """Whether ``model`` makes the clean predictions a cell's row recorded (its per-image correctness on its
+    paired split, or on ``images``): the check that a saved model is the one the row describes."""
+    from robustprune.data.fashion_mnist import load_eval_split
+    from robustprune.evaluate.attacks import robust_correct
+
+    x, y = images if images is not None else load_eval_split(row["suite_settings"]["paired"]["split"])
+    return pack(robust_correct(model, spec, x, y, attack=None)) == row["per_image"]["clean"]
 
 
 def baseline_model(model, spec, method: str, inputs, seed: int = 0, with_candidate: bool = False, **target):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from robustprune._io import atomic_write_json, atomic_write_text
-from robustprune._provenance import provenance
+from robustprune._provenance import provenance, short_commit
 from robustprune.plots import plot_methods
 
 if TYPE_CHECKING:
@@ -24,17 +24,12 @@ def cell_sources(rows: list[dict]) -> list[str]:
         prov = r["report"]["provenance"]
         origin = r.get("pruned_in")
         pruned = f"; pruned earlier at `{(origin['commit'] or 'unknown')[:7]}` on {origin['machine']}" if origin else ""
-        key = (_short(prov["commit"]), prov["machine"], prov.get("device", "cpu"), prov["torch"], pruned)
+        key = (short_commit(prov["commit"]), prov["machine"], prov.get("device", "cpu"), prov["torch"], pruned)
         counts[key] = counts.get(key, 0) + 1
     return [
         f"- {n} cells: commit `{commit}`, {machine}, evaluation on {device}, torch {torch_version}{pruned}"
         for (commit, machine, device, torch_version, pruned), n in sorted(counts.items())
     ]
-
-
-def _short(commit: str) -> str:
-    """The commit's first 7 characters, keeping a '-dirty' mark."""
-    return commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
 def flat_row(row: dict) -> dict:

@@ -103,17 +103,20 @@ def attack_robustness(
         return (module(probes.spec.normalize(x_adv.to(pixels.device))).argmax(1) == labels).float().mean().item()
 
 
-def _from_outputs(probes: ProbeSet, logits: torch.Tensor, features: torch.Tensor) -> dict[str, float]:
+def _from_outputs(probes: ProbeSet, logits: torch.Tensor, features: torch.Tensor | None) -> dict[str, float]:
+    """The proxies of a candidate's outputs on ``probes``; the feature proxies only when ``features`` are given."""
     sl = probes.slices()
     syn = logits[sl["synthetic"]]
-    return {
+    scores = {
         "fidelity": fidelity(syn, probes.logits["synthetic"]),
         "kl": kl_divergence(probes.logits["synthetic"], syn),
         "robust_fidelity": fidelity(logits[sl["adversarial"]], probes.logits["adversarial"]),
         "open_world": open_world_delta(probes.logits["undesired"], logits[sl["undesired"]]),
-        "feature": feature_cosine(features[sl["synthetic"]], probes.features),
-        "feature_sp": similarity_preservation(features[sl["synthetic"]], probes.features),
     }
+    if features is not None:
+        scores["feature"] = feature_cosine(features[sl["synthetic"]], probes.features)
+        scores["feature_sp"] = similarity_preservation(features[sl["synthetic"]], probes.features)
+    return scores
 
 
 def score(

@@ -16,7 +16,7 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.probes.probeset import ProbeConfig, ProbeSet, build_probes
-from robustprune.proxies import fidelity, kl_divergence, open_world_delta
+from robustprune.proxies import _from_outputs
 from robustprune.search.objective import DEFAULT_WEIGHTS, weighted_score
 from robustprune.spec import InputSpec
 from robustprune.structure.space import PruneSpace
@@ -48,13 +48,7 @@ def held_out_score(
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     with eval_mode(model), torch.no_grad():
         logits = torch.cat([model(chunk) for chunk in probes.inputs().split(256)])
-    sl = probes.slices()
-    proxies = {
-        "fidelity": fidelity(logits[sl["synthetic"]], probes.logits["synthetic"]),
-        "kl": kl_divergence(probes.logits["synthetic"], logits[sl["synthetic"]]),
-        "robust_fidelity": fidelity(logits[sl["adversarial"]], probes.logits["adversarial"]),
-        "open_world": open_world_delta(probes.logits["undesired"], logits[sl["undesired"]]),
-    }
+    proxies = _from_outputs(probes, logits, None)  # a dense model: no masked penultimate features
     missing = set(weights) - set(proxies)
     if any(weights[name] for name in missing):
         raise ValueError(f"held-out scores have no {', '.join(sorted(missing))} (only proxies of the outputs)")
