@@ -28,6 +28,7 @@ that a cell does not hold) and the last ``--profile`` output (``<out dir>/latenc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -52,11 +53,33 @@ def _cell_id(*parts) -> str:
 
 
 def _cell_path(
-    cells_dir: Path, model: str, target: float, round_to: int, batch: int, threads: int, backend: str, method: str
+    cells_dir: Path,
+    model: str,
+    target: float,
+    round_to: int,
+    batch: int,
+    threads: int,
+    backend: str,
+    method: str,
+    seed: int = 0,
 ) -> Path:
-    """Where one timing cell is saved (a rerun skips it)."""
-    name = _cell_id(model, f"{target:g}", f"r{round_to}", f"b{batch}", f"t{threads}", backend, method)
+    """Where one timing cell is saved (a rerun skips it); seed 0 keeps the names of the first cells."""
+    parts = [model, f"{target:g}", f"r{round_to}", f"b{batch}", f"t{threads}", backend, method]
+    name = _cell_id(*parts, *([f"s{seed}"] if seed else []))
     return cells_dir / f"{name}.json"
+
+
+def _weights_digest(folder: Path) -> str:
+    """A short hash of a run folder's weights: a saved cell is reused only for the same pruned model."""
+    return hashlib.sha256((folder / "pruned.pt").read_bytes()).hexdigest()[:12]
+
+
+def _stale(cell: dict, args) -> bool:
+    """Whether a saved cell timed another pruned model than the one this run would time (e.g. another --models-dir)."""
+    if args.report_only or "weights" not in cell:  # cells written before the digest was recorded are kept
+        return False
+    folder, _ = _pruned_model(args, cell["model"], cell["target"], cell["round_to"], search=False)
+    return folder is not None and _weights_digest(folder) != cell["weights"]
 
 
 def _onnx_runner(model, spec, batch: int, threads: int, workdir: Path):
@@ -121,11 +144,11 @@ def _search_pruned(model_name: str, target: float, seed: int, round_to: int, tri
     return out
 
 
-def _pruned_model(args, model_name: str, target: float, round_to: int) -> tuple[Path | None, str]:
+def _pruned_model(args, model_name: str, target: float, round_to: int, search: bool = True) -> tuple[Path | None, str]:
     method = args.method if round_to == 1 else f"{args.method}_r{round_to}"
     own = Path(args.cells).parent / "models"
     folder = _find_pruned(model_name, method, target, args.seed, [Path(args.models_dir), own])
-    if folder is None and args.search_missing and args.method == "search":
+    if folder is None and search and args.search_missing and args.method == "search":
         destination = own / _cell_id(model_name, method, f"{target:g}", f"s{args.seed}")
         try:
             folder = _search_pruned(model_name, target, args.seed, round_to, args.search_trials, destination)
@@ -174,6 +197,8 @@ def _measure_cell(args, model_name, target, round_to, batch, threads, backend, w
         "threads": threads,
         "backend": backend,
         "source": str(folder),
+        "seed": args.seed,
+        "weights": _weights_digest(folder),
         "original_ms": stats["original"].to_dict(),
         "pruned_ms": stats["pruned"].to_dict(),
         "kept_macs": macs_p / macs_o,
@@ -300,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.search_only:
         args.search_missing = True
         for m, t, r in dict.fromkeys((m, t, r) for m, t, r, *_ in plan):
-            if all(_cell_path(cells_dir, *cell, args.method).is_file() for cell in plan if cell[:3] == (m, t, r)):
+            if all(_cell_path(cells_dir, *c, args.method, args.seed).is_file() for c in plan if c[:3] == (m, t, r)):
                 print(f"{m} at {t:g} (round_to {r}): every cell timed already, no search needed")
                 continue
             folder, _method = _pruned_model(args, m, t, r)
@@ -310,10 +335,13 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         for i, (m, t, r, b, n, backend) in enumerate(plan):
-            path = _cell_path(cells_dir, m, t, r, b, n, backend, args.method)
+            path = _cell_path(cells_dir, m, t, r, b, n, backend, args.method, args.seed)
             if path.is_file():
-                cells.append(json.loads(path.read_text()))
-                continue
+                saved = json.loads(path.read_text())
+                if not _stale(saved, args):
+                    cells.append(saved)
+                    continue
+                print(f"{path.name}: timed another pruned model (weights changed), timing again", flush=True)
             if (m, t, r) in missing:
                 continue
             if args.report_only:

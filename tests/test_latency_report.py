@@ -45,3 +45,39 @@ def test_report_only_keeps_notes_profile_and_sources(tmp_path):
     assert text.rstrip().endswith("profile table")
     assert "No cell yet" not in text and "50 rounds per cell" in text
     assert "at the start" not in text.splitlines()[2]  # the report run's load is not the cells'
+
+
+def _run_folder(root, name: str, weights: bytes):
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text("{}")
+    (folder / "pruned.pt").write_bytes(weights)
+    return folder
+
+
+def test_a_saved_cell_is_timed_again_only_when_its_pruned_model_changed(tmp_path, monkeypatch):
+    cells = tmp_path / "latency" / "cells"
+    cells.mkdir(parents=True)
+    models = tmp_path / "models"
+    folder = _run_folder(models, "cnn__search__0.5__s0", b"weights now")
+    for backend, weights in (("eager", latency._weights_digest(folder)), ("onnx", "0" * 12)):
+        cell = _cell("a" * 40, 0.1) | {"backend": backend, "weights": weights}
+        latency._cell_path(cells, "cnn", 0.5, 1, 1, 1, backend, "search").write_text(json.dumps(cell))
+    timed = []
+
+    def measure(args, m, t, r, b, n, backend, workdir):
+        timed.append(backend)
+        return _cell("c" * 40, 0.1) | {"backend": backend, "weights": latency._weights_digest(folder)}
+
+    monkeypatch.setattr(latency, "_measure_cell", measure)
+    argv = ["--models", "cnn", "--targets", "0.5", "--batches", "1", "--threads", "1", "--backends", "eager", "onnx"]
+    latency.main([*argv, "--models-dir", str(models), "--out", str(tmp_path / "latency.md")])
+    assert timed == ["onnx"]  # the eager cell timed this very model; the onnx cell another one
+    saved = json.loads(latency._cell_path(cells, "cnn", 0.5, 1, 1, 1, "onnx", "search").read_text())
+    assert saved["weights"] == latency._weights_digest(folder)
+
+
+def test_cells_of_another_seed_are_kept_apart():
+    a = latency._cell_path(latency.Path("c"), "cnn", 0.5, 1, 1, 1, "eager", "search", seed=0)
+    b = latency._cell_path(latency.Path("c"), "cnn", 0.5, 1, 1, 1, "eager", "search", seed=1)
+    assert a != b and a.name == "cnn__0.5__r1__b1__t1__eager__search.json"
