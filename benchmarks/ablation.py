@@ -61,7 +61,9 @@ def _cell_line(method: str, rows: list[dict], original: dict | None = None) -> s
         mean, half = mean_ci([100 * v for v in values])
         return f"{mean:.2f} ± {half:.2f}"
 
-    parts = [method, f"{100 * np.mean([r['kept_macs'] for r in rows]):.1f}"]
+    params = [r["kept_params"] for r in rows if "kept_params" in r]
+    kept_params = f"{100 * np.mean(params):.1f}" if len(params) == len(rows) else "-"
+    parts = [method, f"{100 * np.mean([r['kept_macs'] for r in rows]):.1f}", kept_params]
     for metric in METRICS:
         correct = _per_image(rows, metric)
         parts.append(stat(correct.mean(axis=1)) if correct is not None else "-")
@@ -145,12 +147,12 @@ def ablation_markdown(
         original = originals.get(model)
         out += [f"## {model} at {target:g} of {kind}", ""]
         out += [
-            "| method | kept MACs % | clean | clean lost | PGD | APGD | corruption "
+            "| method | kept MACs % | kept params % | clean | clean lost | PGD | APGD | corruption "
             "| AUROC digits | AUROC flipped | AUROC noise |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         if original is not None:
-            out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0}], original))
+            out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0, "kept_params": 1.0}], original))
         out += [_cell_line(method, by_method[method], original) for method in sorted(by_method)]
         compared = _comparisons(by_method, n_resamples)
         if compared:

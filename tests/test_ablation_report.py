@@ -18,6 +18,7 @@ def _row(method: str, seed: int, correct: np.ndarray, clean: float | None = None
         "target_kind": "macs",
         "seed": seed,
         "kept_macs": 0.49,
+        "kept_params": 0.52,
         "per_image": per_image,
         "report": {
             "clean_accuracy": accuracy,
@@ -57,7 +58,16 @@ def test_the_markdown_has_a_table_per_cell():
     text = ablation_markdown(_rows(), "ablation_val", n_resamples=200)
     assert "## cnn at 0.5 of macs" in text
     assert text.count("| search vs ") == 3
-    assert "| search | 49.0 |" in text
+    assert "| search | 49.0 | 52.0 |" in text  # kept MACs and params
+
+
+def test_kept_params_are_left_blank_where_a_cell_lacks_them():
+    rows = _rows()
+    for row in rows:
+        if row["method"] == "search" and row["seed"] == 1:
+            del row["kept_params"]
+    text = ablation_markdown(rows, "ablation_val", n_resamples=50)
+    assert "| search | 49.0 | - |" in text and "| progressive_uniform | 49.0 | 52.0 |" in text
 
 
 def test_part_of_restricts_the_cells_and_refuses_unknown_names():
@@ -98,10 +108,10 @@ def test_the_table_shows_before_after_points_lost_and_every_metric_verdict():
     text = ablation_markdown(_rows(), "ablation_val", originals={"cnn": _original(original)}, n_resamples=200)
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("| original (unpruned) |"))
-    assert "| 100.0 | 95.00 ± 0.00 | 0.00 |" in row
+    assert "| 100.0 | 100.0 | 95.00 ± 0.00 | 0.00 |" in row
     search = next(line for line in lines if line.startswith("| search |"))
-    lost = float(search.split("|")[4])
-    clean = float(search.split("|")[3].split("±")[0])
+    lost = float(search.split("|")[5])
+    clean = float(search.split("|")[4].split("±")[0])
     assert lost == pytest.approx(95.00 - clean, abs=0.011)
     versus = next(line for line in lines if line.startswith("| search vs progressive_uniform |"))
     cells = [c.strip() for c in versus.strip("|").split("|")]
