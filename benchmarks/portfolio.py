@@ -160,7 +160,83 @@ def markdown(picks: list[dict], root: Path, methods: list[str], command: str) ->
                 f"{metric} | " + " | ".join(cells_text) + " |"
             )
     lines += ["", f"{len(picks)} (model, target, seed) cells had every model saved and matching its cell.", ""]
+    if methods == ["search", "oneshot_search"]:
+        lines += rule_7(picks, root)
     return "\n".join(lines)
+
+
+#: the grid rule 7 decides on: 7 zoo models x 2 targets x 3 seeds
+RULE_7_CELLS = 42
+
+
+def rule_7(picks: list[dict], root: Path) -> list[str]:
+    """results/PROTOCOL.md rule 7 applied mechanically: which search is the default, on the cells in so far."""
+    cells = root / "cells"
+    picks = sorted(picks, key=lambda p: (p["model"], -p["target"], p["seed"]))  # the pooled table's order
+    rows = {p.stem: json.loads(p.read_text()) for p in cells.glob("*__s*.json")}
+    keys = sorted(
+        {(r["model"], r["target"], r["seed"]) for r in rows.values() if r["method"] == "search"}
+        & {(r["model"], r["target"], r["seed"]) for r in rows.values() if r["method"] == "oneshot_search"}
+    )
+
+    def cell(model_name, method, target, seed) -> dict:
+        return rows[cell_id(model_name, method, target, seed)]
+
+    search_all = [cell(m, "search", t, s) for m, t, s in keys]
+    oneshot_all = [cell(m, "oneshot_search", t, s) for m, t, s in keys]
+    kept = [cell(p["model"], p["kept"], p["target"], p["seed"]) for p in picks]
+    search_p = [cell(p["model"], "search", p["target"], p["seed"]) for p in picks]
+    oneshot_p = [cell(p["model"], "oneshot_search", p["target"], p["seed"]) for p in picks]
+    duels = {
+        ("oneshot_search", "search"): (oneshot_all, search_all),
+        ("portfolio", "search"): (kept, search_p),
+        ("portfolio", "oneshot_search"): (kept, oneshot_p),
+    }
+    beats, lines = {}, []
+    for (x, y), (a, b) in duels.items():
+        if not a:
+            beats[(x, y)] = False
+            lines.append(f"| {x} vs {y} | 0 | - | - | no cells |")
+            continue
+        clean, pgd = compare(_stack(a, "clean"), _stack(b, "clean")), compare(_stack(a, "pgd"), _stack(b, "pgd"))
+        beats[(x, y)] = clean.verdict == "win" and pgd.verdict != "loss"
+        lines.append(
+            f"| {x} vs {y} | {len(a)} | {clean.difference:+.2f} [{clean.low:+.2f}, {clean.high:+.2f}] | "
+            f"{pgd.difference:+.2f} [{pgd.low:+.2f}, {pgd.high:+.2f}] | {'yes' if beats[(x, y)] else 'no'} |"
+        )
+    default = decide(beats)
+    complete = len(keys) >= RULE_7_CELLS
+    return [
+        "## Rule 7: which search is the default",
+        "",
+        "results/PROTOCOL.md rule 7, applied to the cells in so far: X beats Y where the pooled clean "
+        "difference X - Y excludes zero in X's favour and the pooled PGD difference does not exclude zero "
+        "against X (bootstrap over (model, target, seed) cells and images). `oneshot_search` vs `search` uses "
+        "every cell both have; the portfolio only the cells above.",
+        "",
+        "| comparison | cells | clean X - Y | PGD X - Y | X beats Y |",
+        "|---|---|---|---|---|",
+        *lines,
+        "",
+        f"Outcome on {len(keys)} of {RULE_7_CELLS} (model, target, seed) cells: **{default}**"
+        + ("." if complete else " (provisional: the rule decides once every cell is in)."),
+        "",
+    ]
+
+
+def decide(beats: dict[tuple[str, str], bool]) -> str:
+    """Rule 7's default from which candidate beats which (keys (X, Y): X beats Y)."""
+    one = beats[("oneshot_search", "search")]
+    port_search, port_one = beats[("portfolio", "search")], beats[("portfolio", "oneshot_search")]
+    if port_search and port_one:
+        return "portfolio"
+    if one and not port_one:
+        return "oneshot_search"
+    if port_search and not one:
+        return "portfolio"
+    if one:  # the portfolio beats the one-shot search, which beats the search, but not the search itself
+        return "undecided: the rule does not cover this case (a change to it is a commit of its own)"
+    return "search"
 
 
 def _stack(rows: list[dict], metric: str) -> np.ndarray:
