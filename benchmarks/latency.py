@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
                 message = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
                 cell = {"model": m, "target": t, "round_to": r, "batch": b, "threads": n, "backend": backend}
                 cell |= {"method": args.method, "error": message}
+                folder, _ = _pruned_model(args, m, t, r, search=False)
+                if folder is not None:  # a failure of this model: timed again once the model changes
+                    cell["weights"] = _weights_digest(folder)
             if cell is None:
                 missing.add((m, t, r))
                 print(f"no pruned {m} at {t:g} (round_to {r}): skipped (--search-missing runs the search)")

@@ -174,10 +174,14 @@ def rule_7(picks: list[dict], root: Path) -> list[str]:
     cells = root / "cells"
     picks = sorted(picks, key=lambda p: (p["model"], -p["target"], p["seed"]))  # the pooled table's order
     rows = {p.stem: json.loads(p.read_text()) for p in cells.glob("*__s*.json")}
+    rows = {k: r for k, r in rows.items() if r.get("suite_settings", {}).get("eval", {}).get("split") == "val"}
+    grid = {(m, t, s) for m, method, t, s in load_suite("ablation_val").cells() if method == "search"}
     keys = sorted(
-        {(r["model"], r["target"], r["seed"]) for r in rows.values() if r["method"] == "search"}
+        grid  # only the rule's grid: a folder with other models, targets or splits adds nothing
+        & {(r["model"], r["target"], r["seed"]) for r in rows.values() if r["method"] == "search"}
         & {(r["model"], r["target"], r["seed"]) for r in rows.values() if r["method"] == "oneshot_search"}
     )
+    picks = [p for p in picks if (p["model"], p["target"], p["seed"]) in grid]
 
     def cell(model_name, method, target, seed) -> dict:
         return rows[cell_id(model_name, method, target, seed)]
@@ -218,8 +222,8 @@ def rule_7(picks: list[dict], root: Path) -> list[str]:
         "|---|---|---|---|---|",
         *lines,
         "",
-        f"Outcome on {len(keys)} of {RULE_7_CELLS} (model, target, seed) cells: **{default}**"
-        + ("." if complete else " (provisional: the rule decides once every cell is in)."),
+        f"Outcome on {len(keys)} of {RULE_7_CELLS} (model, target, seed) cells, the portfolio on {len(picks)} of "
+        f"them: **{default}**" + ("." if complete else " (provisional: the rule decides once every cell is in)."),
         "",
     ]
 

@@ -81,3 +81,25 @@ def test_cells_of_another_seed_are_kept_apart():
     a = latency._cell_path(latency.Path("c"), "cnn", 0.5, 1, 1, 1, "eager", "search", seed=0)
     b = latency._cell_path(latency.Path("c"), "cnn", 0.5, 1, 1, 1, "eager", "search", seed=1)
     assert a != b and a.name == "cnn__0.5__r1__b1__t1__eager__search.json"
+
+
+def test_a_failed_cell_is_tried_again_once_its_model_changes(tmp_path, monkeypatch):
+    cells = tmp_path / "latency" / "cells"
+    cells.mkdir(parents=True)
+    models = tmp_path / "models"
+    folder = _run_folder(models, "cnn__search__0.5__s0", b"first weights")
+    calls = []
+
+    def fail(args, m, t, r, b, n, backend, workdir):
+        calls.append(backend)
+        raise RuntimeError("inductor bug")
+
+    monkeypatch.setattr(latency, "_measure_cell", fail)
+    argv = ["--models", "cnn", "--targets", "0.5", "--batches", "1", "--threads", "1", "--backends", "eager"]
+    argv += ["--models-dir", str(models), "--out", str(tmp_path / "latency.md")]
+    latency.main(argv)
+    latency.main(argv)  # the same model: the failure is the result, not retried
+    assert calls == ["eager"]
+    (folder / "pruned.pt").write_bytes(b"second weights")
+    latency.main(argv)
+    assert calls == ["eager", "eager"]
