@@ -103,7 +103,7 @@ def attack_robustness(
         return (module(probes.spec.normalize(x_adv.to(pixels.device))).argmax(1) == labels).float().mean().item()
 
 
-def _from_outputs(probes: ProbeSet, logits: torch.Tensor, features: torch.Tensor | None) -> dict[str, float]:
+def output_proxies(probes: ProbeSet, logits: torch.Tensor, features: torch.Tensor | None) -> dict[str, float]:
     """The proxies of a candidate's outputs on ``probes``; the feature proxies only when ``features`` are given."""
     sl = probes.slices()
     syn = logits[sl["synthetic"]]
@@ -139,7 +139,7 @@ def score(
     with eval_mode(model), masked(space, candidate):
         with torch.no_grad():
             logits, features = penultimate_features(model, space.output_layer, probes.inputs(), call=module)
-        scores = _from_outputs(probes, logits, features)
+        scores = output_proxies(probes, logits, features)
         if attack:
             scores["attack_robustness"] = attack_robustness(module, probes, attack=attack, n=n_attack, batch_size=chunk)
     return scores

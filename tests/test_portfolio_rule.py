@@ -1,10 +1,15 @@
 """benchmarks.portfolio's rule 7 (results/PROTOCOL.md): which search becomes the default."""
 
 import itertools
+import json
 
+import numpy as np
 import pytest
+import torch
 
-from benchmarks.portfolio import decide
+from benchmarks.portfolio import decide, rule_7
+from robustprune.bench import cell_id
+from robustprune.evaluate.paired import pack
 
 
 def _beats(one: bool, port_search: bool, port_one: bool) -> dict:
@@ -38,24 +43,19 @@ def test_every_case_has_an_outcome_and_the_uncovered_one_says_so():
 
 
 def _cell(model: str, method: str, target: float, seed: int, correct, split: str = "val") -> dict:
-    import torch
-
-    from robustprune.evaluate.paired import pack
-
     per_image = {m: pack(torch.as_tensor(correct)) for m in ("clean", "pgd")}
-    return {"model": model, "method": method, "target": target, "seed": seed, "per_image": per_image} | {
-        "suite_settings": {"eval": {"split": split}}
+    settings = {"eval": {"split": split}}
+    return {
+        "model": model,
+        "method": method,
+        "target": target,
+        "seed": seed,
+        "per_image": per_image,
+        "suite_settings": settings,
     }
 
 
 def test_rule_7_pools_only_the_validation_grid(tmp_path):
-    import json
-
-    import numpy as np
-
-    from benchmarks.portfolio import rule_7
-    from robustprune.bench import cell_id
-
     rng = np.random.default_rng(0)
     base = rng.random(400) < 0.6
     better = base | (rng.random(400) < 0.5)  # the one-shot search is right wherever the search is, and more

@@ -9,7 +9,7 @@ from torch import nn
 import robustprune as rp
 from robustprune.probes.probeset import ProbeConfig, build_probes, penultimate_features
 from robustprune.probes.synthetic import SyntheticConfig
-from robustprune.proxies import _from_outputs
+from robustprune.proxies import output_proxies
 from robustprune.search import engine
 from robustprune.search.objective import weighted_score
 from tests.helpers import randomize_norms
@@ -114,7 +114,7 @@ def test_exported_model_reproduces_the_proxies_of_the_last_step(default_result, 
     last = next(g for g in space.groups if space.output_layer in g.consumers)
     features = torch.zeros(len(kept_features), last.size)
     features[:, list(result.candidate.get(last.name, range(last.size)))] = kept_features
-    exported = _from_outputs(probes, logits, features)
+    exported = output_proxies(probes, logits, features)
     scored = result.history[-1].proxies
     for name in scored:
         assert exported[name] == pytest.approx(scored[name], rel=1e-4, abs=1e-5), name

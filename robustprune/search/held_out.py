@@ -16,7 +16,7 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.probes.probeset import ProbeConfig, ProbeSet, build_probes
-from robustprune.proxies import _from_outputs
+from robustprune.proxies import output_proxies
 from robustprune.search.objective import DEFAULT_WEIGHTS, weighted_score
 from robustprune.spec import InputSpec
 from robustprune.structure.space import PruneSpace
@@ -48,7 +48,7 @@ def held_out_score(
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     with eval_mode(model), torch.no_grad():
         logits = torch.cat([model(chunk) for chunk in probes.inputs().split(256)])
-    proxies = _from_outputs(probes, logits, None)  # a dense model: no masked penultimate features
+    proxies = output_proxies(probes, logits, None)  # a dense model: no masked penultimate features
     missing = set(weights) - set(proxies)
     if any(weights[name] for name in missing):
         raise ValueError(f"held-out scores have no {', '.join(sorted(missing))} (only proxies of the outputs)")
