@@ -45,20 +45,31 @@ class RunFolderError(ValueError):
     """A run folder that cannot be written or loaded as asked (unwritable, foreign files, a spec that does not fit)."""
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` so that ``path`` holds either the old or the whole new content, never a part."""
+@contextlib.contextmanager
+def staged_file(path: str | Path) -> Iterator[Path]:
+    """A new temporary file beside ``path`` for the block to write; renamed onto ``path`` when the block
+    ends cleanly, removed when it raises. Its name is this call's own, so concurrent writers of one file
+    never share it; it keeps ``path``'s suffix (writers that pick a format by suffix) and contains ``.tmp``
+    (remove_stale_staging knows it)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
     try:
+        yield tmp
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file is as readable as any other
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either the old or the whole new content, never a part."""
+    with staged_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def atomic_write_json(path: str | Path, data) -> None:

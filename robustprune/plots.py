@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib
 
-from robustprune._io import PLOT_NAMES, PLOT_SUFFIXES
+from robustprune._io import PLOT_NAMES, PLOT_SUFFIXES, staged_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,9 +22,8 @@ def _save(fig, path: Path) -> list[Path]:
     written = []
     for suffix in PLOT_SUFFIXES:
         target = path.with_suffix(suffix)
-        tmp = target.with_name(f".{target.name}.tmp{suffix}")
-        fig.savefig(tmp, dpi=200, bbox_inches="tight")
-        tmp.replace(target)
+        with staged_file(target) as tmp:  # two runs summarizing into one folder must not share a temp name
+            fig.savefig(tmp, dpi=200, bbox_inches="tight")
         written.append(target)
     plt.close(fig)
     return written

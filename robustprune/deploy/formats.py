@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustprune._io import staged_file
 from robustprune.spec import InputSpec
 
 __all__ = ["FORMATS", "DeployError", "check_onnx", "save_model"]
@@ -33,30 +34,32 @@ def save_model(model: nn.Module, spec: InputSpec, path: str | os.PathLike, fmt: 
     if fmt not in FORMATS:
         raise DeployError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     work = copy.deepcopy(model).cpu().eval()
     example = torch.zeros(2, *spec.shape)
     try:
-        if fmt == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # trace is deprecated but still the portable format
-                torch.jit.save(torch.jit.trace(work, example), str(tmp))
-        elif fmt == "torch-export":
-            program = torch.export.export(work, (example,), dynamic_shapes=({0: _batch_dim()},))
-            torch.export.save(program, str(tmp))
-        elif fmt == "onnx":
-            _save_onnx(work, example, tmp)
-            check_onnx(tmp, work, spec)
-        else:
-            torch.save(work.state_dict(), tmp)
+        with staged_file(path) as tmp:
+            _write(work, example, spec, tmp, fmt)
     except DeployError:
-        tmp.unlink(missing_ok=True)
         raise
     except Exception as exc:  # tracers and exporters raise many types; the user needs one line
-        tmp.unlink(missing_ok=True)
         raise DeployError(f"could not write {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    tmp.replace(path)
     return path
+
+
+def _write(work: nn.Module, example: torch.Tensor, spec: InputSpec, tmp: Path, fmt: str) -> None:
+    """Write ``work`` to ``tmp`` in ``fmt``."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # trace is deprecated but still the portable format
+            torch.jit.save(torch.jit.trace(work, example), str(tmp))
+    elif fmt == "torch-export":
+        program = torch.export.export(work, (example,), dynamic_shapes=({0: _batch_dim()},))
+        torch.export.save(program, str(tmp))
+    elif fmt == "onnx":
+        _save_onnx(work, example, tmp)
+        check_onnx(tmp, work, spec)
+    else:
+        torch.save(work.state_dict(), tmp)
 
 
 def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+from robustprune._io import staged_file
 from robustprune.spec import InputSpec
 
 __all__ = ["BACKENDS", "QuantizeError", "load_quantized", "quantize_int8", "save_quantized"]
@@ -140,9 +141,8 @@ def quantize_int8(
 def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLike) -> Path:
     """Write the program atomically (``torch.export.save``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # torch.export.save expects a .pt2 name
-    torch.export.save(program, str(tmp))
-    tmp.replace(path)
+    with staged_file(path) as tmp:  # keeps the .pt2 suffix torch.export.save expects
+        torch.export.save(program, str(tmp))
     return path
 
 

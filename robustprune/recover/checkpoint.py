@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from robustprune._io import staged_file
+
 CHECKPOINT_FILE = "recover.ckpt"
 
 
@@ -22,9 +24,8 @@ def save_checkpoint(directory: str | Path, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
     path = checkpoint_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{CHECKPOINT_FILE}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    with staged_file(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustprune._io import staged_file
 from robustprune.evaluate.attacks import adversarial_examples
 from robustprune.probes.cache import weights_hash
 from robustprune.probes.synthetic import generate
@@ -56,9 +57,8 @@ def synthetic_pool(
             return saved["pixels"], 0.0
     result = generate(original, spec, synth, device=device, progress=progress)
     if path is not None:
-        tmp = path.with_name(f".{POOL_FILE}.tmp")
-        torch.save({"key": repr(key), "pixels": result.pixels}, tmp)
-        tmp.replace(path)
+        with staged_file(path) as tmp:
+            torch.save({"key": repr(key), "pixels": result.pixels}, tmp)
     return result.pixels, result.seconds
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustprune._io import atomic_write_json
+from robustprune._io import atomic_write_json, staged_file
 from robustprune.recover.config import RecoverConfig
 from robustprune.structure import PruneSpace, save_pruned
 
@@ -65,9 +65,8 @@ class RecoverResult:
             written = list(save_pruned(directory, self.space, self.candidate, model, model_ref=model_ref))
         else:
             weights = directory / "pruned.pt"
-            tmp = weights.with_name(".pruned.pt.tmp")
-            torch.save(model.state_dict(), tmp)
-            tmp.replace(weights)
+            with staged_file(weights) as tmp:
+                torch.save(model.state_dict(), tmp)
             written = [weights]
         atomic_write_json(directory / SUMMARY_FILE, {**self.summary(), "losses": self.losses, "parts": self.parts})
         written.append(directory / SUMMARY_FILE)
@@ -94,8 +93,7 @@ class RecoverResult:
         ax.set_ylabel("loss")
         ax.set_title("data-free recovery")
         ax.legend(fontsize=7)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        with staged_file(path) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight")
         plt.close(fig)
-        tmp.replace(path)
         return path

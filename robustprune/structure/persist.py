@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune._io import RunFolderError, atomic_write_json
+from robustprune._io import RunFolderError, atomic_write_json, staged_file
 from robustprune._version import __version__
 from robustprune.spec import InputSpec
 from robustprune.structure.space import Candidate, PruneSpace
@@ -64,9 +64,8 @@ def save_pruned(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     spec_path, weights_path = directory / "spec.json", directory / "pruned.pt"
-    tmp = weights_path.with_name(".pruned.pt.tmp")
-    torch.save(pruned.state_dict(), tmp)
-    tmp.replace(weights_path)
+    with staged_file(weights_path) as tmp:
+        torch.save(pruned.state_dict(), tmp)
     atomic_write_json(spec_path, pruning_spec(space, candidate, model_ref))
     return spec_path, weights_path
 
