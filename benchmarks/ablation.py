@@ -5,6 +5,8 @@
                                    # the decision (results/PROTOCOL.md), on the decision run's saved models
     python -m benchmarks.ablation --split val --summarize-only   # the table from the finished cells
     python -m benchmarks.ablation --split val --seeds 1 --models mlp cnn   # a second runner on other cells
+    python -m benchmarks.ablation --split val --save-missing-models   # keep the models of cells run before
+                                   # models/ existed (each only if it reproduces its cell's predictions)
 
 Runs the suite's missing cells through the bench runner into results/ablation[_val]/ (resumable:
 finished cells are kept in cells/ and a rerun skips them), then writes the table: per (model,
@@ -30,7 +32,7 @@ from benchmarks._common import RESULTS, start
 from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import Suite, cell_id, load_suite, run_suite
+from robustprune.bench import Suite, cell_id, load_suite, run_suite, save_missing_models
 from robustprune.evaluate.harness import EvalSettings, evaluate
 from robustprune.evaluate.paired import PairedSettings, correctness, pack, unpack
 from robustprune.evaluate.stats import compare, mean_ci, paired_seed_interval
@@ -209,6 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", help="run only these models' cells (a second runner, another machine)")
     parser.add_argument("--seeds", nargs="+", type=int, help="run only these seeds' cells")
     parser.add_argument("--targets", nargs="+", type=float, help="run only these targets' cells")
+    parser.add_argument("--methods", nargs="+", help="run only these methods' cells")
+    parser.add_argument(
+        "--save-missing-models",
+        action="store_true",
+        help="validation only: prune again the finished cells whose model was not kept, and keep each model that "
+        "reproduces its cell's clean predictions exactly (for --pruned-from and benchmarks.portfolio); no table",
+    )
     parser.add_argument(
         "--pruned-from",
         help="another run's folder (e.g. results/ablation_val): evaluate its saved models of the same cells "
@@ -221,8 +230,16 @@ def main(argv: list[str] | None = None) -> None:
     out = RESULTS / name
     if args.pruned_from and not all((Path(args.pruned_from) / d).is_dir() for d in ("cells", "models")):
         parser.error(f"--pruned-from {args.pruned_from}: needs that run's cells/ and models/ (models/ is not in git)")
+    if args.save_missing_models:
+        if args.split != "val":
+            parser.error("--save-missing-models: models are kept for the validation run only")
+        done = save_missing_models(part_of(suite, args.models, args.seeds, args.targets, args.methods), out)
+        print("; ".join(f"{len(ids)} {outcome}" for outcome, ids in done.items()))
+        if done["differs"]:
+            print("not kept (predictions differ): " + ", ".join(done["differs"]))
+        return
     if not args.summarize_only:
-        part = part_of(suite, args.models, args.seeds, args.targets)
+        part = part_of(suite, args.models, args.seeds, args.targets, args.methods)
         run_suite(part, out, workers=args.workers, threads=args.threads, pruned_from=args.pruned_from)
     rows = finished_rows(suite, out)
     if not rows:
@@ -247,9 +264,16 @@ def _reuse_note(rows: list[dict]) -> str:
     if not reused and not why:
         return ""
     again = "; ".join(f"{n} because: {reason}" for reason, n in why.most_common())
+    checked = [r["reproduces_earlier"] for r in rows if "reproduces_earlier" in r]
+    same = (
+        f" Of those, {sum(checked)} of {len(checked)} reproduce the clean predictions of their validation cell "
+        "on the validation images exactly (`reproduces_earlier`): the same model the decision saw."
+        if checked
+        else ""
+    )
     return (
         f"\n{reused} cells evaluated the model the validation run saved (`pruned_in` in the cell); "
-        f"{sum(why.values())} pruned again at this run's commit{': ' + again if again else ''}.\n"
+        f"{sum(why.values())} pruned again at this run's commit{': ' + again if again else ''}.{same}\n"
     )
 
 
@@ -275,13 +299,14 @@ def original_row(suite: Suite, model: str, out) -> dict:
     return row
 
 
-def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:
+def part_of(suite: Suite, models=None, seeds=None, targets=None, methods=None) -> Suite:
     """The suite restricted to some models, seeds or targets: runners on disjoint parts share one cells folder
     (a one-worker runner skips a cell another finished meanwhile); the table is written from every finished cell."""
     for label, asked, known in (
         ("model", models, suite.models),
         ("seed", seeds, suite.seeds),
         ("target", targets, suite.targets),
+        ("method", methods, suite.methods),
     ):
         unknown = sorted(set(asked or ()) - set(known))
         if unknown:
@@ -291,6 +316,7 @@ def part_of(suite: Suite, models=None, seeds=None, targets=None) -> Suite:
         models={m: kind for m, kind in suite.models.items() if not models or m in models},
         seeds=[s for s in suite.seeds if not seeds or s in seeds],
         targets=[t for t in suite.targets if not targets or t in targets],
+        methods=[m for m in suite.methods if not methods or m in methods],
     )
 
 

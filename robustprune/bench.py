@@ -151,11 +151,8 @@ def run_cell(
     ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
     the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
     """
-    model, spec = zoo.load(model_name)
-    kind = suite.models[model_name]
-    config = suite.search_config(kind, target, seed)
+    _, spec = zoo.load(model_name)
     start = time.time()
-    extra: dict = {}
     reused, earlier_row, origin = (None, None, None)
     if pruned_from is not None:
         reused, earlier_row, origin = _earlier_pruned(suite, model_name, method, target, seed, spec, pruned_from)
@@ -165,36 +162,16 @@ def run_cell(
         extra = {k: row[k] for k in _SEARCH_FIELDS if k in row}
         extra["pruned_in"] = origin | {"prune_seconds": row["prune_seconds"]}
         models_dir = None  # the model is already saved where it came from
-    elif method in SEARCH_VARIANTS:
-        config = variant_config(config, method, PruneSpace(model, spec, verify=False))  # the search verifies its own
-        source = model.to(search_device) if search_device is not None else model
-        result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
-        pruned = result.model
-        saved = (result.space, result.candidate)
-        kept = {
-            "macs": result.history[-1].kept_macs if result.history else 1.0,
-            "params": result.history[-1].kept_params if result.history else 1.0,
-        }
-        extra = {
-            "trials_per_step": config.trials,
-            "steps": len(result.history),
-            "stop_reason": result.stop_reason,
-            "probe_seconds": result.probe_seconds,
-            "search_device": str(search_device or "cpu"),
-            "search_threads": torch.get_num_threads(),
-        }
     else:
-        base = method.removesuffix("+bn")
-        synthetic = None
-        if method.endswith("+bn") or base in INPUT_CRITERIA:  # the search's own synthetic inputs
-            synthetic = cached_generate(model, spec, config.probe_config.synthetic, cache_dir=cache_dir).pixels
-        inputs = spec.normalize(synthetic) if synthetic is not None else None
-        pruned, kept, saved = baseline_model(
-            model, spec, method, inputs, seed=seed, with_candidate=True, **{f"target_{kind}": target}
-        )
+        cell = (model_name, method, target, seed)
+        pruned, kept, saved, extra = prune_cell(suite, *cell, cache_dir, quiet, search_device)
     seconds = time.time() - start  # for a reused model: loading and checking it (pruned_in has the pruning's)
     if pruned_from is not None and reused is None:
         extra["pruned_again"] = origin  # why the other run's model was not used
+        row_path = Path(pruned_from) / "cells" / f"{cell_id(model_name, method, target, seed)}.json"
+        earlier, _ = _comparable_row(suite, model_name, row_path)
+        if earlier is not None:  # is the model pruned again the one that run evaluated? (one clean pass)
+            extra["reproduces_earlier"] = reproduces_row(pruned, spec, earlier)
     if models_dir is not None:
         save_pruned(Path(models_dir) / cell_id(model_name, method, target, seed), *saved, pruned, f"zoo:{model_name}")
     if eval_device is not None:
@@ -208,7 +185,7 @@ def run_cell(
     return {
         "model": model_name,
         "method": method,
-        "target_kind": kind,
+        "target_kind": suite.models[model_name],
         "target": target,
         "seed": seed,
         "kept_macs": kept["macs"],
@@ -218,6 +195,76 @@ def run_cell(
         **extra,
         "report": report,
     }
+
+
+def prune_cell(
+    suite: Suite,
+    model_name: str,
+    method: str,
+    target: float,
+    seed: int,
+    cache_dir=None,
+    quiet: bool = True,
+    search_device: str | None = None,
+) -> tuple[torch.nn.Module, dict, tuple, dict]:
+    """(pruned model, kept fractions, (space, candidate), the row's fields about the search) of one cell."""
+    model, spec = zoo.load(model_name)
+    kind = suite.models[model_name]
+    config = suite.search_config(kind, target, seed)
+    if method in SEARCH_VARIANTS:
+        config = variant_config(config, method, PruneSpace(model, spec, verify=False))  # the search verifies its own
+        source = model.to(search_device) if search_device is not None else model
+        result = search(source, spec, config=config, cache_dir=cache_dir, quiet=quiet)
+        kept = {
+            "macs": result.history[-1].kept_macs if result.history else 1.0,
+            "params": result.history[-1].kept_params if result.history else 1.0,
+        }
+        extra = {
+            "trials_per_step": config.trials,
+            "steps": len(result.history),
+            "stop_reason": result.stop_reason,
+            "probe_seconds": result.probe_seconds,
+            "search_device": str(search_device or "cpu"),
+            "search_threads": torch.get_num_threads(),
+        }
+        return result.model, kept, (result.space, result.candidate), extra
+    synthetic = None
+    if method.endswith("+bn") or method.removesuffix("+bn") in INPUT_CRITERIA:  # the search's own synthetic inputs
+        synthetic = cached_generate(model, spec, config.probe_config.synthetic, cache_dir=cache_dir).pixels
+    inputs = spec.normalize(synthetic) if synthetic is not None else None
+    pruned, kept, saved = baseline_model(
+        model, spec, method, inputs, seed=seed, with_candidate=True, **{f"target_{kind}": target}
+    )
+    return pruned, kept, saved, {}
+
+
+def save_missing_models(suite: Suite, out: str | Path, cache_dir=None, log=print) -> dict[str, list[str]]:
+    """Prune again the finished cells of ``out`` whose model was not kept, and keep each under
+    ``out/models`` only where it makes its row's clean predictions exactly (the very model the row
+    describes; pruning is deterministic per seed on one machine). Returns the cell ids by outcome:
+    ``saved``, ``differs`` (not kept) and ``skipped`` (no comparable row)."""
+    out = Path(out)
+    outcome: dict[str, list[str]] = {"saved": [], "differs": [], "skipped": []}
+    todo = [c for c in suite.cells() if not (out / "models" / cell_id(*c) / "spec.json").is_file()]
+    for i, (model_name, method, target, seed) in enumerate(todo, 1):
+        name = cell_id(model_name, method, target, seed)
+        row, why = _comparable_row(suite, model_name, out / "cells" / f"{name}.json")
+        if row is None:
+            outcome["skipped"].append(name)
+            continue
+        previous = torch.get_num_threads()
+        torch.set_num_threads(row.get("search_threads") or previous)  # the row's thread count: the same sums
+        try:
+            pruned, _, saved, _ = prune_cell(suite, model_name, method, target, seed, cache_dir)
+        finally:
+            torch.set_num_threads(previous)
+        _, spec = zoo.load(model_name)
+        same = reproduces_row(pruned, spec, row)
+        if same:
+            save_pruned(out / "models" / name, *saved, pruned, f"zoo:{model_name}")
+        outcome["saved" if same else "differs"].append(name)
+        log(f"[{i}/{len(todo)}] {name}: {'saved' if same else 'pruned again, but its predictions differ: not kept'}")
+    return outcome
 
 
 #: a search cell's fields about how it pruned (copied when a saved model is reused)
@@ -232,21 +279,32 @@ def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, s
 
     name = cell_id(model_name, method, target, seed)
     folder, row_path = Path(pruned_from) / "models" / name, Path(pruned_from) / "cells" / f"{name}.json"
-    if not (folder / "spec.json").is_file() or not row_path.is_file():
+    row, why = _comparable_row(suite, model_name, row_path)
+    if row is None:
+        return None, None, why
+    if not (folder / "spec.json").is_file():
         return None, None, "no saved model"
-    row = json.loads(row_path.read_text())
-    if row.get("suite_settings", {}).get("search") != json.loads(json.dumps(suite.search)):
-        return None, None, "other search settings"
-    if row.get("target_kind") != suite.models[model_name]:
-        return None, None, "another target kind"
-    if row.get("per_image", {}).get("clean") is None:
-        return None, None, "no per-image record to check the saved model against"
     pruned, _, _ = load_pruned(folder)
     if not reproduces_row(pruned, spec, row):
         return None, None, "the saved model's predictions differ from its row's"
     prov = row["report"].get("provenance", {})
     source = {"cell": str(row_path), "commit": prov.get("commit"), "machine": prov.get("machine")}
     return pruned, row, source
+
+
+def _comparable_row(suite: Suite, model_name: str, row_path: Path) -> tuple[dict | None, str | None]:
+    """(another run's row of this cell, None) when it pruned under this suite's search settings and kept
+    per-image records, else (None, why not)."""
+    if not row_path.is_file():
+        return None, "no saved model"
+    row = json.loads(row_path.read_text())
+    if row.get("suite_settings", {}).get("search") != json.loads(json.dumps(suite.search)):
+        return None, "other search settings"
+    if row.get("target_kind") != suite.models[model_name]:
+        return None, "another target kind"
+    if row.get("per_image", {}).get("clean") is None:
+        return None, "no per-image record to check the saved model against"
+    return row, None
 
 
 def reproduces_row(model: torch.nn.Module, spec, row: dict, images=None) -> bool:

@@ -146,7 +146,9 @@ def test_the_table_says_which_cells_reused_the_validation_models():
     again = {"pruned_again": "no saved model", "report": {"provenance": prov}}
     note = _reuse_note([reused, again, dict(again)])
     assert "1 cells evaluated the model the validation run saved" in note
-    assert "2 pruned again at this run's commit: 2 because: no saved model" in note
+    assert "2 pruned again at this run's commit: 2 because: no saved model" in note and "reproduce" not in note
+    checked = _reuse_note([reused, again | {"reproduces_earlier": True}, again | {"reproduces_earlier": False}])
+    assert "1 of 2 reproduce the clean predictions of their validation cell" in checked
     assert _reuse_note([{"report": {"provenance": prov}}]) == ""
     sources = cell_sources([reused, again])
     assert any("`bbbbbbb-dirty`" in s and "pruned earlier at `aaaaaaa` on old" in s for s in sources)

@@ -1,6 +1,7 @@
 """CLI: every subcommand's help, usage errors, and the search/demo/bench/export/plot round trips on small models."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -288,3 +289,35 @@ def test_a_test_run_evaluates_the_decision_runs_saved_models(tmp_path, monkeypat
     torch.save(state, weights)
     again = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
     assert pruned_again == [1, 1] and "predictions differ" in again["pruned_again"]
+    assert again["reproduces_earlier"] is True and "reproduces_earlier" not in other  # pruned again: the same model
+    # no saved model, and a row whose predictions the model pruned again does not make
+    shutil.rmtree(val / "models")
+    clean = row["per_image"]["clean"]
+    row["per_image"]["clean"] = ("0" if clean[0] == "1" else "1") + clean[1:]  # one image's verdict flipped
+    (val / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    changed = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert changed["pruned_again"] == "no saved model" and changed["reproduces_earlier"] is False
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_missing_models_are_kept_only_where_they_reproduce_their_cell(tmp_path):
+    bench = robustprune.bench
+    suite = bench.Suite(
+        name="val", models={"mlp": "params"}, methods=["l1_uniform", "global_magnitude"], targets=[0.6], seeds=[0],
+        search={}, eval={"n_attack": 20, "n_corruption": 20, "n_ood": 100, "latency": False, "split": "val"},
+        paired={"split": "val", "n_pgd": 20, "apgd": False},
+    )  # fmt: skip
+    (tmp_path / "cells").mkdir()
+    row = bench.run_cell(suite, "mlp", "l1_uniform", 0.6, 0)  # run before models/ existed: no model kept
+    (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    done = bench.save_missing_models(suite, tmp_path, log=lambda _: None)
+    assert done == {"saved": ["mlp__l1_uniform__0.6__s0"], "differs": [], "skipped": ["mlp__global_magnitude__0.6__s0"]}
+    kept, _, _ = load_pruned(tmp_path / "models" / "mlp__l1_uniform__0.6__s0")
+    assert bench.reproduces_row(kept, robustprune.zoo.load("mlp")[1], row)
+    # a row the model pruned again does not reproduce: nothing is kept
+    shutil.rmtree(tmp_path / "models")
+    clean = row["per_image"]["clean"]
+    row["per_image"]["clean"] = ("0" if clean[0] == "1" else "1") + clean[1:]
+    (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    done = bench.save_missing_models(suite, tmp_path, log=lambda _: None)
+    assert done["differs"] == ["mlp__l1_uniform__0.6__s0"] and not (tmp_path / "models").exists()
