@@ -74,9 +74,23 @@ def outputs_excluded(*paths: str | Path) -> Iterator[None]:
             os.environ[OUTPUTS_ENV] = before
 
 
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name (/proc/cpuinfo on Linux, where platform.processor() is empty)."""
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.system()
+
+
 def machine() -> str:
-    """Processor, core count, GPU (when one is visible) and torch threads: enough to tell two machines apart."""
-    parts = [f"{platform.machine()} {platform.processor() or platform.system()}", f"{os.cpu_count()} cores"]
+    """Processor and the vector instructions torch's kernels use (two hosts that differ there round differently),
+    core count, GPU (when one is visible) and torch threads: enough to tell two machines apart."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    parts = [f"{platform.machine()} {cpu_name()} ({capability})", f"{os.cpu_count()} cores"]
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name(0))
     parts.append(f"{torch.get_num_threads()} torch threads")

@@ -321,3 +321,23 @@ def test_missing_models_are_kept_only_where_they_reproduce_their_cell(tmp_path):
     (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
     done = bench.save_missing_models(suite, tmp_path, log=lambda _: None)
     assert done["differs"] == ["mlp__l1_uniform__0.6__s0"] and not (tmp_path / "models").exists()
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+def test_host_repro_counts_the_predictions_a_cell_pruned_again_changes():
+    from benchmarks.host_repro import compare_cell
+    from robustprune.data.fashion_mnist import load_eval_split
+
+    bench = robustprune.bench
+    suite = bench.Suite(
+        name="val", models={"mlp": "params"}, methods=["l1_uniform"], targets=[0.6], seeds=[0], search={},
+        eval={"n_attack": 20, "n_corruption": 20, "n_ood": 100, "latency": False, "split": "val"},
+        paired={"split": "val", "n_pgd": 20, "apgd": False},
+    )  # fmt: skip
+    row = bench.run_cell(suite, "mlp", "l1_uniform", 0.6, 0)
+    images = load_eval_split("val")
+    same = compare_cell(suite, row, images)
+    assert same["differ"] == 0 and same["now"] == same["then"]
+    clean = row["per_image"]["clean"]
+    row["per_image"]["clean"] = "".join("0" if c == "1" else "1" for c in clean[:3]) + clean[3:]
+    assert compare_cell(suite, row, images)["differ"] == 3

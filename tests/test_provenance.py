@@ -1,0 +1,17 @@
+"""Provenance names the machine well enough to tell two hosts that round differently apart."""
+
+import torch
+
+from robustprune._provenance import cpu_name, machine
+
+
+def test_machine_names_the_processor_and_the_vector_instructions_torch_uses():
+    text = machine()
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in text and f"{torch.get_num_threads()} torch threads" in text
+
+
+def test_cpu_name_reads_the_model_name(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
+    assert cpu_name(str(info)) == "AMD EPYC 9654 96-Core Processor"
+    assert cpu_name(str(tmp_path / "missing"))  # no /proc: still a name (the platform's)
