@@ -190,7 +190,35 @@ def ablation_markdown(
             *glance,
             "",
         ]
-    return "\n".join(head + out)
+    return "\n".join(head + out + _compute_lines(rows))
+
+
+def _compute_lines(rows: list[dict]) -> list[str]:
+    """CPU time the cells took, per method: pruning (a reused model's from its earlier run) and evaluation."""
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(row)
+
+    def prune(r: dict) -> float:
+        return r["pruned_in"]["prune_seconds"] if "pruned_in" in r else r["prune_seconds"]
+
+    lines = [
+        "## Compute used",
+        "",
+        "Hours, summed over cells (each cell ran on one core unless its row says otherwise); evaluation "
+        "time is recorded by cells run from the commit that added it.",
+        "",
+        "| method | cells | pruning h | evaluation h (cells timed) |",
+        "|---|---|---|---|",
+    ]
+    for method in sorted(by_method):
+        group = by_method[method]
+        timed = [r["eval_seconds"] for r in group if "eval_seconds" in r]
+        evaluation = f"{sum(timed) / 3600:.2f} ({len(timed)})" if timed else "-"
+        lines.append(f"| {method} | {len(group)} | {sum(map(prune, group)) / 3600:.2f} | {evaluation} |")
+    total = sum(prune(r) for r in rows) / 3600
+    lines += ["", f"Pruning in all: {total:.1f} h.", ""]
+    return lines
 
 
 def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list[dict]], compared) -> str:

@@ -178,10 +178,12 @@ def run_cell(
         pruned = pruned.to(eval_device)
     # a suite may fix the evaluation seed (the same images for every seed) or leave it to the cell's seed
     settings = EvalSettings(**{"seed": seed, **suite.eval})
+    eval_start = time.time()
     report = evaluate(pruned, spec, settings=settings, model_ref=f"zoo:{model_name}", quiet=True)
     if suite.paired:
         correct = correctness(pruned, spec, PairedSettings(**suite.paired), device=eval_device)
         extra["per_image"] = {name: pack(values) for name, values in correct.items()}
+    extra["eval_seconds"] = time.time() - eval_start
     return {
         "model": model_name,
         "method": method,

@@ -19,6 +19,7 @@ def _row(method: str, seed: int, correct: np.ndarray, clean: float | None = None
         "seed": seed,
         "kept_macs": 0.49,
         "kept_params": 0.52,
+        "prune_seconds": 1800.0 if method == "search" else 36.0,
         "per_image": per_image,
         "report": {
             "clean_accuracy": accuracy,
@@ -59,6 +60,16 @@ def test_the_markdown_has_a_table_per_cell():
     assert "## cnn at 0.5 of macs" in text
     assert text.count("| search vs ") == 3
     assert "| search | 49.0 | 52.0 |" in text  # kept MACs and params
+
+
+def test_the_table_states_the_compute_each_method_used():
+    rows = _rows()
+    rows[0]["eval_seconds"] = 360.0  # search, seed 0: the only timed evaluation
+    rows[1] |= {"pruned_in": {"prune_seconds": 3600.0}, "prune_seconds": 2.0}  # a reused model: its pruning's time
+    text = ablation_markdown(rows, "ablation_val", n_resamples=50)
+    assert "| search | 3 | 1.50 | 0.10 (1) |" in text
+    assert "| progressive_uniform | 3 | 1.02 | - |" in text  # 3600 + 36 + 36 seconds
+    assert "Pruning in all: 2.6 h." in text  # 1.50 + 1.02 + 3 x 0.03
 
 
 def test_kept_params_are_left_blank_where_a_cell_lacks_them():
