@@ -91,3 +91,36 @@ def test_the_harness_evaluates_on_the_validation_split_when_asked():
     assert report["provenance"]["settings"]["split"] == "val"
     with pytest.raises(ValueError, match="split"):
         EvalSettings(split="train")
+
+
+class _TableModel(nn.Module):
+    """Returns preset logits for image i, whose pixels all equal i / n (read back from the first pixel)."""
+
+    def __init__(self, logits: torch.Tensor, spec: InputSpec):
+        super().__init__()
+        self.logits, self.spec = logits, spec
+
+    def forward(self, x):
+        pixel = x.flatten(1)[:, 0] * self.spec.std[0] + self.spec.mean[0]
+        return self.logits[(pixel * len(self.logits)).round().long()]
+
+
+def test_a_saved_model_reproduces_its_row_up_to_rounding_ties_only():
+    from robustprune.bench import reproduces_row
+
+    spec = InputSpec(shape=(1, 2, 2), mean=(0.5,), std=(0.25,), num_classes=3)
+    n = 4
+    x = (torch.arange(n).float() / n).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    y = torch.tensor([0, 1, 2, 0])
+    logits = torch.tensor([[5.0, 1, 0], [0, 4, 1], [1, 0, 3], [2.0, 2.0 + 1e-6, 0]])  # image 3: a rounding tie
+    model = _TableModel(logits, spec)
+    correct = torch.tensor([True, True, True, False])
+    row = {"per_image": {"clean": pack(correct)}}
+    assert reproduces_row(model, spec, row, images=(x, y))
+    tie_flipped = correct.clone()
+    tie_flipped[3] = True  # another CPU rounded image 3 the other way
+    assert reproduces_row(model, spec, {"per_image": {"clean": pack(tie_flipped)}}, images=(x, y))
+    clear_flipped = correct.clone()
+    clear_flipped[1] = False  # a margin of 3: another model
+    assert not reproduces_row(model, spec, {"per_image": {"clean": pack(clear_flipped)}}, images=(x, y))
+    assert not reproduces_row(model, spec, {"per_image": {"clean": pack(correct[:3])}}, images=(x, y))
