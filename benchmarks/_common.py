@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from robustprune._provenance import OUTPUTS_ENV, provenance
+from robustprune._provenance import OUTPUTS_ENV, pin_commit, provenance
 from robustprune.data.fashion_mnist import load_eval_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,7 @@ def start(module: str, argv: Sequence[str] | None, threads: int | None = None) -
     if threads:
         torch.set_num_threads(threads)
     os.environ[OUTPUTS_ENV] = str(RESULTS)  # for the whole process, and the workers it starts
+    pin_commit()  # a commit made while this runs is not the code that ran
     args = list(sys.argv[1:] if argv is None else argv)
     return " ".join(["python -m benchmarks." + module, *args])
 

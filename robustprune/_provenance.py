@@ -97,10 +97,21 @@ def machine() -> str:
     return ", ".join(parts)
 
 
+#: The commit this process started at (pin_commit): the code that runs, even after a commit made mid-run.
+_pinned_commit: str | None = None
+
+
+def pin_commit() -> str:
+    """Record the checkout's commit now, at the start of a long run; provenance() reports it from then on."""
+    global _pinned_commit
+    _pinned_commit = git_commit()
+    return _pinned_commit
+
+
 def provenance(**extra) -> dict:
     info = {
         "robustprune": __version__,
-        "commit": git_commit(),
+        "commit": _pinned_commit or git_commit(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": machine(),

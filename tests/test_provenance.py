@@ -15,3 +15,13 @@ def test_cpu_name_reads_the_model_name(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n")
     assert cpu_name(str(info)) == "AMD EPYC 9654 96-Core Processor"
     assert cpu_name(str(tmp_path / "missing"))  # no /proc: still a name (the platform's)
+
+
+def test_a_pinned_commit_is_reported_after_a_commit_made_mid_run(monkeypatch):
+    from robustprune import _provenance
+
+    monkeypatch.setattr(_provenance, "_pinned_commit", None)
+    monkeypatch.setattr(_provenance, "git_commit", lambda: "a" * 40)
+    assert _provenance.pin_commit() == "a" * 40
+    monkeypatch.setattr(_provenance, "git_commit", lambda: "b" * 40)  # someone commits while the run goes on
+    assert _provenance.provenance()["commit"] == "a" * 40
