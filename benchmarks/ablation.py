@@ -194,7 +194,8 @@ def ablation_markdown(
 
 
 def _compute_lines(rows: list[dict]) -> list[str]:
-    """CPU time the cells took, per method: pruning (a reused model's from its earlier run) and evaluation."""
+    """Wall-clock hours the cells took, per method: producing the model (a reused model's pruning in its earlier
+    run) and evaluating it."""
     by_method: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_method[row["method"]].append(row)
@@ -205,8 +206,10 @@ def _compute_lines(rows: list[dict]) -> list[str]:
     lines = [
         "## Compute used",
         "",
-        "Hours, summed over cells (each cell ran on one core unless its row says otherwise); evaluation "
-        "time is recorded by cells run from the commit that added it.",
+        "Wall-clock hours summed over cells, each cell in one process (the bench's runners used one torch "
+        "thread each). Pruning counts a reused model (`pruned_in`) with its earlier run's time, so it is what "
+        "producing the models took, not only this run. Evaluation time is recorded by cells run from the "
+        "commit that added it.",
         "",
         "| method | cells | pruning h | evaluation h (cells timed) |",
         "|---|---|---|---|",
@@ -244,7 +247,8 @@ def main(argv: list[str] | None = None) -> None:
         "--save-missing-models",
         action="store_true",
         help="validation only: prune again the finished cells whose model was not kept, and keep each model that "
-        "reproduces its cell's clean predictions exactly (for --pruned-from and benchmarks.portfolio); no table",
+        "reproduces its cell's clean predictions up to rounding ties (for --pruned-from and benchmarks.portfolio); "
+        "no table",
     )
     parser.add_argument(
         "--pruned-from",
@@ -295,7 +299,7 @@ def _reuse_note(rows: list[dict]) -> str:
     checked = [r["reproduces_earlier"] for r in rows if "reproduces_earlier" in r]
     same = (
         f" Of those, {sum(checked)} of {len(checked)} reproduce the clean predictions of their validation cell "
-        "on the validation images exactly (`reproduces_earlier`): the same model the decision saw."
+        "on the validation images up to rounding ties (`reproduces_earlier`): the same model the decision saw."
         if checked
         else ""
     )
@@ -328,7 +332,7 @@ def original_row(suite: Suite, model: str, out) -> dict:
 
 
 def part_of(suite: Suite, models=None, seeds=None, targets=None, methods=None) -> Suite:
-    """The suite restricted to some models, seeds or targets: runners on disjoint parts share one cells folder
+    """The suite restricted to some models, seeds, targets or methods: runners on disjoint parts share one cells folder
     (a one-worker runner skips a cell another finished meanwhile); the table is written from every finished cell."""
     for label, asked, known in (
         ("model", models, suite.models),

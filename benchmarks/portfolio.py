@@ -8,7 +8,7 @@ machine count), both models are scored by the search's objective on held-out pro
 inputs inverted from the original with seed + 1000, their adversarial and undesired probes
 (robustprune.search.held_out). The "portfolio" keeps the higher-scoring model, so its validation
 cell is the kept model's own cell: no new evaluation. A saved model is used only if it reproduces its
-cell's clean predictions on the validation images. Each pick is saved under
+cell's clean predictions on the validation images (up to rounding ties). Each pick is saved under
 results/portfolio_val/cells (a rerun skips it), then results/portfolio_val.md gives every pick and
 the portfolio against ``search`` and against each rival on clean and PGD, paired over seeds and
 images (robustprune.evaluate.stats.compare), per model and target and pooled.

@@ -15,6 +15,17 @@ from pathlib import Path
 
 #: Staging folders are named ``.partial-<pid>-<random>``: the pid says whose they are.
 STAGING_PREFIX = ".partial-"
+#: Temporary files are named ``.<file name>.tmp-<pid>-<random><suffix>`` (staged_file).
+TEMP_MARK = ".tmp-"
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()  # read once: setting it to read it is not thread-safe
 
 #: The files robustprune writes into a run folder, by kind of run (paths relative to the folder).
 PLOT_NAMES = ("front", "steps", "amounts")  # robustprune.plots.plot_run's figures
@@ -49,17 +60,15 @@ class RunFolderError(ValueError):
 def staged_file(path: str | Path) -> Iterator[Path]:
     """A new temporary file beside ``path`` for the block to write; renamed onto ``path`` when the block
     ends cleanly, removed when it raises. Its name is this call's own, so concurrent writers of one file
-    never share it; it keeps ``path``'s suffix (writers that pick a format by suffix) and contains ``.tmp``
-    (remove_stale_staging knows it)."""
+    never share it; it keeps ``path``'s suffix (writers that pick a format by suffix) and names the writing
+    process (remove_stale_staging removes it only once that process is gone)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-", suffix=path.suffix)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=path.suffix)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a result file is as readable as any other
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file is as readable as any other
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -134,7 +143,10 @@ def _stale_staging(path: Path) -> bool:
     if path.name.startswith(STAGING_PREFIX):
         pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
         return not (pid.isdigit() and _pid_alive(int(pid)))
-    return _owned_temp(path.name)
+    if not _owned_temp(path.name):
+        return False
+    pid = path.name.partition(TEMP_MARK)[2].split("-", 1)[0]  # empty for names without a pid: older writers'
+    return not (pid.isdigit() and _pid_alive(int(pid)))
 
 
 def remove_stale_staging(directory: str | Path) -> list[Path]:
@@ -285,4 +297,5 @@ __all__ = [
     "run_kind",
     "sigint_deferred",
     "staged_directory",
+    "staged_file",
 ]

@@ -97,21 +97,22 @@ def machine() -> str:
     return ", ".join(parts)
 
 
-#: The commit this process started at (pin_commit): the code that runs, even after a commit made mid-run.
-_pinned_commit: str | None = None
+#: The commit a long run started at (pin_commit), in the environment so that its worker processes report it too.
+PINNED_COMMIT_ENV = "ROBUSTPRUNE_PINNED_COMMIT"
 
 
 def pin_commit() -> str:
-    """Record the checkout's commit now, at the start of a long run; provenance() reports it from then on."""
-    global _pinned_commit
-    _pinned_commit = git_commit()
-    return _pinned_commit
+    """Record the checkout's commit now, at the start of a long run: provenance() in this process and the
+    workers it starts reports it from then on, even after a commit made mid-run."""
+    commit = git_commit()
+    os.environ[PINNED_COMMIT_ENV] = commit
+    return commit
 
 
 def provenance(**extra) -> dict:
     info = {
         "robustprune": __version__,
-        "commit": _pinned_commit or git_commit(),
+        "commit": os.environ.get(PINNED_COMMIT_ENV) or git_commit(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": machine(),

@@ -39,6 +39,7 @@ from robustprune.evaluate.paired import PairedSettings, correctness, pack, unpac
 from robustprune.probes.cache import cached_generate
 from robustprune.search import SEARCH_VARIANTS, SearchConfig, search, variant_config
 from robustprune.search.engine import SEARCH_PROBES
+from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
 from robustprune.structure.persist import save_pruned
 
@@ -151,27 +152,27 @@ def run_cell(
     ``search_device`` (e.g. ``"cuda"``) runs the search and its synthesis there; ``eval_device``
     the real-data evaluation. One-shot baselines always prune on the CPU (they take seconds).
     """
-    _, spec = zoo.load(model_name)
+    model, spec = zoo.load(model_name)
     start = time.time()
     reused, earlier_row, origin = (None, None, None)
     if pruned_from is not None:
         reused, earlier_row, origin = _earlier_pruned(suite, model_name, method, target, seed, spec, pruned_from)
     if reused is not None:
-        pruned, row = reused, earlier_row
-        kept = {"macs": row["kept_macs"], "params": row["kept_params"]}
-        extra = {k: row[k] for k in _SEARCH_FIELDS if k in row}
-        extra["pruned_in"] = origin | {"prune_seconds": row["prune_seconds"]}
+        pruned = reused
+        kept = {"macs": earlier_row["kept_macs"], "params": earlier_row["kept_params"]}
+        extra = {k: earlier_row[k] for k in _SEARCH_FIELDS if k in earlier_row}
+        extra["pruned_in"] = origin | {"prune_seconds": earlier_row["prune_seconds"]}
         models_dir = None  # the model is already saved where it came from
     else:
-        cell = (model_name, method, target, seed)
-        pruned, kept, saved, extra = prune_cell(suite, *cell, cache_dir, quiet, search_device)
+        pruned, kept, saved, extra = prune_cell(
+            suite, model_name, method, target, seed, cache_dir=cache_dir, quiet=quiet, search_device=search_device,
+            model=model,
+        )  # fmt: skip
     seconds = time.time() - start  # for a reused model: loading and checking it (pruned_in has the pruning's)
     if pruned_from is not None and reused is None:
         extra["pruned_again"] = origin  # why the other run's model was not used
-        row_path = Path(pruned_from) / "cells" / f"{cell_id(model_name, method, target, seed)}.json"
-        earlier, _ = _comparable_row(suite, model_name, row_path)
-        if earlier is not None:  # is the model pruned again the one that run evaluated? (one clean pass)
-            extra["reproduces_earlier"] = reproduces_row(pruned, spec, earlier)
+        if earlier_row is not None:  # is the model pruned again the one that run evaluated? (one clean pass)
+            extra["reproduces_earlier"] = reproduces_row(pruned, spec, earlier_row)
     if models_dir is not None:
         save_pruned(Path(models_dir) / cell_id(model_name, method, target, seed), *saved, pruned, f"zoo:{model_name}")
     if eval_device is not None:
@@ -205,12 +206,16 @@ def prune_cell(
     method: str,
     target: float,
     seed: int,
-    cache_dir=None,
+    *,
+    cache_dir: str | Path | None = None,
     quiet: bool = True,
     search_device: str | None = None,
+    model: torch.nn.Module | None = None,
 ) -> tuple[torch.nn.Module, dict, tuple, dict]:
-    """(pruned model, kept fractions, (space, candidate), the row's fields about the search) of one cell."""
-    model, spec = zoo.load(model_name)
+    """(pruned model, kept fractions, (space, candidate), the row's fields about the search) of one cell;
+    ``model``: the zoo model already loaded (it is never changed, except moved to ``search_device``)."""
+    loaded, spec = zoo.load(model_name)
+    model = model if model is not None else loaded
     kind = suite.models[model_name]
     config = suite.search_config(kind, target, seed)
     if method in SEARCH_VARIANTS:
@@ -240,10 +245,12 @@ def prune_cell(
     return pruned, kept, saved, {}
 
 
-def save_missing_models(suite: Suite, out: str | Path, cache_dir=None, log=print) -> dict[str, list[str]]:
+def save_missing_models(
+    suite: Suite, out: str | Path, cache_dir: str | Path | None = None, log: Callable[[str], None] = print
+) -> dict[str, list[str]]:
     """Prune again the finished cells of ``out`` whose model was not kept, and keep each under
-    ``out/models`` only where it makes its row's clean predictions exactly (the very model the row
-    describes; pruning is deterministic per seed on one machine). Returns the cell ids by outcome:
+    ``out/models`` only where it makes its row's clean predictions, up to rounding ties (the very model
+    the row describes; pruning is deterministic per seed on one host). Returns the cell ids by outcome:
     ``saved``, ``differs`` (not kept) and ``skipped`` (no comparable row)."""
     out = Path(out)
     outcome: dict[str, list[str]] = {"saved": [], "differs": [], "skipped": []}
@@ -255,9 +262,10 @@ def save_missing_models(suite: Suite, out: str | Path, cache_dir=None, log=print
             outcome["skipped"].append(name)
             continue
         previous = torch.get_num_threads()
-        torch.set_num_threads(row.get("search_threads") or previous)  # the row's thread count: the same sums
+        threads = row.get("search_threads") or row["report"].get("provenance", {}).get("threads") or previous
+        torch.set_num_threads(threads)  # the thread count the cell pruned with: the same sums
         try:
-            pruned, _, saved, _ = prune_cell(suite, model_name, method, target, seed, cache_dir)
+            pruned, _, saved, _ = prune_cell(suite, model_name, method, target, seed, cache_dir=cache_dir)
         finally:
             torch.set_num_threads(previous)
         _, spec = zoo.load(model_name)
@@ -273,10 +281,12 @@ def save_missing_models(suite: Suite, out: str | Path, cache_dir=None, log=print
 _SEARCH_FIELDS = ("trials_per_step", "steps", "stop_reason", "probe_seconds", "search_device", "search_threads")
 
 
-def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, seed: int, spec, pruned_from):
+def _earlier_pruned(
+    suite: Suite, model_name: str, method: str, target: float, seed: int, spec: InputSpec, pruned_from: str | Path
+) -> tuple[torch.nn.Module | None, dict | None, dict | str]:
     """(model, earlier row, source) of this cell as another run pruned it under the same search settings,
-    or (None, None, why not): no saved model or row, other settings, or a saved model whose clean
-    predictions on that run's images differ from its row's (a folder rewritten by another run)."""
+    or (None, that row or None, why not): no finished cell, other settings, no saved model, or a saved model
+    whose clean predictions on that run's images differ from its row's (a folder rewritten by another run)."""
     from robustprune.structure.persist import load_pruned
 
     name = cell_id(model_name, method, target, seed)
@@ -285,10 +295,10 @@ def _earlier_pruned(suite: Suite, model_name: str, method: str, target: float, s
     if row is None:
         return None, None, why
     if not (folder / "spec.json").is_file():
-        return None, None, "no saved model"
+        return None, row, "no saved model"
     pruned, _, _ = load_pruned(folder)
     if not reproduces_row(pruned, spec, row):
-        return None, None, "the saved model's predictions differ from its row's"
+        return None, row, "the saved model's predictions differ from its row's"
     prov = row["report"].get("provenance", {})
     source = {"cell": str(row_path), "commit": prov.get("commit"), "machine": prov.get("machine")}
     return pruned, row, source
@@ -298,7 +308,7 @@ def _comparable_row(suite: Suite, model_name: str, row_path: Path) -> tuple[dict
     """(another run's row of this cell, None) when it pruned under this suite's search settings and kept
     per-image records, else (None, why not)."""
     if not row_path.is_file():
-        return None, "no saved model"
+        return None, "no finished cell"
     row = json.loads(row_path.read_text())
     if row.get("suite_settings", {}).get("search") != json.loads(json.dumps(suite.search)):
         return None, "other search settings"
@@ -309,25 +319,36 @@ def _comparable_row(suite: Suite, model_name: str, row_path: Path) -> tuple[dict
     return row, None
 
 
-#: A clean prediction may differ from its row's only where the top two logits are this close (relative to the
-#: top one): another CPU's kernels round differently. Another model's differing predictions are far from ties.
+#: A clean verdict may differ from its row's only at a rounding tie: where the logit that decides it is within
+#: this fraction of the top logit (another CPU's kernels round differently; another model's flips are far off).
 ROUNDING_TIE = 1e-5
 
 
-def reproduces_row(model: torch.nn.Module, spec, row: dict, images=None) -> bool:
-    """Whether ``model`` makes the clean predictions a cell's row recorded (its per-image correctness on its
-    paired split, or on ``images``), up to rounding ties: the check that a model is the one the row describes."""
+def reproduces_row(
+    model: torch.nn.Module, spec: InputSpec, row: dict, images: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> bool:
+    """Whether ``model`` makes the clean verdicts a cell's row recorded (its per-image correctness on its
+    paired split, or on ``images``), up to rounding ties: the check that a model is the one the row describes.
+
+    A verdict that is now wrong is a tie where the predicted logit is within ROUNDING_TIE of the true class's;
+    one that is now right, where the true class's logit is within it of the runner-up's."""
     from robustprune.data.fashion_mnist import load_eval_split
+    from robustprune.evaluate.attacks import BATCH_SIZE
     from robustprune.evaluate.metrics import predict_logits
 
     x, y = images if images is not None else load_eval_split(row["suite_settings"]["paired"]["split"])
     recorded = unpack(row["per_image"]["clean"])
     if len(recorded) != len(x):
         return False
-    logits = predict_logits(model, spec, x)
-    differ = (logits.argmax(dim=1) == torch.as_tensor(y)) != recorded
-    top = logits[differ].topk(2, dim=1).values
-    return bool((top[:, 0] - top[:, 1] <= ROUNDING_TIE * top[:, 0].abs().clamp_min(1.0)).all())
+    logits = predict_logits(model, spec, x, batch_size=BATCH_SIZE)  # the batches the row was recorded in
+    y = torch.as_tensor(y)
+    differ = (logits.argmax(dim=1) == y) != recorded
+    logits, y = logits[differ], y[differ]
+    top = logits.topk(2, dim=1)
+    true_logit = logits.gather(1, y[:, None])[:, 0]
+    now_right = top.indices[:, 0] == y
+    rival = torch.where(now_right, top.values[:, 1], true_logit)  # the logit the deciding one had to beat
+    return bool((top.values[:, 0] - rival <= ROUNDING_TIE * top.values[:, 0].abs().clamp_min(1.0)).all())
 
 
 def baseline_model(model, spec, method: str, inputs, seed: int = 0, with_candidate: bool = False, **target):

@@ -324,8 +324,8 @@ def test_missing_models_are_kept_only_where_they_reproduce_their_cell(tmp_path):
 
 
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
-def test_host_repro_counts_the_predictions_a_cell_pruned_again_changes():
-    from benchmarks.host_repro import compare_cell
+def test_host_repro_counts_the_predictions_a_cell_pruned_again_changes(tmp_path):
+    from benchmarks.host_repro import compare_cell, saved_lines
     from robustprune.data.fashion_mnist import load_eval_split
 
     bench = robustprune.bench
@@ -334,10 +334,18 @@ def test_host_repro_counts_the_predictions_a_cell_pruned_again_changes():
         eval={"n_attack": 20, "n_corruption": 20, "n_ood": 100, "latency": False, "split": "val"},
         paired={"split": "val", "n_pgd": 20, "apgd": False},
     )  # fmt: skip
-    row = bench.run_cell(suite, "mlp", "l1_uniform", 0.6, 0)
+    row = bench.run_cell(suite, "mlp", "l1_uniform", 0.6, 0, models_dir=tmp_path / "models")
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
     images = load_eval_split("val")
     same = compare_cell(suite, row, images)
     assert same["differ"] == 0 and same["now"] == same["then"]
+    assert (
+        "1 make their cell's clean predictions exactly, 0 only up to rounding ties, 0 differ"
+        in saved_lines(tmp_path, images)[1]
+    )
     clean = row["per_image"]["clean"]
     row["per_image"]["clean"] = "".join("0" if c == "1" else "1" for c in clean[:3]) + clean[3:]
     assert compare_cell(suite, row, images)["differ"] == 3
+    (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
+    assert "0 only up to rounding ties, 1 differ: mlp__l1_uniform__0.6__s0" in saved_lines(tmp_path, images)[1]

@@ -1,5 +1,8 @@
 """Provenance names the machine well enough to tell two hosts that round differently apart."""
 
+import subprocess
+import sys
+
 import torch
 
 from robustprune._provenance import cpu_name, machine
@@ -20,8 +23,13 @@ def test_cpu_name_reads_the_model_name(tmp_path):
 def test_a_pinned_commit_is_reported_after_a_commit_made_mid_run(monkeypatch):
     from robustprune import _provenance
 
-    monkeypatch.setattr(_provenance, "_pinned_commit", None)
+    monkeypatch.setenv(_provenance.PINNED_COMMIT_ENV, "")  # undone after the test: the pin does not leak
     monkeypatch.setattr(_provenance, "git_commit", lambda: "a" * 40)
     assert _provenance.pin_commit() == "a" * 40
     monkeypatch.setattr(_provenance, "git_commit", lambda: "b" * 40)  # someone commits while the run goes on
     assert _provenance.provenance()["commit"] == "a" * 40
+    worker = subprocess.run(  # a worker process the run starts inherits the pin
+        [sys.executable, "-c", "from robustprune._provenance import provenance; print(provenance()['commit'])"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert worker.stdout.strip() == "a" * 40

@@ -1,5 +1,7 @@
 """Result files are written whole under a temporary name of their own, even when two runs write one folder."""
 
+import os
+
 import matplotlib.pyplot as plt
 import pytest
 
@@ -34,8 +36,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
 
-def test_a_killed_writers_temporary_is_removed_by_the_next_run(tmp_path):
+def test_a_killed_writers_temporary_is_removed_and_a_live_ones_kept(tmp_path):
     staging = staged_file(tmp_path / "report.json")
-    tmp = staging.__enter__()  # the process dies here: neither renamed nor removed
-    tmp.write_text("half")
-    assert remove_stale_staging(tmp_path) == [tmp] and not tmp.exists()
+    live = staging.__enter__()  # this process is still writing it
+    live.write_text("half")
+    assert remove_stale_staging(tmp_path) == [] and live.exists()
+    dead = live.with_name(live.name.replace(f".tmp-{os.getpid()}-", ".tmp-999999999-"))  # its writer was killed
+    live.rename(dead)
+    older = tmp_path / ".report.json.x1y2.tmp"  # an older writer's name, without a pid
+    older.write_text("half")
+    assert sorted(remove_stale_staging(tmp_path)) == sorted([dead, older]) and list(tmp_path.iterdir()) == []

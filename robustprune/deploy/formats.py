@@ -42,7 +42,7 @@ def save_model(model: nn.Module, spec: InputSpec, path: str | os.PathLike, fmt: 
     except DeployError:
         raise
     except Exception as exc:  # tracers and exporters raise many types; the user needs one line
-        raise DeployError(f"could not write {fmt}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise DeployError(f"could not write {fmt}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}") from exc
     return path
 
 
