@@ -38,8 +38,9 @@ BASELINES = ("taylor_l1_uniform+bn", "l1_uniform+bn", "global_magnitude+bn", "pa
 def compare_cell(suite, row: dict, images) -> dict:
     """The cell pruned again here against its row: differing clean predictions and top-1 then and now."""
     cell = (row["model"], row["method"], row["target"], row["seed"])
-    pruned, *_ = prune_cell(suite, *cell)
-    now = robust_correct(pruned, zoo.load(row["model"])[1], *images, attack=None)
+    zoo_model = zoo.load(row["model"])
+    pruned, *_ = prune_cell(suite, *cell, zoo_model=zoo_model)
+    now = robust_correct(pruned, zoo_model[1], *images, attack=None)
     then = unpack(row["per_image"]["clean"])
     prov = row["report"]["provenance"]
     return {

@@ -141,11 +141,12 @@ def _pid_alive(pid: int) -> bool:
 def _stale_staging(path: Path) -> bool:
     """A staging folder (or temp file) of a process that no longer runs."""
     if path.name.startswith(STAGING_PREFIX):
-        pid = path.name[len(STAGING_PREFIX) :].split("-", 1)[0]
-        return not (pid.isdigit() and _pid_alive(int(pid)))
-    if not _owned_temp(path.name):
+        after = path.name[len(STAGING_PREFIX) :]
+    elif _owned_temp(path.name):
+        after = path.name.partition(TEMP_MARK)[2]  # empty for names without a pid: older writers'
+    else:
         return False
-    pid = path.name.partition(TEMP_MARK)[2].split("-", 1)[0]  # empty for names without a pid: older writers'
+    pid = after.split("-", 1)[0]
     return not (pid.isdigit() and _pid_alive(int(pid)))
 
 

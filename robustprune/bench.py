@@ -166,7 +166,7 @@ def run_cell(
     else:
         pruned, kept, saved, extra = prune_cell(
             suite, model_name, method, target, seed, cache_dir=cache_dir, quiet=quiet, search_device=search_device,
-            model=model,
+            zoo_model=(model, spec),
         )  # fmt: skip
     seconds = time.time() - start  # for a reused model: loading and checking it (pruned_in has the pruning's)
     if pruned_from is not None and reused is None:
@@ -210,12 +210,11 @@ def prune_cell(
     cache_dir: str | Path | None = None,
     quiet: bool = True,
     search_device: str | None = None,
-    model: torch.nn.Module | None = None,
+    zoo_model: tuple[torch.nn.Module, InputSpec] | None = None,
 ) -> tuple[torch.nn.Module, dict, tuple, dict]:
     """(pruned model, kept fractions, (space, candidate), the row's fields about the search) of one cell;
-    ``model``: the zoo model already loaded (it is never changed, except moved to ``search_device``)."""
-    loaded, spec = zoo.load(model_name)
-    model = model if model is not None else loaded
+    ``zoo_model``: ``zoo.load(model_name)`` already loaded (never changed, except moved to ``search_device``)."""
+    model, spec = zoo_model if zoo_model is not None else zoo.load(model_name)
     kind = suite.models[model_name]
     config = suite.search_config(kind, target, seed)
     if method in SEARCH_VARIANTS:
@@ -264,11 +263,14 @@ def save_missing_models(
         previous = torch.get_num_threads()
         threads = row.get("search_threads") or row["report"].get("provenance", {}).get("threads") or previous
         torch.set_num_threads(threads)  # the thread count the cell pruned with: the same sums
+        zoo_model = zoo.load(model_name)
         try:
-            pruned, _, saved, _ = prune_cell(suite, model_name, method, target, seed, cache_dir=cache_dir)
+            pruned, _, saved, _ = prune_cell(
+                suite, model_name, method, target, seed, cache_dir=cache_dir, zoo_model=zoo_model
+            )
         finally:
             torch.set_num_threads(previous)
-        _, spec = zoo.load(model_name)
+        spec = zoo_model[1]
         same = reproduces_row(pruned, spec, row)
         if same:
             save_pruned(out / "models" / name, *saved, pruned, f"zoo:{model_name}")
