@@ -57,18 +57,19 @@ class RunFolderError(ValueError):
 
 
 @contextlib.contextmanager
-def staged_file(path: str | Path) -> Iterator[Path]:
+def staged_file(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """A new temporary file beside ``path`` for the block to write; renamed onto ``path`` when the block
     ends cleanly, removed when it raises. Its name is this call's own, so concurrent writers of one file
     never share it; it keeps ``path``'s suffix (writers that pick a format by suffix) and names the writing
-    process (remove_stale_staging removes it only once that process is gone)."""
+    process (remove_stale_staging removes it only once that process is gone). ``mode``: the file's
+    permissions (default: what the umask gives a new file)."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=path.suffix)
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file is as readable as any other
+        os.chmod(tmp, (0o666 & ~_UMASK) if mode is None else mode)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ import os
 import matplotlib.pyplot as plt
 import pytest
 
-from robustprune import plots
+from robustprune import _io, plots
 from robustprune._io import remove_stale_staging, staged_file
 
 
@@ -46,3 +46,16 @@ def test_a_killed_writers_temporary_is_removed_and_a_live_ones_kept(tmp_path):
     older = tmp_path / ".report.json.x1y2.tmp"  # an older writer's name, without a pid
     older.write_text("half")
     assert sorted(remove_stale_staging(tmp_path)) == sorted([dead, older]) and list(tmp_path.iterdir()) == []
+
+
+def test_a_staged_file_takes_the_umask_or_the_mode_asked(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        with staged_file(tmp_path / "report.json") as tmp:
+            tmp.write_text("{}")
+        with staged_file(tmp_path / "private.pt", mode=0o600) as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o666 & ~_io._UMASK

@@ -266,6 +266,7 @@ def test_cache_hit_skips_generation(tmp_path, counting):
     assert torch.equal(first.pixels, second.pixels) and torch.equal(first.targets, second.targets)
     assert second.final_bn_loss == pytest.approx(first.final_bn_loss) and second.config == cfg
     assert [p.name for p in tmp_path.iterdir()] == [f"synthetic-inversion-{cache_key(model, SMALL, cfg)}.pt"]
+    assert next(tmp_path.iterdir()).stat().st_mode & 0o777 == 0o600  # inverted inputs stay the owner's
 
 
 def test_cache_key_tracks_weights_config_and_spec(tmp_path, counting):

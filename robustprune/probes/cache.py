@@ -130,7 +130,8 @@ def _load_verified(path: Path, key: str, spec: InputSpec, config: SyntheticConfi
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
-    with staged_file(path) as tmp, open(tmp, "wb") as fh:
+    # owner-only: inputs inverted from a private model can reveal what it was trained on
+    with staged_file(path, mode=0o600) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
         fh.flush()
         os.fsync(fh.fileno())
