@@ -4,9 +4,11 @@
     python -m benchmarks.ablation --split test --pruned-from results/ablation_val   # the claim, once, after
                                    # the decision (results/PROTOCOL.md), on the decision run's saved models
     python -m benchmarks.ablation --split val --summarize-only   # the table from the finished cells
-    python -m benchmarks.ablation --split val --seeds 1 --models mlp cnn   # a second runner on other cells
+    python -m benchmarks.ablation --split val --seeds 1 --models mlp cnn   # only some cells
     python -m benchmarks.ablation --split val --save-missing-models   # keep the models of cells run before
                                    # models/ existed (each only if it reproduces its cell's predictions)
+
+Runners started together on one split share its cells: each skips the cells another one holds.
 
 Runs the suite's missing cells through the bench runner into results/ablation[_val]/ (resumable:
 finished cells are kept in cells/ and a rerun skips them), then writes the table: per (model,

@@ -13,6 +13,11 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so claim() always grants
+    fcntl = None
+
 #: Staging folders are named ``.partial-<pid>-<random>``: the pid says whose they are.
 STAGING_PREFIX = ".partial-"
 #: Temporary files are named ``.<file name>.tmp-<pid>-<random><suffix>`` (staged_file).
@@ -74,6 +79,42 @@ def staged_file(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def claim(path: str | Path) -> Iterator[bool]:
+    """True for the block if this process now holds ``path``'s claim, False if another live process does.
+
+    The claim is an exclusive lock on the file ``path`` (created; removed when the block ends), so the
+    operating system drops it the moment its holder dies: a killed runner's work is free again, with
+    nothing to clean up. Processes on one machine only (network file systems may not honour it).
+    """
+    if fcntl is None:
+        yield True
+        return
+    path = Path(path)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:  # the holder before us may have removed the file we locked: then the claim is not ours
+            held = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            held = False
+        if not held:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a person looking
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)  # while still locked: a later claimant makes a new file
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

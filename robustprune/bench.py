@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from robustprune import zoo
-from robustprune._io import atomic_write_json
+from robustprune._io import atomic_write_json, claim
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import outputs_excluded
 from robustprune.baselines import INPUT_CRITERIA, METHODS, baseline
@@ -404,6 +404,8 @@ def run_suite(
 
     ``workers`` > 1 runs cells in that many processes (``threads`` torch threads each);
     every finished cell is written as soon as it is done, so a kill loses only cells in flight.
+    Runners started on one ``out`` folder split its cells: each holds a claim on the cell it works
+    on (``cells/.<cell id>.running``, freed when it finishes or dies) and skips cells others hold.
     ``pruned_from``: evaluate another run's saved models where they match (``run_cell``).
     """
     with outputs_excluded(out):  # the tables it rewrites are outputs: they must not mark the code dirty
@@ -425,8 +427,10 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
         else:
             todo.append((i, cell, path))
 
-    def finished(i, cell, path, row):
-        atomic_write_json(path, row)
+    def finished(i, cell, row: dict | str):
+        if isinstance(row, str):  # another runner on this folder has it or finished it
+            say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: {row}")
+            return
         say(
             f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: clean {row['report']['clean_accuracy']:.4f}  "
             f"pgd {row['report']['robust_accuracy']['pgd']:.4f}  kept MACs {row['kept_macs']:.3f}  "
@@ -440,26 +444,18 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
             if threads:
                 torch.set_num_threads(threads)
             for i, cell, path in todo:
-                if path.is_file():  # finished meanwhile by another runner on the same folder
-                    _check_settings(suite, path)
-                    say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))}: done meanwhile")
-                    bar.update(1)
-                    continue
-                say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))} ...")
-                finished(
-                    i,
+                result = _run_and_record(
+                    suite,
                     cell,
                     path,
-                    run_cell(
-                        suite,
-                        *cell,
-                        cache_dir=cache_dir,
-                        eval_device=eval_device,
-                        search_device=search_device,
-                        models_dir=out / "models",
-                        pruned_from=pruned_from,
-                    ),
+                    started=lambda i=i, cell=cell: say(f"[{i}/{len(cells)}] {' '.join(map(str, cell))} ..."),
+                    cache_dir=cache_dir,
+                    eval_device=eval_device,
+                    search_device=search_device,
+                    models_dir=out / "models",
+                    pruned_from=pruned_from,
                 )
+                finished(i, cell, result)
                 bar.update(1)
         else:
             context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
@@ -469,6 +465,7 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
                         _run_cell_in_worker,
                         suite,
                         cell,
+                        path,
                         cache_dir,
                         (eval_device, search_device),
                         threads,
@@ -485,7 +482,7 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
                 for future in concurrent.futures.as_completed(futures):
                     i, cell, path = futures[future]
                     try:
-                        finished(i, cell, path, future.result())
+                        finished(i, cell, future.result())
                     except Exception as exc:  # one broken cell must not throw away the others' hours
                         failed.append(f"{' '.join(map(str, cell))}: {type(exc).__name__}: {exc}")
                         say(f"[{i}/{len(cells)}] FAILED {failed[-1]}")
@@ -496,20 +493,45 @@ def _run_suite(suite, out, cache_dir, log, eval_device, search_device, workers, 
     return summarize_suite(suite, out)
 
 
+def _claim_path(path: Path) -> Path:
+    """The lock file a runner holds while it works on the cell whose row goes to ``path``."""
+    return path.with_name(f".{path.stem}.running")
+
+
+def _run_and_record(
+    suite: Suite, cell: tuple, path: Path, started: Callable[[], None] | None = None, **kw
+) -> dict | str:
+    """Run ``cell`` and write its row to ``path``, holding the cell's claim throughout, so that runners
+    sharing a folder split its cells between them; a string says why this runner did not run it."""
+    with claim(_claim_path(path)) as mine:
+        if path.is_file():
+            _check_settings(suite, path)
+            return "done meanwhile"
+        if not mine:
+            return "running in another runner, left to it"
+        if started is not None:
+            started()
+        row = run_cell(suite, *cell, **kw)
+        atomic_write_json(path, row)
+        return row
+
+
 def _run_cell_in_worker(
     suite: Suite,
     cell: tuple,
+    path: Path,
     cache_dir,
     devices: tuple,
     threads: int | None,
     models_dir: Path | None = None,
     pruned_from: Path | None = None,
-) -> dict:
+) -> dict | str:
     if threads:
         torch.set_num_threads(threads)
-    return run_cell(
+    return _run_and_record(
         suite,
-        *cell,
+        cell,
+        path,
         cache_dir=cache_dir,
         eval_device=devices[0],
         search_device=devices[1],

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import robustprune.bench
+from robustprune._io import claim
 from robustprune.cli import build_parser, main
 from robustprune.data.fashion_mnist import fashion_mnist_available
 from robustprune.structure import load_pruned
@@ -253,6 +254,41 @@ def test_bench_skips_a_cell_another_runner_finished_meanwhile(tmp_path, monkeypa
     assert calls == [first]
     assert json.loads((out / "cells" / f"{bench.cell_id(*second)}.json").read_text())["by"] == "the other runner"
     assert any("done meanwhile" in line for line in lines)
+
+
+def test_runners_on_one_folder_split_its_cells(tmp_path, monkeypatch):
+    """A cell another runner is working on (its claim held) is left to it, not run twice; once that runner
+    is gone, a rerun takes the cell."""
+    bench = robustprune.bench
+    suite = bench.Suite(
+        name="tiny", models={"mlp": "params"}, methods=["l1_uniform", "global_magnitude"], targets=[0.6],
+        seeds=[0], search={}, eval={"latency": False},
+    )  # fmt: skip
+    out = tmp_path / "bench"
+    (out / "cells").mkdir(parents=True)
+    first, second = suite.cells()
+    calls = []
+
+    def fake_run_cell(suite_, *cell, **kw):
+        calls.append(cell)
+        return {
+            "model": cell[0], "method": cell[1], "target": cell[2], "seed": cell[3], "kept_macs": 0.5,
+            "prune_seconds": 0.0, "suite_settings": bench.suite_settings(suite),
+            "report": {"clean_accuracy": 0.9, "robust_accuracy": {"pgd": 0.5}},
+        }  # fmt: skip
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    monkeypatch.setattr(bench, "summarize_suite", lambda suite_, out_: [])
+    second_path = out / "cells" / f"{bench.cell_id(*second)}.json"
+    lines = []
+    with claim(bench._claim_path(second_path)) as held:  # the other runner, working on the second cell
+        assert held
+        bench.run_suite(suite, out, log=lines.append)
+    assert calls == [first] and not second_path.exists()
+    assert any("running in another runner" in line for line in lines)
+    bench.run_suite(suite, out, log=lines.append)  # that runner died or stopped: the cell is free again
+    assert calls == [first, second] and second_path.is_file()
+    assert [p.name for p in (out / "cells").iterdir() if p.name.startswith(".")] == []  # no lock files left
 
 
 @pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")

@@ -1,12 +1,14 @@
 """Result files are written whole under a temporary name of their own, even when two runs write one folder."""
 
 import os
+import subprocess
+import sys
 
 import matplotlib.pyplot as plt
 import pytest
 
 from robustprune import _io, plots
-from robustprune._io import remove_stale_staging, staged_file
+from robustprune._io import claim, remove_stale_staging, staged_file
 
 
 def test_concurrent_saves_of_one_figure_do_not_collide(tmp_path, monkeypatch):
@@ -59,3 +61,26 @@ def test_a_staged_file_takes_the_umask_or_the_mode_asked(tmp_path):
         os.umask(umask)
     assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o666 & ~_io._UMASK
+
+
+def test_a_claim_is_exclusive_and_freed_when_its_holder_dies(tmp_path):
+    lock = tmp_path / ".cell.running"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from robustprune._io import claim\nwith claim({str(lock)!r}) as mine:\n"
+         "    print(mine, flush=True)\n    input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with claim(lock) as mine:
+            assert not mine  # another live process holds it
+        assert lock.exists()  # the loser leaves the holder's file alone
+        holder.kill()  # SIGKILL: no clean-up ran, yet the system dropped its lock
+        holder.wait()
+        with claim(lock) as mine:
+            assert mine and lock.read_text() == f"{os.getpid()}\n"
+            with claim(lock) as again:
+                assert not again  # one holder at a time, even within one process
+        assert not lock.exists()  # the holder removes it when done
+    finally:
+        holder.kill()
