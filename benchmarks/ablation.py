@@ -177,7 +177,9 @@ def ablation_markdown(
         "",
         "Accuracies in %, mean ± 95% t-interval over seeds, on the same images for every method and seed "
         "(results/PROTOCOL.md); clean lost: points below the unpruned model on the same images. A comparison "
-        "is a win or a loss only where its interval excludes zero.",
+        "is a win or a loss only where its interval excludes zero. The best baseline is the one-shot baseline with "
+        "the highest mean clean accuracy in this table, per model and target: chosen on the table's own images, "
+        "which can only favour the baseline.",
         "",
     ]
     if glance:
