@@ -35,6 +35,7 @@ from robustprune import zoo
 from robustprune._io import atomic_write_json, atomic_write_text
 from robustprune._provenance import provenance
 from robustprune.bench import Suite, cell_id, load_suite, run_suite, save_missing_models
+from robustprune.bench_tables import cell_sources
 from robustprune.evaluate.harness import EvalSettings, evaluate
 from robustprune.evaluate.paired import PairedSettings, correctness, pack, unpack
 from robustprune.evaluate.stats import compare, mean_ci, paired_seed_interval
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         "holds its own provenance (the commit and machine it ran on).\n"
     )
     text += _reuse_note(rows)
+    text += _hosts_note(rows)
     atomic_write_text(RESULTS / f"{name}.md", text)
     print(text)
 
@@ -310,6 +312,21 @@ def _reuse_note(rows: list[dict]) -> str:
     return (
         f"\n{reused} cells evaluated the model the validation run saved (`pruned_in` in the cell); "
         f"{sum(why.values())} pruned again at this run's commit{': ' + again if again else ''}.{same}\n"
+    )
+
+
+def _hosts_note(rows: list[dict]) -> str:
+    """Where the cells ran (commit, host, torch) and how many (model, target, seed) blocks mix hosts (PROTOCOL 8)."""
+    hosts: dict[tuple, set[str]] = {}
+    for r in rows:
+        host = r["report"]["provenance"]["machine"].split(",")[0]  # the CPU part, not thread counts
+        hosts.setdefault((r["model"], r["target"], r["seed"]), set()).add(host)
+    mixed = sum(len(h) > 1 for h in hosts.values())
+    return (
+        "\nWhere the cells ran:\n\n"
+        + "\n".join(cell_sources(rows))
+        + f"\n\n{mixed} of {len(hosts)} (model, target, seed) blocks mix hosts; their paired comparisons carry the "
+        "host noise of PROTOCOL item 8.\n"
     )
 
 

@@ -164,3 +164,18 @@ def test_the_table_says_which_cells_reused_the_validation_models():
     sources = cell_sources([reused, again])
     assert any("`bbbbbbb-dirty`" in s and "pruned earlier at `aaaaaaa` on old" in s for s in sources)
     assert any("pruned earlier" not in s for s in sources)
+
+
+def test_the_table_says_where_its_cells_ran_and_which_blocks_mix_hosts():
+    from benchmarks.ablation import _hosts_note
+
+    def cell(seed: int, method: str, machine: str) -> dict:
+        prov = {"commit": "c" * 40, "machine": f"{machine}, 2 cores, 1 torch threads", "torch": "t"}
+        return {"model": "cnn", "target": 0.5, "seed": seed, "method": method, "report": {"provenance": prov}}
+
+    rows = [cell(0, "search", "x86_64 A (AVX512)"), cell(0, "l1_uniform+bn", "x86_64 A (AVX2)")]
+    rows += [cell(1, "search", "x86_64 A (AVX2)"), cell(1, "l1_uniform+bn", "x86_64 A (AVX2)")]
+    note = _hosts_note(rows)
+    assert "1 of 2 (model, target, seed) blocks mix hosts" in note
+    assert "- 3 cells: commit `ccccccc`, x86_64 A (AVX2), 2 cores" in note
+    assert "- 1 cells: commit `ccccccc`, x86_64 A (AVX512), 2 cores" in note
