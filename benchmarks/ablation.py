@@ -147,6 +147,7 @@ def ablation_markdown(
         groups[(row["model"], row["target"])][row["method"]].append(row)
     out = []
     glance = []
+    tallies = []
     for (model, target), by_method in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         kind = next(iter(by_method.values()))[0]["target_kind"]
         original = originals.get(model)
@@ -172,6 +173,7 @@ def ablation_markdown(
                 *(_comparison_line(label, cells) for _key, label, cells, _ in compared),
             ]
             glance.append(_glance_line(model, target, kind, by_method, compared))
+            tallies.append(compared)
         out.append("")
     head = [
         f"# Ablation: suite {suite_name}",
@@ -187,12 +189,14 @@ def ablation_markdown(
         head += [
             "## Verdicts at a glance",
             "",
-            "Search against each rival, clean / PGD (W win, T tie, L loss; the sections below give the intervals).",
+            "Search against each rival, clean / PGD (W win, T tie, L loss; the sections below give the intervals). "
+            "The last row counts them: wins-ties-losses, clean / PGD.",
             "",
             "| model | target | seeds | vs progressive_uniform | vs oneshot_search | vs search_random "
             "| vs best baseline |",
             "|---|---|---|---|---|---|---|",
             *glance,
+            _tally_line(tallies),
             "",
         ]
     return "\n".join(head + out + _compute_lines(rows))
@@ -236,6 +240,23 @@ def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list
     seeds = len({r["seed"] for r in by_method.get("search", [])})
     columns = [marks.get(r, "") for r in (*RIVALS, "best baseline")]
     return f"| {model} | {target:g} of {kind} | {seeds} | " + " | ".join(columns) + " |"
+
+
+def _tally_line(tallies: list) -> str:
+    """The glance table's last row: per rival, how many (model, target) pairs search wins, ties and loses."""
+    counts: dict[str, list[Counter]] = defaultdict(lambda: [Counter(), Counter()])
+    for compared in tallies:
+        for key, _label, _cells, verdicts in compared:
+            for metric, verdict in enumerate(verdicts):
+                counts[key][metric][verdict] += 1
+
+    def column(key: str) -> str:
+        if key not in counts:
+            return ""
+        return " / ".join("{}-{}-{}".format(*(c[v] for v in ("win", "tie", "loss"))) for c in counts[key])
+
+    columns = [column(key) for key in (*RIVALS, "best baseline")]
+    return "| **wins-ties-losses** | | | " + " | ".join(columns) + " |"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -318,15 +339,27 @@ def _reuse_note(rows: list[dict]) -> str:
 def _hosts_note(rows: list[dict]) -> str:
     """Where the cells ran (commit, host, torch) and how many (model, target, seed) blocks mix hosts (PROTOCOL 8)."""
     hosts: dict[tuple, set[str]] = {}
+    unnamed = set()
     for r in rows:
         host = r["report"]["provenance"]["machine"].split(",")[0]  # the CPU part, not thread counts
-        hosts.setdefault((r["model"], r["target"], r["seed"]), set()).add(host)
+        block = (r["model"], r["target"], r["seed"])
+        if "(" in host:  # "x86_64 AMD EPYC (AVX512)"; cells from before 7575f9b say only "x86_64 Linux"
+            hosts.setdefault(block, set()).add(host)
+        else:
+            unnamed.add(block)
+    blocks = {(r["model"], r["target"], r["seed"]) for r in rows}
     mixed = sum(len(h) > 1 for h in hosts.values())
+    unknown = (
+        f" {len(unnamed)} blocks hold cells that do not name their host (run before provenance named the CPU), "
+        "so whether those mix hosts is unknown."
+        if unnamed
+        else ""
+    )
     return (
         "\nWhere the cells ran:\n\n"
         + "\n".join(cell_sources(rows))
-        + f"\n\n{mixed} of {len(hosts)} (model, target, seed) blocks mix hosts; their paired comparisons carry the "
-        "host noise of PROTOCOL item 8.\n"
+        + f"\n\n{mixed} of {len(blocks)} (model, target, seed) blocks mix named hosts; their paired comparisons "
+        f"carry the host noise of PROTOCOL item 8.{unknown}\n"
     )
 
 

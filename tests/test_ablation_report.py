@@ -176,6 +176,19 @@ def test_the_table_says_where_its_cells_ran_and_which_blocks_mix_hosts():
     rows = [cell(0, "search", "x86_64 A (AVX512)"), cell(0, "l1_uniform+bn", "x86_64 A (AVX2)")]
     rows += [cell(1, "search", "x86_64 A (AVX2)"), cell(1, "l1_uniform+bn", "x86_64 A (AVX2)")]
     note = _hosts_note(rows)
-    assert "1 of 2 (model, target, seed) blocks mix hosts" in note
+    assert "1 of 2 (model, target, seed) blocks mix named hosts" in note and "unknown" not in note
     assert "- 3 cells: commit `ccccccc`, x86_64 A (AVX2), 2 cores" in note
     assert "- 1 cells: commit `ccccccc`, x86_64 A (AVX512), 2 cores" in note
+    old = _hosts_note([*rows, cell(2, "search", "x86_64 Linux")])  # before provenance named the CPU
+    assert "1 of 3 (model, target, seed) blocks mix named hosts" in old and "1 blocks hold cells that do not" in old
+
+
+def test_the_glance_table_counts_wins_ties_and_losses_per_rival():
+    rows = _rows()
+    rows += [dict(r, target=0.3) for r in rows]  # a second (model, target) pair with the same verdicts
+    text = ablation_markdown(rows, "ablation_val", n_resamples=200)
+    tally = next(line for line in text.splitlines() if line.startswith("| **wins-ties-losses**"))
+    columns = [c.strip() for c in tally.split("|")[4:-1]]
+    assert columns[0].startswith("2-0-0 / ")  # vs progressive_uniform: clean wins at both targets
+    assert columns[1] == "0-2-0 / 0-2-0"  # vs oneshot_search: identical models tie
+    assert columns[2] == ""  # no search_random cells
