@@ -278,3 +278,29 @@ def test_untraceable_and_unsupported_models_name_the_problem():
         PruneSpace(WithPReLU().eval(), zoo.FASHION_MNIST_SPEC)
     space = PruneSpace(WithPReLU().eval(), zoo.FASHION_MNIST_SPEC, exclude=["act"])  # as the message says
     assert space.group_names() == ["mid"]
+
+
+class FlattensLastThreeAxes(nn.Module):
+    """Runs on unbatched (C, H, W) inputs too: ``flatten(-3)`` merges the channel axis with the spatial ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16 * 4 * 4, 32), nn.Linear(32, 10)
+        self.seen: list[int] = []  # the number of axes of every input the model was called on
+
+    def forward(self, x):
+        self.seen.append(x.dim())
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc2(torch.relu(self.fc1(x.flatten(-3))))
+
+
+def test_the_model_is_traced_on_a_batch_only_and_a_flatten_that_runs_unbatched_is_pruned_exactly():
+    # torch-pruning calls model(*example_inputs): a bare tensor would be unpacked into one unbatched sample
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=10)
+    model = FlattensLastThreeAxes().eval()
+    space = PruneSpace(model, spec)
+    export(space, random_candidate(space, 0.5))
+    assert model.seen and set(model.seen) == {4}, "the model was called on an unbatched input"
+    assert "conv2" in space.group_names()  # its channels reach fc1 through the flatten, 16 inputs each
+    check_equivalence(model, spec, torch.rand(3, 3, 16, 16))

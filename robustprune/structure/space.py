@@ -102,7 +102,7 @@ class PruneSpace:
             try:
                 with warnings.catch_warnings(), torch.enable_grad():  # layer scales: sliced with their group
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-                    self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+                    self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
             except Exception as exc:
                 raise UnsupportedModelError(f"torch-pruning could not trace the model: {_trace_failure(exc)}") from exc
             raw_groups = list(self.graph.get_all_groups(ignored_layers=out_layers, root_module_types=LAYER_TYPES))

@@ -23,7 +23,7 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     example = torch.zeros(1, *space.spec.shape, device=space.device)
     with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd, even under no_grad
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced too
-        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
+        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=(example,))
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
     space.kept_counts(candidate)  # validates
