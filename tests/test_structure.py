@@ -304,3 +304,20 @@ def test_the_model_is_traced_on_a_batch_only_and_a_flatten_that_runs_unbatched_i
     assert model.seen and set(model.seen) == {4}, "the model was called on an unbatched input"
     assert "conv2" in space.group_names()  # its channels reach fc1 through the flatten, 16 inputs each
     check_equivalence(model, spec, torch.rand(3, 3, 16, 16))
+
+
+def test_a_layer_called_twice_is_refused_in_one_line_naming_it():
+    class Reused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.body = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            return self.head(torch.relu(self.body(torch.relu(self.body(x)))).mean((2, 3)))
+
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    with pytest.raises(UnsupportedModelError, match=r"layer 'body' \(Conv2d\) is called more than once") as info:
+        PruneSpace(Reused().eval(), spec)
+    assert "\n" not in str(info.value)

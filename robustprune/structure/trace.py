@@ -47,10 +47,14 @@ def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
 def output_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
     """(input shape, output shape) of every maskable module, in call order; each may run once."""
     shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    names = {m: n for n, m in model.named_modules()}
 
     def hook(mod, inputs, out):
         if mod in shapes:
-            raise UnsupportedModelError(f"layer {type(mod).__name__} is called more than once per forward pass")
+            raise UnsupportedModelError(
+                f"layer '{names[mod]}' ({type(mod).__name__}) is called more than once per forward pass; its "
+                "channels cannot be pruned for one call alone: give each call a module of its own"
+            )
         shapes[mod] = (tuple(inputs[0].shape), tuple(out.shape))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MASKABLE_TYPES)]
