@@ -263,21 +263,34 @@ def test_untraceable_and_unsupported_models_name_the_problem():
     with pytest.raises(UnsupportedModelError, match="'[ab]' carries 4 of the 8 channels.*exclude 'mix'"):
         PruneSpace(ConcatAdded().eval(), zoo.FASHION_MNIST_SPEC)
 
-    class WithPReLU(nn.Module):  # a per-channel PReLU: torch-pruning slices it, the masks cannot
+    class WithTransposed(nn.Module):  # a per-channel PReLU: torch-pruning slices it, the masks cannot
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(1, 8, 3)
-            self.act = nn.PReLU(8)
+            self.conv = nn.Conv2d(1, 8, 3, stride=2)
+            self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)  # torch-pruning slices its inputs; no cost term counts it
             self.mid = nn.Conv2d(8, 8, 1)
             self.fc = nn.Linear(8, 10)
 
         def forward(self, x):
-            return self.fc(self.mid(self.act(self.conv(x))).mean((2, 3)))
+            return self.fc(self.mid(self.up(self.conv(x))).mean((2, 3)))
 
-    with pytest.raises(UnsupportedModelError, match="'act' \\(PReLU\\).*exclude=\\['act'\\]"):
-        PruneSpace(WithPReLU().eval(), zoo.FASHION_MNIST_SPEC)
-    space = PruneSpace(WithPReLU().eval(), zoo.FASHION_MNIST_SPEC, exclude=["act"])  # as the message says
-    assert space.group_names() == ["mid"]
+    class WithLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.rnn = nn.Conv2d(1, 8, 3, stride=4), nn.LSTM(8, 8, batch_first=True)
+            self.mid, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(16, 10)
+
+        def forward(self, x):
+            sequence = self.rnn(self.conv(x).flatten(2).transpose(1, 2))[0][:, -1]
+            return self.fc(torch.cat([sequence, self.mid(x).mean((2, 3))], 1))
+
+    for model, reader in ((WithTransposed(), "up' \\(ConvTranspose2d\\)"), (WithLSTM(), "rnn' \\(LSTM\\)")):
+        with pytest.raises(
+            UnsupportedModelError, match=f"'{reader} reads the channels of group 'conv'.*exclude 'conv'"
+        ):
+            PruneSpace(model.eval(), zoo.FASHION_MNIST_SPEC)
+        space = PruneSpace(model.eval(), zoo.FASHION_MNIST_SPEC, exclude=["conv"])  # as the message says
+        assert space.group_names() == ["mid"]
 
 
 class FlattensLastThreeAxes(nn.Module):

@@ -59,7 +59,10 @@ NO_BN_NORMED: tuple[str, ...] = ()
 
 
 def _has_layer_norms(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.LayerNorm | nn.GroupNorm) for m in model.modules())
+    # an instance norm too: it normalizes each channel per input, which undoes merge compensation's rescaling
+    return any(
+        isinstance(m, nn.LayerNorm | nn.GroupNorm | nn.modules.instancenorm._InstanceNorm) for m in model.modules()
+    )
 
 
 #: A latency-targeted search prunes on when its found model, timed, is this far above the target

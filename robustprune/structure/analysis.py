@@ -10,6 +10,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from robustprune.structure.layers import CHANNELWISE_TYPES
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 #: The BatchNorms whose affine map is folded into the layer before them.
@@ -18,7 +19,9 @@ BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm)
 #: Layers with a weight matrix whose rows (producers) or input slices (consumers) carry a group's channels.
 WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS
+#: Members without a weight matrix or an affine map to fold (PReLU, instance norm): the group's channels pass
+#: through them, so the member before one is not terminal, but they form no unit of incoming weights.
+_MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS + CHANNELWISE_TYPES
 
 
 def pruning_group(space: PruneSpace, index: int):

@@ -17,8 +17,24 @@ from torch import nn
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
+#: Per-channel layers that mix no channels: sliced with their group and masked at their output, like a norm.
+CHANNELWISE_TYPES = (nn.PReLU, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
-MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES
+MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES + CHANNELWISE_TYPES
+
+
+def element_wise_layers(model: nn.Module) -> list[nn.Module]:
+    """Registered layers that act element-wise (a PReLU with one shared slope): traced as plain ops, so one
+    module called after several layers does not tie their channels into one group."""
+    return [m for m in model.modules() if isinstance(m, nn.PReLU) and m.num_parameters == 1]
+
+
+def carries_channels(module: nn.Module) -> bool:
+    """Whether ``module`` holds per-channel state that a group slices (a PReLU with one shared slope does
+    not: it is element-wise)."""
+    if isinstance(module, nn.PReLU):
+        return module.num_parameters > 1
+    return isinstance(module, MASKABLE_TYPES)
 
 
 class UnsupportedModelError(ValueError):
@@ -78,6 +94,8 @@ def conv_kind(module: nn.Module) -> str | None:
 def norm_channels(module: nn.Module) -> int:
     if isinstance(module, nn.LayerNorm):
         return module.normalized_shape[-1]
+    if isinstance(module, nn.PReLU):
+        return module.num_parameters
     return module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
 
 
@@ -159,7 +177,7 @@ def layers(
     out = []
     for module, (_in_shape, out_shape) in shapes.items():
         name = names[module]
-        if isinstance(module, NORM_TYPES):
+        if isinstance(module, NORM_TYPES + CHANNELWISE_TYPES):
             channels = norm_channels(module)
             affine = sum(p.numel() for p in module.parameters(recurse=False)) // channels
             carried = tuple(writes.get(name, ()))

@@ -1,7 +1,7 @@
 """Reversible channel masks: evaluate a candidate on the unpruned model without copying it.
 
 Masking zeroes, at the output of every module that carries a group's channels
-(conv, linear, batch, layer or group norm), the channels a candidate removes. A layer
+(conv, linear, batch, layer, group or instance norm, PReLU), the channels a candidate removes. A layer
 or group norm also normalizes over the kept channels only, as its pruned copy does. Because every
 producer of a removed channel outputs zero and the activations in between map
 zero to zero (ReLU, ReLU6, SiLU, GELU, ...), every consumer reads exactly what
@@ -57,6 +57,7 @@ def _module_masks(
                 or getattr(module, "out_features", None)
                 or getattr(module, "num_features", None)
                 or getattr(module, "num_channels", None)
+                or getattr(module, "num_parameters", None)
                 or module.normalized_shape[-1]
             )
             if list(cmap) == list(range(channels)):

@@ -30,9 +30,11 @@ from robustprune.structure.layers import (
     MASKABLE_TYPES,
     UnsupportedModelError,
     blocks,
+    carries_channels,
     channel_axis,
     check_member,
     conv_kind,
+    element_wise_layers,
     layers,
 )
 from robustprune.structure.trace import check_traced, output_layers, output_shapes
@@ -102,7 +104,9 @@ class PruneSpace:
             try:
                 with warnings.catch_warnings(), torch.enable_grad():  # layer scales: sliced with their group
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-                    self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example,))
+                    self.graph = tp.DependencyGraph().build_dependency(
+                        model, example_inputs=(example,), ignored_layers=element_wise_layers(model)
+                    )
             except Exception as exc:
                 raise UnsupportedModelError(f"torch-pruning could not trace the model: {_trace_failure(exc)}") from exc
             raw_groups = list(self.graph.get_all_groups(ignored_layers=out_layers, root_module_types=LAYER_TYPES))
@@ -126,6 +130,8 @@ class PruneSpace:
                     continue
                 if not isinstance(module, nn.Module) or module not in names:
                     continue  # element-wise ops and reshapes: no parameters, nothing to mask
+                if isinstance(module, MASKABLE_TYPES) and not carries_channels(module):
+                    continue  # e.g. a PReLU with one slope for every channel: element-wise
                 name = names[module]
                 if "out_channels" in dep.handler.__name__:
                     if not isinstance(module, MASKABLE_TYPES):
@@ -141,7 +147,15 @@ class PruneSpace:
                 kind = type(by_name[unsupported[0]]).__name__
                 raise UnsupportedModelError(
                     f"module '{unsupported[0]}' ({kind}) carries prunable channels but is not a conv, linear, "
-                    f"batch-, layer- or group-norm layer; exclude it (exclude=['{unsupported[0]}']) to keep them whole"
+                    "batch-, layer-, group- or instance-norm or PReLU layer; "
+                    f"exclude it (exclude=['{unsupported[0]}']) to keep them whole"
+                )
+            readers = [c for c in consumers if not isinstance(by_name[c], LAYER_TYPES)]
+            if readers:  # torch-pruning would slice its inputs, but no cost term counts its MACs and parameters
+                raise UnsupportedModelError(
+                    f"module '{readers[0]}' ({type(by_name[readers[0]]).__name__}) reads the channels of group "
+                    f"'{members[0]}' but is not a Conv1d, Conv2d or Linear layer, so the cost of pruning them "
+                    f"cannot be counted; exclude '{members[0]}' to keep them whole"
                 )
             modules = [by_name[m] for m in members]
             for name, module in zip(members, modules, strict=True):

@@ -8,7 +8,9 @@ import warnings
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn.modules.instancenorm import _InstanceNorm
 
+from robustprune.structure.layers import element_wise_layers
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -23,16 +25,22 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     example = torch.zeros(1, *space.spec.shape, device=space.device)
     with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd, even under no_grad
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced too
-        graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=(example,))
+        graph = tp.DependencyGraph().build_dependency(
+            pruned, example_inputs=(example,), ignored_layers=element_wise_layers(pruned)
+        )
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
     space.kept_counts(candidate)  # validates
     grouped = {name: modules[name].weight.detach().clone() for name in space.grouped_convs}
+    dropped: dict[str, set[int]] = {}  # instance norm with running statistics -> its removed channels
     for group, (root_module, handler) in zip(space.groups, space.roots, strict=True):
         keep = set(candidate.get(group.name, range(group.size)))
         removed = [i for i in range(group.size) if i not in keep]
         if not removed:
             continue
+        for member, cmap in zip(group.members, group.channel_maps, strict=True):
+            if isinstance(modules[member], _InstanceNorm) and modules[member].running_mean is not None:
+                dropped.setdefault(member, set()).update(cmap[i] for i in removed)
         root = modules[original_names[root_module]]
         graph.get_pruning_group(root, getattr(graph.get_pruner_of_module(root), handler.__name__), removed).prune()
     for name, weight in grouped.items():  # torch-pruning slices a grouped conv's inputs as if every block were alike
@@ -45,6 +53,10 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
             raise AssertionError(f"grouped conv '{name}': {tuple(new.shape)} != {tuple(conv.weight.shape)}")
         with torch.no_grad():
             conv.weight.copy_(new)
+    for name, channels in dropped.items():  # torch-pruning slices an instance norm's affine map, not its statistics
+        norm = modules[name]
+        kept = [c for c in range(norm.running_mean.shape[0]) if c not in channels]
+        norm.running_mean, norm.running_var = norm.running_mean[kept], norm.running_var[kept]
     return pruned
 
 

@@ -9,7 +9,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune.structure.layers import LAYER_TYPES, MASKABLE_TYPES, UnsupportedModelError
+from robustprune.structure.layers import LAYER_TYPES, UnsupportedModelError, carries_channels
 
 
 def check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
@@ -57,7 +57,7 @@ def output_shapes(model: nn.Module, example: torch.Tensor) -> dict[nn.Module, tu
             )
         shapes[mod] = (tuple(inputs[0].shape), tuple(out.shape))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, MASKABLE_TYPES)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if carries_channels(m)]
     try:
         with torch.no_grad():
             model(example)
