@@ -25,6 +25,19 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
+@contextlib.contextmanager
+def requiring_grad(model: nn.Module, flag: bool) -> Iterator[nn.Module]:
+    """Every parameter of ``model`` with ``requires_grad`` set to ``flag``; each gets its own flag back afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(flag)
+    try:
+        yield model
+    finally:
+        for p, old in flags:
+            p.requires_grad_(old)
+
+
 def model_device(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
     """The device to run on: ``device`` if given, else where the model's tensors live (CPU if it has none)."""
     if device is not None:

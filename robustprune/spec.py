@@ -152,6 +152,11 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise SpecError(f"model tensor '{name}' contains NaN or infinite values")
+    for name, param in model.named_parameters():
+        if param.is_floating_point() and param.dtype != torch.float32:  # inputs, probes and attacks are float32
+            raise SpecError(
+                f"model parameter '{name}' is {param.dtype}; robustprune prunes float32 models: pass model.float()"
+            )
     try:
         device = next(model.parameters()).device
     except StopIteration:

@@ -382,3 +382,17 @@ def test_rescore_auto_ranks_again_only_for_deep_targets():
     SearchConfig(target_macs=0.5, importance="l1")  # auto with a criterion rescoring cannot change: no error
     mlp, mlp_spec = zoo.load("mlp")  # merge saliency: rescoring would change nothing
     assert SearchConfig(target_params=0.5).resolve(PruneSpace(mlp, mlp_spec)).rescore == "off"
+
+
+def test_a_frozen_model_is_searched_and_ranked_by_taylor(tmp_path):
+    import robustprune as rp
+    from robustprune.probes.probeset import ProbeConfig
+    from robustprune.probes.synthetic import SyntheticConfig
+
+    model, spec = rp.zoo.load("cnn")
+    model.requires_grad_(False)  # Taylor, synthesis and attacks take gradients w.r.t. inputs, not weights
+    probes = ProbeConfig(synthetic=SyntheticConfig(n=8, steps=2, batch_size=8), attack_steps=1, n_undesired=4)
+    config = rp.SearchConfig(target_macs=0.8, steps=1, trials=2, importance="taylor_synthetic", probes=probes)
+    result = rp.search(model, spec, config=config, cache_dir=tmp_path, quiet=True)
+    assert result.target_reached and result.history[-1].kept_macs <= 0.8 + 1e-9
+    assert not any(p.requires_grad for p in model.parameters())

@@ -69,6 +69,8 @@ def test_validate_model_errors():
         broken[1].weight[0, 0] = float("nan")
     with pytest.raises(SpecError, match="NaN"):
         validate_model(broken, SPEC)
+    with pytest.raises(SpecError, match=r"'1.weight' is torch.float64; .*model.float\(\)"):
+        validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).double(), SPEC)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

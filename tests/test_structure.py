@@ -334,3 +334,39 @@ def test_a_layer_called_twice_is_refused_in_one_line_naming_it():
     with pytest.raises(UnsupportedModelError, match=r"layer 'body' \(Conv2d\) is called more than once") as info:
         PruneSpace(Reused().eval(), spec)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["convnext", "resnet20"])
+def test_a_frozen_model_is_pruned_exactly_and_keeps_its_flags(name):
+    # a pretrained model handed over for inference often has requires_grad=False; torch-pruning traces autograd
+    model, spec = zoo.load(name)
+    model.requires_grad_(False)
+    check_equivalence(model, spec, torch.rand(4, 1, 28, 28))  # convnext: its layer scales are found and sliced
+    space = PruneSpace(model, spec)
+    pruned = export(space, random_candidate(space, 0.5))
+    assert not any(p.requires_grad for p in model.parameters()), "the caller's flags must come back"
+    assert not any(p.requires_grad for p in pruned.parameters()), "the exported copy keeps the caller's flags"
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        nn.utils.parametrizations.weight_norm,
+        nn.utils.parametrizations.spectral_norm,
+        nn.utils.weight_norm,  # the older forward-pre-hook form
+    ],
+    ids=["weight_norm", "spectral_norm", "weight_norm_hook"],
+)
+def test_a_layer_with_a_computed_weight_is_refused_saying_how_to_bake_it_in(wrap):
+    import warnings
+
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the older form is deprecated
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), wrap(nn.Conv2d(8, 8, 3)), nn.Flatten(), nn.LazyLinear(4))
+        model(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(
+        UnsupportedModelError, match=r"layer '2' .*computes its weight.*remove_parametrizations"
+    ) as info:
+        PruneSpace(model.eval(), spec)
+    assert "\n" not in str(info.value)

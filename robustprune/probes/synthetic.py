@@ -30,12 +30,11 @@ The learning rate follows a cosine schedule from ``lr`` down to ``lr / 100`` ove
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from robustprune._modes import eval_mode, model_device
+from robustprune._modes import eval_mode, model_device, requiring_grad
 from robustprune._progress import progress_bar
 from robustprune.probes.bn_statistics import (  # bn_layers, bn_statistics_loss: public here too
     batch_bn_loss_terms,
@@ -126,19 +125,6 @@ class SyntheticSet:
 
 # ---------------------------------------------------------------------------------------------------------------
 # model handling
-
-
-@contextlib.contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters with requires_grad False for the duration (no graph through weights), flags restored after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,7 +283,7 @@ def generate(
         bar = progress_bar(len(sizes) * config.steps, f"{config.kind} images", quiet=progress is None, unit="step")
         if not bar.disable:
             say = lambda _line: None  # noqa: E731
-        with eval_mode(model), _frozen(model), bar:
+        with eval_mode(model), requiring_grad(model, False), bar:  # no graph through the weights
             for b, size in enumerate(sizes, start=1):
                 z0 = torch.maximum(torch.minimum(z_all[offset : offset + size], hi), lo).to(target_device)
                 t = targets[offset : offset + size].to(target_device) if targets is not None else None

@@ -14,6 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
@@ -111,6 +114,22 @@ def channel_axis(module: nn.Module, out_shape: tuple[int, ...]) -> int:
             return -1
         return 1 if out_shape[-1] != channels else -1
     return 1
+
+
+def check_plain_weights(model: nn.Module) -> None:
+    """Refuse a layer whose weight is computed from other parameters (weight_norm, spectral_norm): export
+    slices the weight itself, which such a layer does not hold."""
+    for name, module in model.named_modules():
+        hooks = module._forward_pre_hooks.values()
+        if isinstance(module, MASKABLE_TYPES) and (
+            parametrize.is_parametrized(module) or any(isinstance(h, WeightNorm | SpectralNorm) for h in hooks)
+        ):
+            raise UnsupportedModelError(
+                f"layer '{name}' ({type(module).__name__}) computes its weight from other parameters (weight_norm, "
+                "spectral_norm or another parametrization), which pruning cannot slice; bake it in first with "
+                "torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight') (or remove_weight_norm / "
+                "remove_spectral_norm for the older hooks)"
+            )
 
 
 def check_member(name: str, module: nn.Module) -> None:

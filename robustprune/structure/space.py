@@ -23,7 +23,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune._modes import eval_mode
+from robustprune._modes import eval_mode, requiring_grad
 from robustprune.spec import InputSpec, validate_model
 from robustprune.structure.layers import (
     LAYER_TYPES,
@@ -33,6 +33,7 @@ from robustprune.structure.layers import (
     carries_channels,
     channel_axis,
     check_member,
+    check_plain_weights,
     conv_kind,
     element_wise_layers,
     layers,
@@ -90,6 +91,7 @@ class PruneSpace:
         self.spec = spec
         self.device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
         validate_model(model, spec)
+        check_plain_weights(model)
         names = {m: n for n, m in model.named_modules()}
         by_name = dict(model.named_modules())
         exclude = set(exclude)
@@ -102,7 +104,8 @@ class PruneSpace:
             out_layers = output_layers(model, example)
             self.output_layer = names[out_layers[0]]
             try:
-                with warnings.catch_warnings(), torch.enable_grad():  # layer scales: sliced with their group
+                # torch-pruning traces through autograd: a frozen model's parameters require grad while it does
+                with warnings.catch_warnings(), torch.enable_grad(), requiring_grad(model, True):
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
                     self.graph = tp.DependencyGraph().build_dependency(
                         model, example_inputs=(example,), ignored_layers=element_wise_layers(model)

@@ -10,6 +10,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from robustprune._modes import requiring_grad
 from robustprune.structure.layers import element_wise_layers
 from robustprune.structure.space import Candidate, PruneSpace
 
@@ -23,7 +24,8 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     source = space.model if model is None else model
     pruned = copy.deepcopy(source).eval()
     example = torch.zeros(1, *space.spec.shape, device=space.device)
-    with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd, even under no_grad
+    # torch-pruning traces through autograd, even under no_grad and for a frozen model (its flags are kept)
+    with warnings.catch_warnings(), torch.enable_grad(), requiring_grad(pruned, True):
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced too
         graph = tp.DependencyGraph().build_dependency(
             pruned, example_inputs=(example,), ignored_layers=element_wise_layers(pruned)
@@ -57,6 +59,9 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
         norm = modules[name]
         kept = [c for c in range(norm.running_mean.shape[0]) if c not in channels]
         norm.running_mean, norm.running_var = norm.running_mean[kept], norm.running_var[kept]
+    flags = {name: p.requires_grad for name, p in source.named_parameters()}
+    for name, p in pruned.named_parameters():  # torch-pruning's sliced parameters require grad: the source's flags
+        p.requires_grad_(flags.get(name, True))
     return pruned
 
 
