@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -229,7 +230,9 @@ def canonical_ref(ref: str) -> str:
 
 def _load_torchscript(ref: str) -> nn.Module:
     try:
-        return torch.jit.load(ref, map_location="cpu")
+        with warnings.catch_warnings():  # torch deprecates TorchScript; a user's file is still read as given
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+            return torch.jit.load(ref, map_location="cpu")
     except Exception as exc:
         raise ModelRefError(
             f"{ref} is not a TorchScript file ({exc.__class__.__name__}); give a TorchScript file, a torch.export "
