@@ -27,11 +27,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def requiring_grad(model: nn.Module, flag: bool) -> Iterator[nn.Module]:
-    """Every parameter of ``model`` with ``requires_grad`` set to ``flag``; each gets its own flag back afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(flag)
+    """Every floating parameter of ``model`` with ``requires_grad`` set to ``flag`` (integer ones cannot require
+    grad); each gets its own flag back afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters() if p.is_floating_point() or p.is_complex()]
     try:
+        for p, _ in flags:
+            p.requires_grad_(flag)
         yield model
     finally:
         for p, old in flags:

@@ -123,3 +123,23 @@ def test_an_instance_norm_model_searches_uncompensated_exports_and_reloads(tmp_p
     x = torch.randn(4, *SPEC.shape)
     with torch.no_grad():
         assert torch.equal(reloaded(x), result.model(x))
+
+
+def test_an_instance_norm_is_scored_as_the_group_norm_that_computes_the_same():
+    from robustprune.criteria import channel_scores
+
+    def net(norm: nn.Module) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 6, 3), norm, nn.ReLU(), nn.Conv2d(6, 4, 3), nn.Flatten(), nn.LazyLinear(5))
+        model(torch.zeros(1, *SPEC.shape))
+        with torch.no_grad():
+            model[1].weight.copy_(torch.linspace(0.2, 2.0, 6))
+            model[1].bias.copy_(torch.linspace(-1.0, 1.0, 6))
+        return model.eval()
+
+    instance, group = net(nn.InstanceNorm2d(6, affine=True)), net(nn.GroupNorm(6, 6))
+    x = torch.rand(2, *SPEC.shape)
+    with torch.no_grad():
+        assert torch.allclose(instance(x), group(x), atol=1e-5)  # one normalization per sample and channel
+    scores = [channel_scores(PruneSpace(m, SPEC), "0", "merge_saliency") for m in (instance, group)]
+    assert torch.allclose(*scores)

@@ -263,7 +263,7 @@ def test_untraceable_and_unsupported_models_name_the_problem():
     with pytest.raises(UnsupportedModelError, match="'[ab]' carries 4 of the 8 channels.*exclude 'mix'"):
         PruneSpace(ConcatAdded().eval(), zoo.FASHION_MNIST_SPEC)
 
-    class WithTransposed(nn.Module):  # a per-channel PReLU: torch-pruning slices it, the masks cannot
+    class WithTransposed(nn.Module):  # reads conv's channels: torch-pruning slices it, the cost cannot count it
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(1, 8, 3, stride=2)
@@ -370,3 +370,53 @@ def test_a_layer_with_a_computed_weight_is_refused_saying_how_to_bake_it_in(wrap
     ) as info:
         PruneSpace(model.eval(), spec)
     assert "\n" not in str(info.value)
+
+
+def test_a_trace_failure_shows_the_models_own_error_and_leaves_no_hooks():
+    class Frozen(nn.Module):  # updates a frozen parameter in place: fails once the trace makes it require grad
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+            self.scale = nn.Parameter(torch.ones(8, 1, 1))
+
+        def forward(self, x):
+            self.scale.clamp_(0, 2)
+            return self.head((self.scale * torch.relu(self.conv(x))).mean((2, 3)))
+
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    model = Frozen().eval().requires_grad_(False)
+    with pytest.raises(UnsupportedModelError, match="could not trace the model: RuntimeError: a leaf Variable"):
+        PruneSpace(model, spec)  # the model's own error (torch-pruning's fallback call used to hide it)
+    assert not any(m._forward_hooks for m in model.modules()), "tracing hooks left on the caller's model"
+    assert not any(p.requires_grad for p in model.parameters())
+
+    class ToNumpy(nn.Module):  # leaves autograd through numpy: the error names it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            h = torch.as_tensor(h.numpy()) if torch.is_grad_enabled() else h
+            return self.head(h.mean((2, 3)))
+
+    with pytest.raises(UnsupportedModelError, match="could not trace the model: RuntimeError: Can't call numpy"):
+        PruneSpace(ToNumpy().eval(), spec)
+
+
+def test_integer_parameters_are_left_alone_by_the_trace():
+    class Reorders(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+            self.order = nn.Parameter(torch.tensor([3, 2, 1, 0]), requires_grad=False)  # cannot require grad
+
+        def forward(self, x):
+            return self.head(torch.relu(self.conv(x)).mean((2, 3)))[:, self.order]
+
+    spec = InputSpec(shape=(3, 16, 16), mean=(0.5,), std=(0.25,), num_classes=4)
+    model = Reorders().eval()
+    model.conv.requires_grad_(False)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    check_equivalence(model, spec, torch.rand(2, 3, 16, 16))
+    assert flags == {n: p.requires_grad for n, p in model.named_parameters()}

@@ -9,18 +9,19 @@ import dataclasses
 
 import torch
 from torch import nn
+from torch_pruning import ops as tp_ops
 
 from robustprune.structure.layers import CHANNELWISE_TYPES
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 #: The BatchNorms whose affine map is folded into the layer before them.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-#: Norms with a per-channel affine map (layer and group norms have no running statistics).
-AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm)
+#: Norms with a per-channel affine map (layer, group and instance norms may have no running statistics).
+AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
 #: Layers with a weight matrix whose rows (producers) or input slices (consumers) carry a group's channels.
 WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-#: Members without a weight matrix or an affine map to fold (PReLU, instance norm): the group's channels pass
-#: through them, so the member before one is not terminal, but they form no unit of incoming weights.
+#: Members without a weight matrix or an affine map to fold (a PReLU): the group's channels pass through
+#: them, so the member before one is not terminal, but they form no unit of incoming weights.
 _MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS + CHANNELWISE_TYPES
 
 
@@ -85,7 +86,7 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
         if not isinstance(module, AFFINE_NORMS):
             continue
         node = space.graph.module2node.get(module)
-        inputs = node.inputs if node is not None else []
+        inputs = _norm_inputs(node, module) if node is not None else []
         if len(inputs) == 1 and isinstance(inputs[0].module, WEIGHTED_LAYERS):
             source = next((n for n in group.members if modules[n] is inputs[0].module), None)
             if source is not None and source not in paired:
@@ -102,6 +103,17 @@ def _units(space: PruneSpace, index: int) -> list[_Unit]:
         elif isinstance(module, AFFINE_NORMS) and name not in bn_of_layer:
             units.append(_Unit(None, None, module, maps[name], name in terminal))
     return units
+
+
+def _norm_inputs(node, norm: nn.Module) -> list:
+    """The graph nodes a norm reads. An instance norm runs as view -> batch_norm -> view, and the trace
+    records its own view and batch_norm as ops between it and the layer before it: those are skipped."""
+    inputs = node.inputs
+    if isinstance(norm, nn.InstanceNorm1d | nn.InstanceNorm2d):
+        for _ in range(2):  # batch_norm (its input first, then the repeated weight and bias), then the view
+            if inputs and isinstance(inputs[0].module, tp_ops._ElementWiseOp | tp_ops._ReshapeOp):
+                inputs = inputs[0].inputs[:1]
+    return inputs
 
 
 def _bn_affine(norm: nn.Module, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

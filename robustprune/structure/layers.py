@@ -13,6 +13,7 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
@@ -21,9 +22,15 @@ from torch.nn.utils.weight_norm import WeightNorm
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
 #: Per-channel layers that mix no channels: sliced with their group and masked at their output, like a norm.
-CHANNELWISE_TYPES = (nn.PReLU, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+CHANNELWISE_TYPES = (nn.PReLU, nn.InstanceNorm1d, nn.InstanceNorm2d)
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES + CHANNELWISE_TYPES
+
+
+def traced_forward(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
+    """How torch-pruning runs the model while tracing: on the batch as given. Without it, it tries
+    ``model(*example)`` first (one unbatched sample) and falls back to ``model(example)``, hiding the error."""
+    return model(example)
 
 
 def element_wise_layers(model: nn.Module) -> list[nn.Module]:

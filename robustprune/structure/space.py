@@ -30,15 +30,15 @@ from robustprune.structure.layers import (
     MASKABLE_TYPES,
     UnsupportedModelError,
     blocks,
-    carries_channels,
     channel_axis,
     check_member,
     check_plain_weights,
     conv_kind,
     element_wise_layers,
     layers,
+    traced_forward,
 )
-from robustprune.structure.trace import check_traced, output_layers, output_shapes
+from robustprune.structure.trace import check_traced, no_hooks_left, output_layers, output_shapes
 from robustprune.structure.verify import check_exact
 
 __all__ = ["Candidate", "ChannelGroup", "PruneSpace", "UnsupportedModelError"]
@@ -105,10 +105,13 @@ class PruneSpace:
             self.output_layer = names[out_layers[0]]
             try:
                 # torch-pruning traces through autograd: a frozen model's parameters require grad while it does
-                with warnings.catch_warnings(), torch.enable_grad(), requiring_grad(model, True):
+                with warnings.catch_warnings(), torch.enable_grad(), requiring_grad(model, True), no_hooks_left(model):
                     warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
                     self.graph = tp.DependencyGraph().build_dependency(
-                        model, example_inputs=(example,), ignored_layers=element_wise_layers(model)
+                        model,
+                        example_inputs=example,
+                        forward_fn=traced_forward,
+                        ignored_layers=element_wise_layers(model),
                     )
             except Exception as exc:
                 raise UnsupportedModelError(f"torch-pruning could not trace the model: {_trace_failure(exc)}") from exc
@@ -133,8 +136,6 @@ class PruneSpace:
                     continue
                 if not isinstance(module, nn.Module) or module not in names:
                     continue  # element-wise ops and reshapes: no parameters, nothing to mask
-                if isinstance(module, MASKABLE_TYPES) and not carries_channels(module):
-                    continue  # e.g. a PReLU with one slope for every channel: element-wise
                 name = names[module]
                 if "out_channels" in dep.handler.__name__:
                     if not isinstance(module, MASKABLE_TYPES):

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.modules.instancenorm import _InstanceNorm
 
 from robustprune._modes import requiring_grad
-from robustprune.structure.layers import element_wise_layers
+from robustprune.structure.layers import element_wise_layers, traced_forward
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -28,7 +28,7 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
     with warnings.catch_warnings(), torch.enable_grad(), requiring_grad(pruned, True):
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")  # layer scales: sliced too
         graph = tp.DependencyGraph().build_dependency(
-            pruned, example_inputs=(example,), ignored_layers=element_wise_layers(pruned)
+            pruned, example_inputs=example, forward_fn=traced_forward, ignored_layers=element_wise_layers(pruned)
         )
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}

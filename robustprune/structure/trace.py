@@ -3,13 +3,27 @@ and whether torch-pruning's trace saw every layer that runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from robustprune.structure.layers import LAYER_TYPES, UnsupportedModelError, carries_channels
+
+
+@contextlib.contextmanager
+def no_hooks_left(model: nn.Module) -> Iterator[None]:
+    """Remove every forward hook added to ``model`` within the context: torch-pruning leaves its tracing
+    hooks on the model when the model raises during the trace."""
+    before = {m: set(m._forward_hooks) for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m, keys in before.items():
+            for key in set(m._forward_hooks) - keys:
+                del m._forward_hooks[key]
 
 
 def check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> None:
@@ -19,8 +33,8 @@ def check_traced(graph: tp.DependencyGraph, shapes: Mapping, names: Mapping) -> 
         if isinstance(module, LAYER_TYPES) and module not in graph.module2node:
             raise UnsupportedModelError(
                 f"torch-pruning could not trace the model: layer '{names[module]}' runs but its output does not "
-                "reach the model output through autograd (.detach(), .item(), .tolist(), numpy, torch.no_grad() "
-                "or requires_grad=False parameters cut the trace)"
+                "reach the model output through autograd (.detach(), .item(), .tolist(), numpy or torch.no_grad() "
+                "cut the trace)"
             )
 
 
