@@ -146,7 +146,8 @@ def test_unsupported_layernorm_shapes_are_refused_and_can_be_excluded():
     assert PruneSpace(Wide().eval(), SPEC, exclude=["norm"]).group_names() == ["mid"]
 
 
-def test_bias_correction_is_exact_for_a_constant_channel():
+@pytest.mark.parametrize("conv1d", [False, True], ids=["conv2d_into_linear", "conv1d_into_conv1d"])
+def test_bias_correction_is_exact_for_a_constant_channel(conv1d):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -155,13 +156,22 @@ def test_bias_correction_is_exact_for_a_constant_channel():
         def forward(self, x):
             return self.fc(torch.relu(self.conv(x)).flatten(1))
 
+    class Net1d(nn.Module):  # a 1-D signal: (N, 3, 16) -> conv -> conv -> mean over time
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv1d(3, 4, 3), nn.Conv1d(4, 5, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x))).mean(2)
+
     torch.manual_seed(0)
-    model = Net().eval()
+    model = (Net1d() if conv1d else Net()).eval()
+    spec = InputSpec(shape=(3, 16), mean=(0.5,), std=(0.25,), num_classes=5) if conv1d else SPEC
     with torch.no_grad():
         model.conv.weight[3].zero_()
         model.conv.bias[3] = 0.7  # channel 3 is 0.7 everywhere, whatever the input
-    space = PruneSpace(model, SPEC)
-    x = torch.randn(6, *SPEC.shape)
+    space = PruneSpace(model, spec)
+    x = torch.randn(6, *spec.shape)
     candidate = {"conv": [0, 1, 2]}
     overrides = bias_overrides(space, candidate, consumer_input_means(space, x))
     assert set(overrides) == {"fc.bias"}
