@@ -1,0 +1,69 @@
+"""The README's verdict table says what the ablation table it cites says: counts and losses derived from it."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "| rival | clean | PGD | search loses (clean; PGD) |"
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def readme_claim(readme: str) -> tuple[Path, dict[str, list[str]]]:
+    """The results file the README's verdict table cites (the last ablation link before it) and its rows."""
+    start = readme.index(HEADER)
+    links = re.findall(r"\((results/ablation[\w]*\.md)\)", readme[:start])
+    assert links, "the verdict table must follow a link to the ablation table it restates"
+    rows = {}
+    for line in readme[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rival, clean, pgd, losses = _cells(line)
+        named = re.search(r"`(\w+)`", rival)
+        rows[named.group(1) if named else "best baseline"] = [clean, pgd, losses]
+    return ROOT / links[-1], rows
+
+
+def table_claim(table: str) -> dict[str, list[str]]:
+    """Per rival: clean and PGD wins-ties-losses and the (model, target) cells search loses, from the glance table."""
+    section = table.split("## Verdicts at a glance")[1].splitlines()
+    first = next(i for i, line in enumerate(section) if line.startswith("|"))
+    lines = []
+    for line in section[first:]:  # the glance table: the section's first run of table lines
+        if not line.startswith("|"):
+            break
+        lines.append(line)
+    header, body = _cells(lines[0]), [_cells(line) for line in lines[2:]]
+    tally = next(row for row in body if "wins-ties-losses" in row[0])
+    out = {}
+    for column, name in enumerate(header):
+        if not name.startswith("vs "):
+            continue
+        lost = [[], []]
+        for row in body:
+            if row is tally:
+                continue
+            for metric, verdict in enumerate(row[column].split(" / ")):
+                if verdict == "L":
+                    lost[metric].append(f"{row[0]} {row[1].split()[0]}")
+        clean, pgd = tally[column].split(" / ")
+        named = "; ".join(", ".join(names) or "-" for names in lost) if any(lost) else "none"
+        out[name[3:]] = [clean, pgd, named]
+    return out
+
+
+def test_the_readme_verdicts_are_the_ablation_tables():
+    source, claimed = readme_claim((ROOT / "README.md").read_text())
+    assert claimed == table_claim(source.read_text())
+
+
+def test_the_check_catches_a_changed_count_or_a_missing_loss():
+    table = (ROOT / "results" / "ablation_val.md").read_text()
+    truth = table_claim(table)
+    assert truth["oneshot_search"][0] == "4-4-6" and "vgg11_bn 0.3" in truth["oneshot_search"][2]
+    flipped = table.replace(
+        "| vgg11_bn | 0.3 of macs | 3 | T / T | L / L |", "| vgg11_bn | 0.3 of macs | 3 | T / T | T / L |"
+    )
+    assert table_claim(flipped)["oneshot_search"][2] != truth["oneshot_search"][2]
