@@ -392,7 +392,10 @@ def main(argv: list[str] | None = None) -> None:
     if unmeasured:
         lines += ["No cell yet (the same command without --report-only measures them): "]
         lines += [", ".join(sorted(unmeasured)), ""]
-    if notes_path.is_file():
+    saved = len(list(cells_dir.glob("*.json")))
+    if notes_path.is_file() and len(cells) < saved:  # the notes describe the whole table, not a part of it
+        lines += [f"This report holds {len(cells)} of the {saved} saved cells; {notes_path} describes them all", ""]
+    elif notes_path.is_file():
         lines += ["## Notes", "", notes_path.read_text().strip(), ""]
     if profile_path.is_file():
         lines += ["## Where the time goes", "", profile_path.read_text().strip(), ""]

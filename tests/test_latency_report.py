@@ -103,3 +103,19 @@ def test_a_failed_cell_is_tried_again_once_its_model_changes(tmp_path, monkeypat
     (folder / "pruned.pt").write_bytes(b"second weights")
     latency.main(argv)
     assert calls == ["eager", "eager"]
+
+
+def test_a_report_of_some_cells_leaves_out_the_notes_on_all_of_them(tmp_path):
+    cells = tmp_path / "latency" / "cells"
+    cells.mkdir(parents=True)
+    for backend in ("eager", "onnx"):
+        path = latency._cell_path(cells, "cnn", 0.5, 1, 1, 1, backend, "search")
+        path.write_text(json.dumps(_cell("a" * 40, 1.0) | {"backend": backend}))
+    (tmp_path / "latency" / "notes.md").write_text("hand-written caveat on both cells")
+    out = tmp_path / "latency.md"
+    latency.main(
+        ["--report-only", "--models", "cnn", "--targets", "0.5", "--batches", "1", "--threads", "1"]
+        + ["--backends", "eager", "--out", str(out)]
+    )
+    text = out.read_text()
+    assert "hand-written caveat" not in text and "holds 1 of the 2 saved cells" in text
