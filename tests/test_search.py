@@ -396,3 +396,9 @@ def test_a_frozen_model_is_searched_and_ranked_by_taylor(tmp_path):
     result = rp.search(model, spec, config=config, cache_dir=tmp_path, quiet=True)
     assert result.target_reached and result.history[-1].kept_macs <= 0.8 + 1e-9
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_the_nsga2_sampler_makes_each_step_two_objective():
+    # docs/search.md: `--sampler nsga2` (or `--multi-objective`) makes each step two-objective
+    assert SearchConfig(target_macs=0.5, sampler="nsga2").multi_objective
+    assert not SearchConfig(target_macs=0.5, sampler="tpe").multi_objective

@@ -100,7 +100,7 @@ class SearchConfig:
     max_increment: float = 0.15  # most a group's removal fraction may grow in one step
     max_amount: float = 0.9  # no group loses more than this fraction of its channels
     sampler: Sampler = "tpe"
-    multi_objective: bool = False
+    multi_objective: bool = False  # True with the nsga2 sampler, a multi-objective method
     # "auto" (the default) picks by model: see ``resolve`` and docs/defaults.md
     importance: Importance = "auto"
     compensation: tuple[str, ...] | str = "auto"
@@ -166,6 +166,8 @@ class SearchConfig:
                 raise ValueError("compensation 'merge' and 'bias' both rewrite what consumers read; choose one")
         if self.importance != "auto" and self.importance not in CRITERIA:
             raise ValueError(f"unknown importance {self.importance!r}; choose one of: auto, {', '.join(CRITERIA)}")
+        if self.sampler == "nsga2":  # NSGA-II ranks by Pareto fronts: two objectives, as docs/search.md says
+            object.__setattr__(self, "multi_objective", True)
         make_sampler(self.sampler, self.seed, self.multi_objective)  # validates the name
         if self.rescore not in RESCORE_INPUTS:
             raise ValueError(f"rescore must be one of {', '.join(RESCORE_INPUTS)}, got {self.rescore!r}")
