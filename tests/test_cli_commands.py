@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import robustprune.bench
+from robustprune import zoo
 from robustprune._io import claim
 from robustprune.cli import build_parser, main
 from robustprune.data.fashion_mnist import fashion_mnist_available
@@ -47,6 +48,11 @@ def test_no_command_prints_help_and_exits_2(capsys):
         (
             ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--compensation", "magic", "--out", "{tmp}/run"],
             "compensation",
+        ),
+        (
+            ["baseline", "--model", "zoo:cnn", "--method", "l1_uniform", "--target-macs", "0.5", "--exclude", "4", "x9"]
+            + ["--out", "{tmp}/run"],
+            "--exclude: no module named x9",
         ),
         (["bench", "--suite", "nope", "--out", "{tmp}/run"], "no benchmark suite"),
         (["export", "--out", "{tmp}/m.ts"], "run folder"),
@@ -385,3 +391,14 @@ def test_host_repro_counts_the_predictions_a_cell_pruned_again_changes(tmp_path)
     assert compare_cell(suite, row, images)["differ"] == 3
     (tmp_path / "cells" / "mlp__l1_uniform__0.6__s0.json").write_text(json.dumps(row))
     assert "0 only up to rounding ties, 1 differ: mlp__l1_uniform__0.6__s0" in saved_lines(tmp_path, images)[1]
+
+
+def test_excluded_modules_keep_their_channels_and_the_run_folder_records_them(tmp_path):
+    run = tmp_path / "run"
+    argv = ["baseline", "--model", "zoo:cnn", "--method", "l1_uniform", "--target-macs", "0.6", "--exclude", "4"]
+    assert main([*argv, "--no-eval", "--quiet", "--out", str(run)]) == 0
+    model, _, data = load_pruned(run)
+    original, _ = zoo.load("cnn")
+    assert data["exclude"] == ["4"]
+    assert model[4].out_channels == original[4].out_channels  # group '4' (conv 4 and its BN) stays whole
+    assert model[0].out_channels < original[0].out_channels  # the others are pruned

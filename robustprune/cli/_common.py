@@ -12,6 +12,10 @@ MODEL_HELP = (
     "zoo:NAME, torchvision:NAME (with --weights), package.module:factory (with --weights), a TorchScript file, "
     "a torch.export program (.pt2) or a run folder (pruned, or int8 from quantize)"
 )
+PRUNE_MODEL_HELP = (
+    "the original model: zoo:NAME, torchvision:NAME (with --weights), package.module:factory (with --weights) "
+    "or a torch.export program (.pt2); a TorchScript file or a run folder cannot be pruned"
+)
 OVERWRITE_HELP = (
     "write into a folder that holds other files or another kind of run: robustprune's own files are "
     "replaced, all others are kept"
@@ -79,9 +83,9 @@ def one_line(exc: BaseException) -> str:
 # --- common flags --------------------------------------------------------------------------------
 
 
-def add_model_args(p: argparse.ArgumentParser, allow_code: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser, allow_code: bool = False, prune: bool = False) -> None:
     """--model REF with --weights and --allow-pickle (and --allow-code)."""
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--model", required=True, help=PRUNE_MODEL_HELP if prune else MODEL_HELP)
     p.add_argument("--weights", help="state dict for the model (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights (trusted files only)")
     if allow_code:
@@ -94,6 +98,27 @@ def add_original_args(p: argparse.ArgumentParser, original_help: str) -> None:
     p.add_argument("--weights", help="state dict for --original (loaded with weights_only=True)")
     p.add_argument("--allow-pickle", action="store_true", help="allow full pickles in --weights")
     p.add_argument("--allow-code", action="store_true", help="let the run folder's package.module:factory run")
+
+
+def add_exclude_arg(p: argparse.ArgumentParser) -> None:
+    """``--exclude``: module names whose channels stay whole, as ``exclude=[...]`` in the API."""
+    p.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="MODULE",
+        help="module names whose channels (their whole group) stay unpruned; a model the prune space refuses "
+        "names the module to exclude",
+    )
+
+
+def check_exclude(model, names: list[str]) -> tuple[str, ...]:
+    """``--exclude``'s names, each a module of ``model``; a UsageError naming the ones that are not."""
+    modules = {name for name, _ in model.named_modules()}
+    unknown = [n for n in names if n not in modules]
+    if unknown:
+        raise UsageError(f"--exclude: no module named {', '.join(unknown)} in the model (see its named_modules())")
+    return tuple(names)
 
 
 def add_input_spec_args(p: argparse.ArgumentParser) -> None:

@@ -20,7 +20,8 @@ def add_parser(add) -> None:
     from robustprune.baselines.oneshot import METHODS, baseline  # the defining module: defaults read from it
 
     p = add("baseline", HELP, EXAMPLES)
-    c.add_model_args(p)
+    c.add_model_args(p, prune=True)
+    c.add_exclude_arg(p)
     c.add_input_spec_args(p)
     c.add_eval_data_args(p)
     p.add_argument("--method", required=True, choices=METHODS)
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     out = c.check_run_dir(args, "baseline")
     c.check_eval_data(args)
     model, spec = c.load_model_from_args(args, prune=True)
+    exclude = c.check_exclude(model, args.exclude)
     inputs = None
     if args.method in INPUT_CRITERIA:  # ranks channels on the search's default synthetic inputs (disk-cached)
         from robustprune.probes.cache import cached_generate
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         progress = None if args.quiet else (lambda m: print(f"[synthesis] {m}", file=sys.stderr, flush=True))
         inputs = spec.normalize(cached_generate(model, spec, synthetic, progress=progress).pixels)
     targets = {"target_macs": args.target_macs, "target_params": args.target_params}
-    result = baseline(model, spec, args.method, **targets, seed=args.seed, inputs=inputs, round_to=args.round_to)
+    result = baseline(
+        model, spec, args.method, **targets, seed=args.seed, inputs=inputs, round_to=args.round_to, exclude=exclude
+    )
     reached = result.kept_fraction
     if not args.quiet:
         print(

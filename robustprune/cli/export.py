@@ -12,7 +12,7 @@ HELP = "Turn a pruned run folder into a model file: TorchScript, torch.export, O
 EXAMPLES = """examples:
   robustprune export runs/r20 --format torchscript --out r20.ts
   robustprune export runs/r20 --format torch-export --out r20.pt2
-  robustprune export --spec runs/r20/spec.json --weights runs/r20/pruned.pt --out r20_state.pt"""
+  robustprune export --spec runs/r20/spec.json --weights runs/r20/pruned.pt --format state_dict --out r20_state.pt"""
 
 
 def add_parser(add) -> None:

@@ -33,7 +33,7 @@ FLAG_HELP = {
     "probes.synthetic.n": "synthetic probe inputs (default %(default)s)",
     "probes.synthetic.steps": "Adam steps of the synthesis (default %(default)s)",
     "probes.synthetic.batch_size": "synthetic probes made per batch; BN statistics are matched per batch, so it "
-    "changes them (default %(default)s; a 224x224 model needs about 20 GiB at 128, see docs/defaults.md)",
+    "changes them (default %(default)s; a 224x224 model needs about 21 GiB at 128, see docs/defaults.md)",
     "probes.eps": "L-inf radius of the adversarial probes the search scores on (default %(default)s)",
     "probes.seed": "seed of the probes (default: the --seed)",
     "round_to": "keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
@@ -85,7 +85,8 @@ def add_parser(add) -> None:
 
     before, middle, last = search_flags()
     p = add("search", HELP, EXAMPLES)
-    c.add_model_args(p)
+    c.add_model_args(p, prune=True)
+    c.add_exclude_arg(p)
     c.add_input_spec_args(p)
     c.add_eval_data_args(p)
     add_flags(p, SearchConfig, before)
@@ -93,7 +94,7 @@ def add_parser(add) -> None:
         "--compensation",
         default=field_default(SearchConfig, "compensation")[1],
         help="comma list of " + ",".join(COMPENSATIONS) + ", '' for none, or auto "
-        "(default: bn with BatchNorm, merge without)",
+        "(default auto: bn with BatchNorm; without, merge, or none with layer, group or instance norms)",
     )
     add_flags(p, SearchConfig, middle)
     p.add_argument(
@@ -171,9 +172,17 @@ def run(args: argparse.Namespace) -> int:
     c.check_storage(args.storage)
     c.check_eval_data(args)
     model, spec = c.load_model_from_args(args, prune=True)
+    exclude = c.check_exclude(model, args.exclude)
     c.quiet_trial_failures(args)
     result = search(
-        model, spec, config=config, storage=args.storage, study_name=args.study, quiet=args.quiet, model_ref=args.model
+        model,
+        spec,
+        config=config,
+        storage=args.storage,
+        study_name=args.study,
+        quiet=args.quiet,
+        model_ref=args.model,
+        exclude=exclude,
     )
     recovered = _recover_search(args, result, model, spec, recover_config) if args.recover else None
 

@@ -193,7 +193,9 @@ class PruneSpace:
             self._params.append(params)
             self.roots.append((root.target.module, root.handler))
         if not groups:
-            raise ValueError("nothing left to prune: every channel group is excluded or feeds the model output")
+            raise UnsupportedModelError(
+                "nothing left to prune: every channel group is excluded or feeds the model output"
+            )
         self._layers = layers(
             names,
             shapes,
