@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from robustprune.structure.layers import norm_channels
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -52,14 +53,8 @@ def _module_masks(
         group = space.group(name)
         for member, cmap in zip(group.members, group.channel_maps, strict=True):
             module = modules[member]
-            channels = (
-                getattr(module, "out_channels", None)
-                or getattr(module, "out_features", None)
-                or getattr(module, "num_features", None)
-                or getattr(module, "num_channels", None)
-                or getattr(module, "num_parameters", None)
-                or module.normalized_shape[-1]
-            )
+            channels = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
+            channels = channels or norm_channels(module)  # norms and PReLU
             if list(cmap) == list(range(channels)):
                 full = mask
             else:
