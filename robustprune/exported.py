@@ -130,6 +130,11 @@ def program_to_module(program: torch.export.ExportedProgram, source: str = "the 
     for node in graph.nodes:
         if node.op == "get_attr":
             users = ", ".join(str(u.target) for u in node.users)
+            if str(node.target).endswith("num_batches_tracked"):  # a batch norm exported in training mode
+                raise ModelRefError(
+                    f"{source} was exported in training mode (batch norm {node.target} is updated); "
+                    "export it after model.eval()"
+                )
             raise ModelRefError(
                 f"{source}: parameter {node.target} is used by {users}, which robustprune cannot turn back into a "
                 "module (it rebuilds conv, linear, batch and layer norm); give the nn.Module instead "

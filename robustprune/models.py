@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def _load_state_dict(model: nn.Module, weights: str | Path, allow_pickle: bool) 
     path = Path(weights)
     if not path.is_file():
         raise ModelRefError(f"weights file not found: {path}")
+    if _is_model_archive(path):
+        raise ModelRefError(f"{path} is a whole model (TorchScript or torch.export), not weights: pass it as the model")
     try:
         state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:
@@ -190,7 +193,7 @@ def load_model(
     elif Path(ref).is_file():
         if weights is not None:
             raise ModelRefError(f"{ref} is a model file that holds its own weights; drop --weights")
-        model = _load_program(ref) if Path(ref).suffix == ".pt2" else _load_torchscript(ref)
+        model = _load_program(ref) if Path(ref).suffix == ".pt2" or is_program_archive(ref) else _load_torchscript(ref)
         own = sidecar_spec(ref)
     elif ":" in ref:
         model, own = build_with_spec(resolve_factory(ref), ref)
@@ -240,11 +243,33 @@ def _load_torchscript(ref: str) -> nn.Module:
         ) from exc
 
 
+def is_program_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a torch.export archive whatever its name (a zip with an ``archive_format`` entry;
+    TorchScript files are zips too, without one)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rpartition("/")[2] == "archive_format" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _is_model_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript file or a torch.export archive (a state dict holds neither entry)."""
+    if is_program_archive(path):
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rpartition("/")[2] == "constants.pkl" for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def _load_program(ref: str) -> nn.Module:
     from robustprune.exported import program_to_module
 
     try:
-        program = torch.export.load(ref)
+        with open(ref, "rb") as file:  # a file object: torch warns about a path not ending in .pt2
+            program = torch.export.load(file)
     except Exception as exc:
         raise ModelRefError(f"{ref} is not a torch.export program ({exc.__class__.__name__}: {one_line(exc)})") from exc
     return program_to_module(program, ref)

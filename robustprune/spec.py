@@ -24,9 +24,16 @@ class SpecError(ValueError):
     """A model or input does not match its InputSpec."""
 
 
+_ONE_LOGIT_HINT = (
+    "a binary classifier with one logit z counts as 2 classes: wrap it to return "
+    "torch.cat([torch.zeros_like(z), z], dim=1) and set num_classes=2"
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """Shape (C, H, W) of one input, per-channel normalization, pixel range, classes."""
+    """Shape of one input ((C, H, W) for images; (C, L) signals and (F,) features work too), per-channel
+    normalization, pixel range, classes."""
 
     shape: tuple[int, ...]
     mean: tuple[float, ...]
@@ -45,8 +52,9 @@ class InputSpec:
         for name in ("mean", "std"):
             values = getattr(self, name)
             if len(values) not in (1, channels):
+                expected = "1" if channels == 1 else f"1 or {channels}"
                 raise SpecError(
-                    f"InputSpec.{name} has {len(values)} values; expected 1 or {channels} "
+                    f"InputSpec.{name} has {len(values)} values; expected {expected} "
                     f"(one per channel of shape {self.shape})"
                 )
             if not all(math.isfinite(v) for v in values):
@@ -54,7 +62,8 @@ class InputSpec:
         if any(s <= 0 for s in self.std):
             raise SpecError(f"InputSpec.std must be > 0, got {self.std}")
         if self.num_classes < 2:
-            raise SpecError(f"InputSpec.num_classes must be >= 2, got {self.num_classes}")
+            hint = f": {_ONE_LOGIT_HINT}" if self.num_classes == 1 else ""
+            raise SpecError(f"InputSpec.num_classes must be >= 2, got {self.num_classes}{hint}")
         low, high = self.value_range
         if not low < high:
             raise SpecError(f"InputSpec.value_range must be (low, high) with low < high, got {self.value_range}")
@@ -79,6 +88,22 @@ class InputSpec:
             raise SpecError(
                 f"expected a batch of shape (N, {', '.join(map(str, self.shape))}), got {tuple(pixels.shape)}"
             )
+
+    def unit_range(self, pixels: torch.Tensor | None = None) -> tuple[InputSpec, torch.Tensor | None]:
+        """The same model input with pixels mapped from ``value_range`` onto [0, 1]: (spec', pixels'), exact
+        (mean and std move with it); the spec itself when its range is already [0, 1]."""
+        low, high = self.value_range
+        if (low, high) == (0.0, 1.0):
+            return self, pixels
+        scale = high - low
+        unit = InputSpec(
+            self.shape,
+            tuple((m - low) / scale for m in self.mean),
+            tuple(s / scale for s in self.std),
+            self.num_classes,
+            (0.0, 1.0),
+        )
+        return unit, None if pixels is None else (pixels - low) / scale
 
     def to_dict(self) -> dict:
         """The spec-file format: ``{"shape": [C, H, W], "mean": [...], "std": [...], "num_classes": N,
@@ -169,4 +194,15 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
         raise SpecError(f"model failed on an input of shape (2, {', '.join(map(str, spec.shape))}): {exc}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise SpecError(f"model output must have shape (N, {spec.num_classes}) for N=2 inputs, got {got}")
+        hint = f": {_ONE_LOGIT_HINT}" if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == 1 else ""
+        raise SpecError(f"model output must have shape (N, {spec.num_classes}) for N=2 inputs, got {got}{hint}")
+    low, high = spec.value_range
+    noise = low + (high - low) * torch.rand(2, *spec.shape, generator=torch.Generator().manual_seed(0))
+    with eval_mode(model), torch.no_grad():
+        outs = (out, model(noise.to(device)))
+    if all(bool((o >= 0).all()) and bool(torch.allclose(o.sum(1), torch.ones(2, device=o.device))) for o in outs):
+        # attacks, proxies, calibration and OOD scores all read logits; probabilities would be softmaxed twice
+        raise SpecError(
+            "the model outputs probabilities (rows >= 0 summing to 1); robustprune needs logits: "
+            "drop the final softmax, or return log-probabilities (torch.log_softmax)"
+        )

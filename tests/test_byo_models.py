@@ -66,6 +66,31 @@ def test_image_folder_labels_resizes_converts_and_scales(tmp_path):
     assert y_flat is None and torch.allclose(x_flat, torch.full((1, 1, 8, 8), 128.0))
 
 
+def test_sixteen_bit_images_are_scaled_by_their_depth_and_wider_ones_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "a").mkdir()
+    ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)  # a 16-bit grey PNG (mode I;16)
+    Image.fromarray(ramp).save(tmp_path / "a" / "ramp.png")
+    spec = InputSpec((1, 8, 8), (0.5,), (0.25,), 3, value_range=(-1.0, 1.0))
+    x, y = load_user_data(tmp_path, spec)
+    assert y.tolist() == [0]
+    torch.testing.assert_close(x[0, 0], torch.from_numpy(ramp / 65535.0 * 2.0 - 1.0).float(), atol=1e-5, rtol=0)
+    rgb, _ = load_user_data(tmp_path, InputSpec((3, 8, 8), (0.5,), (0.25,), 3))
+    assert torch.equal(rgb[0, 0], rgb[0, 2]) and abs(rgb.mean().item() - 0.5) < 1e-3
+    Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(tmp_path / "a" / "float.tif")
+    with pytest.raises(DataError, match="float.tif is a 32-bit float image"):
+        load_user_data(tmp_path, spec)
+
+
+def test_images_beside_class_folders_are_refused_not_dropped(tmp_path):
+    (tmp_path / "cat").mkdir()
+    _png(tmp_path / "cat" / "1.png", 10)
+    _png(tmp_path / "stray.png", 20)
+    with pytest.raises(DataError, match=r"class folders and also 1 image outside them \(stray.png"):
+        load_user_data(tmp_path, GREY)
+
+
 def test_npz_and_pt_hold_the_same_data_and_bad_files_are_one_line(tmp_path):
     x = torch.rand(5, 1, 8, 8)
     y = torch.tensor([0, 1, 2, 1, 0])
@@ -252,6 +277,29 @@ def test_torch_export_program_that_cannot_be_rebuilt_is_refused(tmp_path):
         load_model(str(tmp_path / "junk.pt2"), spec=spec)
 
 
+def test_a_program_exported_in_training_mode_is_told_to_export_after_eval(tmp_path):
+    model = small_net()
+    program = torch.export.export(model.train(), (torch.zeros(2, 3, 8, 8),))
+    torch.export.save(program, tmp_path / "train.pt2")
+    with pytest.raises(ModelRefError, match="exported in training mode .*model.eval"):
+        load_model(str(tmp_path / "train.pt2"), spec=InputSpec((3, 8, 8), (0.5,), (0.25,), 5))
+
+
+def test_user_files_that_are_almost_right_get_the_right_reason(tmp_path):
+    from robustprune.data.user import check_user_data
+
+    spec = InputSpec((3, 8, 8), (0.5,), (0.25,), 5)
+    script = save_model(small_net(), spec, tmp_path / "net.pt", "torchscript")
+    with pytest.raises(ModelRefError, match="is a whole model .*not weights: pass it as the model"):
+        load_model("tests.test_byo_models:small_net", weights=str(script), spec=spec)
+    wide = InputSpec((1, 8, 8), (127.5,), (64.0,), 5, value_range=(0.0, 255.0))
+    for dtype in (np.int64, np.uint16):  # numpy's default integers and 16-bit pixels
+        x, _ = check_user_data("x.npz", np.full((2, 1, 8, 8), 200, dtype=dtype), np.array([0, 1]), wide)
+        assert x.dtype == torch.float32 and torch.all(x == 200.0)
+    with pytest.raises(SpecError, match=r"mean has 2 values; expected 1 \(one per channel"):
+        InputSpec((1, 8, 8), (0.1, 0.2), (0.25,), 5)
+
+
 def test_torch_export_program_with_batch_norm_1d(tmp_path):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4)).eval()
     with torch.no_grad():
@@ -267,3 +315,50 @@ def test_torch_export_program_with_batch_norm_1d(tmp_path):
     assert [(g.name, g.size) for g in PruneSpace(model, spec).groups] == [
         (g.name, g.size) for g in PruneSpace(net, spec).groups
     ]
+
+
+class _Signal(nn.Module):
+    """A Conv1d classifier of 2-channel signals of length 32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 8, 5, padding=2)
+        self.bn = nn.BatchNorm1d(8)
+        self.conv2 = nn.Conv1d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(nn.functional.max_pool1d(torch.relu(self.conv2(x)), 2).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "model, spec",
+    [
+        (_Signal, InputSpec((2, 32), (0.0,), (0.5,), 4, value_range=(-1.0, 1.0))),
+        (
+            lambda: nn.Sequential(nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)),
+            InputSpec((12,), (100.0,), (50.0,), 3, value_range=(0.0, 255.0)),
+        ),
+    ],
+    ids=["signal", "features"],
+)
+def test_search_evaluate_and_recover_run_on_signals_and_features_in_any_range(model, spec):
+    """Inputs that are not images in [0, 1]: probes, the attack proxy and evaluation run; corruptions do not apply."""
+    from robustprune.probes.probeset import ProbeConfig
+    from robustprune.probes.synthetic import SyntheticConfig
+
+    torch.manual_seed(0)
+    net = randomize_norms(model()).eval()
+    probes = ProbeConfig(synthetic=SyntheticConfig(n=16, steps=3, batch_size=16), attack_steps=2, n_undesired=8)
+    result = rp.search(net, spec, rp.SearchConfig(target_macs=0.7, steps=1, trials=2, probes=probes), quiet=True)
+    assert result.target_reached and result.space.cost(result.candidate)[0] < result.space.full_macs
+    low, high = spec.value_range
+    x = low + (high - low) * torch.rand(12, *spec.shape)
+    report = rp.evaluate(result.model, spec, data=(x, torch.arange(12) % spec.num_classes), settings=SETTINGS)
+    assert 0.0 <= report["robust_accuracy"]["pgd"] <= 1.0 and report["corruption_accuracy"] is None
+    config = rp.RecoverConfig(
+        steps=2, batch_size=8, pool_size=8, synthetic=SyntheticConfig(steps=2), adv_fraction=0.5, adv_steps=1
+    )
+    recovered = rp.recover(result.model, net, spec, config, quiet=True)
+    assert recovered.model(spec.normalize(x)).shape == (12, spec.num_classes)

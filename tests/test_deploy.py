@@ -62,3 +62,18 @@ def test_an_untraceable_model_fails_in_one_line_and_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(DeployError, match="unknown format"):
         save_model(_model(), SPEC, tmp_path / "m", "tflite")
+
+
+def test_a_torch_export_file_is_recognised_by_content_not_name(tmp_path):
+    from robustprune.models import is_program_archive, load_model
+
+    model = _model()
+    program = save_model(model, SPEC, tmp_path / "model.ep", "torch-export")
+    script = save_model(model, SPEC, tmp_path / "model.pt", "torchscript")
+    assert is_program_archive(program) and not is_program_archive(script)
+    assert not is_program_archive(tmp_path / "missing") and not is_program_archive(__file__)
+    loaded, _ = load_model(str(program), spec=SPEC)
+    x = torch.randn(3, *SPEC.shape)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    assert not isinstance(loaded, torch.jit.ScriptModule)

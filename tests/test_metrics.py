@@ -243,6 +243,34 @@ def test_fgsm_matches_analytic_step_through_normalization():
     torch.testing.assert_close(x_adv, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "apgd-ce"])
+def test_attacks_on_any_pixel_range_and_shape_match_unit_images(attack):
+    """The same linear model seen as (1, 28, 28) images in [0, 1], in 0..255 pixels, and as 784 features in
+    [-1, 1]: each attack gives the same examples, mapped (eps is a fraction of the pixel range)."""
+    model = _linear_model()
+    torch.manual_seed(3)
+    pixels = torch.rand(16, *SPEC_HALF.shape)
+    labels = predict_logits(model, SPEC_HALF, pixels).argmax(dim=1)
+    options = {"attack": attack, "eps": 0.1, "steps": 5, "seed": 4}
+    unit = adversarial_examples(model, SPEC_HALF, pixels, labels, **options)
+    wide = InputSpec(shape=(1, 28, 28), mean=(127.5,), std=(63.75,), num_classes=10, value_range=(0.0, 255.0))
+    x_wide = adversarial_examples(model, wide, pixels * 255.0, labels, **options)
+    torch.testing.assert_close(x_wide / 255.0, unit, atol=1e-4, rtol=0)
+    flat = InputSpec(shape=(784,), mean=(0.0,), std=(0.5,), num_classes=10, value_range=(-1.0, 1.0))
+    x_flat = adversarial_examples(model, flat, pixels.flatten(1) * 2.0 - 1.0, labels, **options)
+    torch.testing.assert_close((x_flat.view_as(pixels) + 1.0) / 2.0, unit, atol=1e-4, rtol=0)
+    assert x_flat.shape == (16, 784) and x_flat.min() >= -1.0 and x_flat.max() <= 1.0
+    assert (x_flat - (pixels.flatten(1) * 2.0 - 1.0)).abs().amax() <= 0.2 + 1e-5  # eps 0.1 of a range of 2
+    assert accuracy(predict_logits(model, flat, x_flat), labels) < 1.0
+
+
+def test_attacks_refuse_pixels_outside_the_spec_range():
+    model = _linear_model()
+    wide = InputSpec(shape=(1, 28, 28), mean=(127.5,), std=(63.75,), num_classes=10, value_range=(0.0, 255.0))
+    with pytest.raises(ValueError, match=r"value range \[0, 255\]"):
+        adversarial_examples(model, wide, torch.full((2, 1, 28, 28), 300.0), torch.zeros(2, dtype=torch.long))
+
+
 # ---------------------------------------------------------------- cost
 
 

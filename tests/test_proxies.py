@@ -16,6 +16,7 @@ from robustprune.proxies import (
     score,
     similarity_preservation,
 )
+from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace
 
 
@@ -125,3 +126,18 @@ def test_undesired_probes_deterministic_and_in_range():
     assert torch.equal(a, b) and a.shape == (30, 1, 28, 28)
     assert a.min() >= 0 and a.max() <= 1
     assert not torch.equal(a, undesired_probes(spec, 30, synthetic=syn, seed=4))
+
+
+def test_undesired_probes_destroy_inputs_of_any_range_and_shape_alike():
+    """The destroyed synthetic inputs of a 0..255 spec, or of the same pixels seen as (C, L) signals or
+    features, are the unit-range images' ones, mapped: not clipped to [0, 1], not refused as non-images."""
+    unit = InputSpec((1, 28, 28), (0.5,), (0.25,), 10)
+    syn = torch.rand(12, 1, 28, 28)
+    reference = undesired_probes(unit, 30, synthetic=syn, seed=3)[20:]  # the third part: destroyed inputs
+    wide = InputSpec((1, 28, 28), (127.5,), (63.75,), 10, value_range=(0.0, 255.0))
+    torch.testing.assert_close(undesired_probes(wide, 30, synthetic=syn * 255, seed=3)[20:] / 255, reference)
+    signal = InputSpec((1, 784), (0.5,), (0.25,), 10)
+    destroyed = undesired_probes(signal, 30, synthetic=syn.view(12, 1, 784), seed=3)[20:]
+    assert destroyed.shape == (10, 1, 784)
+    features = undesired_probes(InputSpec((784,), (0.5,), (0.25,), 10), 30, synthetic=syn.view(12, 784), seed=3)
+    assert features.shape == (30, 784) and torch.equal(features[20:], destroyed.view(10, 784))

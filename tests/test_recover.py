@@ -13,7 +13,7 @@ from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.recover import RecoverConfig, RecoverResult, expand_model, merge_model, recover
 from robustprune.recover.checkpoint import CheckpointMismatchError
 from robustprune.recover.features import auto_feature_layers, kept_channels
-from robustprune.recover.inputs import augment, check_adversarial_spec
+from robustprune.recover.inputs import augment
 from robustprune.recover.losses import depth_weights, kd_loss, sp_loss
 from robustprune.recover.overparam import ExpandedConv, ExpandedLinear
 from robustprune.structure import PruneSpace, export, load_pruned
@@ -243,12 +243,6 @@ def test_augment_shifts_flips_and_stays_in_range():
     assert len(positions) > 5  # per-sample shifts and flips, not one for the whole batch
     noisy = augment(x, SPEC, RecoverConfig(shift=0, flip=False, noise=0.1), torch.Generator().manual_seed(0))
     assert not torch.equal(noisy, x) and noisy.min() >= 0
-
-
-def test_adversarial_inputs_need_images_in_unit_range():
-    flat = InputSpec(shape=(8,), mean=(0.0,), std=(1.0,), num_classes=3)
-    with pytest.raises(ValueError, match="adv_fraction"):
-        check_adversarial_spec(flat)
 
 
 # ---------------------------------------------------------------------------------------------------------------

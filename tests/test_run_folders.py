@@ -213,3 +213,13 @@ def test_damaged_spec_is_one_line(tmp_path, text, message):
     with pytest.raises(RunFolderError, match=message) as info:
         load_pruned(tmp_path)
     assert "\n" not in str(info.value)
+
+
+def test_a_run_folder_without_a_model_reference_says_how_the_command_line_could_rebuild_it(tmp_path):
+    model, spec = zoo.load("mlp")
+    space = PruneSpace(model, spec)
+    candidate = random_candidate(space, 0.3)
+    save_pruned(tmp_path, space, candidate, export(space, candidate))  # saved from Python, no model_ref
+    with pytest.raises(RunFolderError, match=r"pass build=<factory>; .*result.save\(folder, model_ref="):
+        load_pruned(tmp_path)
+    assert load_pruned(tmp_path, build=lambda: zoo.build("mlp"))[0] is not None

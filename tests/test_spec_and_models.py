@@ -73,6 +73,26 @@ def test_validate_model_errors():
     with pytest.raises(SpecError, match=r"'1.weight' is torch.float64; .*model.float\(\)"):
         validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).double(), SPEC)
 
+    with pytest.raises(SpecError, match="outputs probabilities.*log_softmax"):
+        validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1)), SPEC)
+    validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.LogSoftmax(dim=1)), SPEC)  # logits up to a shift
+
+
+def test_a_one_logit_binary_classifier_is_told_how_to_fit():
+    with pytest.raises(SpecError, match=r"num_classes must be >= 2, got 1: .*torch.cat\(\[torch.zeros_like\(z\), z\]"):
+        InputSpec(shape=(1, 28, 28), mean=(0.5,), std=(0.25,), num_classes=1)
+    binary = InputSpec(shape=(1, 28, 28), mean=(0.5,), std=(0.25,), num_classes=2)
+    with pytest.raises(SpecError, match=r"got \(2, 1\): a binary classifier with one logit"):
+        validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), binary)
+
+
+def test_evaluate_checks_the_model_against_the_spec():
+    import robustprune as rp
+
+    pairs = nn.Sequential(nn.Flatten(), nn.Linear(784, 5))  # 5 outputs for a 10-class spec
+    with pytest.raises(SpecError, match=r"output must have shape \(N, 10\)"):
+        rp.evaluate(pairs, SPEC, data=(torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)))
+
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_architectures_map_inputs_to_logits(name):

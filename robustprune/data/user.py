@@ -71,7 +71,7 @@ def check_user_data(
     """x and y as tensors, checked against ``spec`` (shape, finite values inside the pixel range, labels in range);
     ``path`` names the source in the DataError."""
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (torch.uint8, torch.int16, torch.int32)):
+    if x.dtype == torch.bool or x.is_complex():
         raise DataError(f"{path}: x must hold numbers, got dtype {x.dtype}")
     x = x.to(torch.float32)
     if x.dim() != len(spec.shape) + 1 or tuple(x.shape[1:]) != spec.shape:
@@ -103,6 +103,13 @@ def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch
     """Images under ``root/<class>/`` (labels by sorted class name) or directly in ``root`` (no labels)."""
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
+        loose = _images(root)
+        if loose:
+            raise DataError(
+                f"{root} holds class folders and also {len(loose)} image{'s' * (len(loose) > 1)} outside them "
+                f"({loose[0].name}, ...): "
+                "move each into its class folder, or remove the class folders for unlabeled data"
+            )
         files = [(f, label) for label, folder in enumerate(classes) for f in _images(folder)]
         if len(classes) > spec.num_classes:
             raise DataError(f"{root} has {len(classes)} class folders; the model has {spec.num_classes} classes")
@@ -128,10 +135,21 @@ def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
     channels, height, width = spec.shape
     try:
         with Image.open(path) as image:
-            image = image.convert(_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
+            if image.mode in ("I", "F"):  # 32-bit integers or floats: no white level to scale by
+                raise DataError(
+                    f"{path} is a 32-bit {'integer' if image.mode == 'I' else 'float'} image, whose white level is "
+                    "unknown: save it with 8 or 16 bits, or pass its pixels in an .npz or .pt file"
+                )
+            if image.mode.startswith("I;16"):  # 16-bit grey (medical, depth, thermal): scaled by its own white
+                grey = image.convert("I").convert("F").resize((width, height), Image.Resampling.BILINEAR)
+                array = np.repeat(np.asarray(grey, dtype=np.float32)[..., None] / 65535.0, channels, axis=2)
+                if channels == 4:
+                    array[..., 3] = 1.0  # opaque
+            else:
+                image = image.convert(_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"could not read image {path} ({type(exc).__name__})") from None
-    pixels = torch.from_numpy(array.reshape(height, width, channels)).permute(2, 0, 1)
+    pixels = torch.from_numpy(np.ascontiguousarray(array.reshape(height, width, channels))).permute(2, 0, 1)
     low, high = spec.value_range
     return low + (high - low) * pixels

@@ -54,7 +54,8 @@ def _write(work: nn.Module, example: torch.Tensor, spec: InputSpec, tmp: Path, f
             torch.jit.save(torch.jit.trace(work, example), str(tmp))
     elif fmt == "torch-export":
         program = torch.export.export(work, (example,), dynamic_shapes=({0: _batch_dim()},))
-        torch.export.save(program, str(tmp))
+        with open(tmp, "wb") as file:  # a file object: torch warns about a path not ending in .pt2
+            torch.export.save(program, file)
     elif fmt == "onnx":
         _save_onnx(work, example, tmp)
         check_onnx(tmp, work, spec)

@@ -5,7 +5,8 @@ models consume normalized inputs. torchattacks bridges the two with
 ``Attack.set_normalization_used``: after it, the attack *expects normalized
 inputs and returns normalized outputs*, un-normalizing internally so that its
 eps-ball and [0, 1] clamp are in pixel space. This module hides that round trip
-behind a pixel-in, pixel-out API.
+behind a pixel-in, pixel-out API. Inputs that are not (C, H, W) images in [0, 1] (another pixel range,
+signals, features) are attacked through a wrapper that sees them as flat [0, 1] images instead.
 """
 
 from __future__ import annotations
@@ -58,31 +59,51 @@ def _validate(
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if spec.value_range != (0.0, 1.0):
-        # torchattacks hard-codes a clamp to [0, 1]; any other range would be silently clipped.
-        raise ValueError(f"attacks need InputSpec.value_range == (0.0, 1.0), got {spec.value_range}")
-    if len(spec.shape) != 3:
-        # set_normalization_used reshapes mean/std to (1, C, 1, 1), which only broadcasts over (N, C, H, W).
-        raise ValueError(f"attacks need image inputs of shape (C, H, W), got spec.shape {spec.shape}")
     spec.check_batch(pixels)
     if labels.dim() != 1 or labels.shape[0] != pixels.shape[0]:
         raise ValueError(f"labels must have shape ({pixels.shape[0]},), got {tuple(labels.shape)}")
-    if pixels.numel() and (pixels.min() < 0.0 or pixels.max() > 1.0):
-        raise ValueError("pixels must lie in [0, 1]; pass pixel-space images, not normalized ones")
+    low, high = spec.value_range
+    if pixels.numel() and (pixels.min() < low or pixels.max() > high):
+        raise ValueError(
+            f"pixels must lie in the spec's value range [{low:g}, {high:g}]; "
+            "pass pixel-space inputs, not normalized ones"
+        )
     # Madry et al.'s convention: the steps together can travel 2.5 * eps, enough to reach the boundary of the
     # ball from any random start whatever the step count. With the default steps=10 this is eps / 4.
     return 2.5 * eps / steps if alpha is None else float(alpha)
 
 
+def _is_unit_image(spec: InputSpec) -> bool:
+    """Whether torchattacks can take the spec's pixels as they are: (C, H, W) images in [0, 1]."""
+    return spec.value_range == (0.0, 1.0) and len(spec.shape) == 3
+
+
+class _UnitFlatInput(nn.Module):
+    """``model`` on inputs of any shape and pixel range, seen as (N, 1, 1, D) pixels in [0, 1]: torchattacks
+    clamps to [0, 1] and its normalization (and APGD's step) broadcast over (N, C, H, W) only."""
+
+    def __init__(self, model: nn.Module, spec: InputSpec) -> None:
+        super().__init__()
+        self.model, self.spec = model, spec
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        low, high = self.spec.value_range
+        pixels = flat.reshape(flat.shape[0], *self.spec.shape) * (high - low) + low
+        return self.model(self.spec.normalize(pixels))
+
+
 def _build_attack(
-    model: nn.Module, spec: InputSpec, attack: str, eps: float, steps: int, alpha: float
+    model: nn.Module, spec: InputSpec | None, attack: str, eps: float, steps: int, alpha: float
 ) -> torchattacks.attack.Attack:
+    """The torchattacks attack; with ``spec``, it takes and returns inputs normalized as ``spec`` says."""
     if attack == "fgsm":
         atk = torchattacks.FGSM(model, eps=eps)
     elif attack == "apgd-ce":
         atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, loss="ce")
     else:
         atk = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+    if spec is None:
+        return atk
     channels = spec.shape[0]
     mean = list(spec.mean) * channels if len(spec.mean) == 1 else list(spec.mean)
     std = list(spec.std) * channels if len(spec.std) == 1 else list(spec.std)
@@ -117,7 +138,8 @@ def adversarial_examples(
     ``"pgd"`` (``steps`` steps of size ``alpha`` from a uniform random start
     in the eps-ball; ``alpha`` defaults to ``2.5 * eps / steps``). Both maximize
     cross-entropy against ``labels`` and keep ``|x_adv - x| <= eps`` and
-    ``x_adv`` in [0, 1].
+    ``x_adv`` in [0, 1]. Inputs of another pixel range are attacked in it mapped onto [0, 1] (``eps`` is then a
+    fraction of the range), and inputs of any shape (signals, features) flattened.
 
     Reproducible and side-effect free: the global RNG is seeded with ``seed``
     inside ``torch.random.fork_rng`` (so PGD's random start is the same on every
@@ -131,24 +153,44 @@ def adversarial_examples(
     run_on = model_device(model, device)
     if batch_size is None:
         batch_size = grad_batch_size(model, spec.shape, BATCH_SIZE, run_on)
-    atk = _build_attack(model, spec, attack, eps, steps, alpha)
-    atk.set_device(run_on)
+    image = _is_unit_image(spec)
     chunks = []
     # enable_grad: the attacks differentiate w.r.t. the input, which fails if the caller is inside no_grad.
     with eval_mode(model), _fork_all_rngs(), torch.enable_grad():
+        if image:
+            atk = _build_attack(model, spec, attack, eps, steps, alpha)
+        else:
+            wrapped = _UnitFlatInput(model, spec)
+            wrapped.training = False  # so torchattacks does not put the model back into training mode
+            atk = _build_attack(wrapped, None, attack, eps, steps, alpha)
+        atk.set_device(run_on)
         torch.manual_seed(seed)
         for start in range(0, pixels.shape[0], batch_size):
             x = pixels[start : start + batch_size].to(run_on, dtype=torch.float32)
             y = labels[start : start + batch_size].to(run_on, dtype=torch.long)
-            # With normalization set, torchattacks takes and returns *normalized* tensors.
-            x_adv = spec.denormalize(atk(spec.normalize(x), y).detach())
-            # The normalize/denormalize round trip costs ~1e-7 of float error; project it away so the
-            # eps-ball and [0, 1] hold exactly (this is a no-op beyond rounding: the attack already projects).
-            x_adv = torch.clamp(torch.clamp(x_adv, x - eps, x + eps), 0.0, 1.0)
+            if image:
+                # With normalization set, torchattacks takes and returns *normalized* tensors.
+                x_adv = spec.denormalize(atk(spec.normalize(x), y).detach())
+                # The normalize/denormalize round trip costs ~1e-7 of float error; project it away so the
+                # eps-ball and [0, 1] hold exactly (this is a no-op beyond rounding: the attack already projects).
+                x_adv = torch.clamp(torch.clamp(x_adv, x - eps, x + eps), 0.0, 1.0)
+            else:
+                x_adv = _attack_flat(atk, spec, x, y, eps)
             chunks.append(x_adv.cpu())
     if not chunks:
         return torch.empty(0, *spec.shape)
     return torch.cat(chunks)
+
+
+def _attack_flat(atk: torchattacks.attack.Attack, spec: InputSpec, x: torch.Tensor, y: torch.Tensor, eps: float):
+    """One batch attacked through :class:`_UnitFlatInput`, back in the spec's shape and pixel range."""
+    low, high = spec.value_range
+    scale = high - low
+    flat = ((x - low) / scale).reshape(x.shape[0], 1, 1, -1).clamp(0.0, 1.0)
+    adv = torch.clamp(torch.clamp(atk(flat, y).detach(), flat - eps, flat + eps), 0.0, 1.0)
+    # mapping back costs float error of the range's size; project onto the ball and range in pixel space
+    x_adv = adv.reshape(x.shape) * scale + low
+    return torch.clamp(torch.clamp(x_adv, x - eps * scale, x + eps * scale), low, high)
 
 
 def robust_accuracy(

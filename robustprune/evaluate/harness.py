@@ -27,7 +27,7 @@ from robustprune.evaluate.metrics import (
 )
 from robustprune.evaluate.robustness import robustness_metrics
 from robustprune.evaluate.userdata import model_cost
-from robustprune.spec import InputSpec, SpecError
+from robustprune.spec import InputSpec, SpecError, validate_model
 
 SUPPORTED_DATA = ("fashion-mnist",)
 REPORT_KEYS = (
@@ -102,6 +102,7 @@ def evaluate(
     DataNotFoundError, with the install command, when Fashion-MNIST is missing.
     """
     settings = settings or EvalSettings()
+    validate_model(model, spec)
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if not (isinstance(data, str) and data in SUPPORTED_DATA):

@@ -13,6 +13,11 @@ from robustprune.evaluate.metrics import corruption_accuracy
 from robustprune.spec import InputSpec
 
 
+def has_corruptions(spec: InputSpec) -> bool:
+    """Whether the corruption suite applies: it transforms (C, H, W) images."""
+    return len(spec.shape) == 3
+
+
 def robustness_metrics(
     model: nn.Module,
     spec: InputSpec,
@@ -26,7 +31,8 @@ def robustness_metrics(
 ) -> dict:
     """``robust_accuracy`` (FGSM and PGD at ``settings.eps``) on the first ``settings.n_attack`` indices of
     ``subset``, and ``corruption_accuracy_per`` / ``corruption_accuracy`` on its first ``settings.n_corruption``
-    (``settings``: an ``EvalSettings``). ``tick`` follows each attack and each corruption set."""
+    (None for inputs that are not images; ``settings``: an ``EvalSettings``). ``tick`` follows each attack and
+    each corruption set."""
     x_att, y_att = pixels[subset[: settings.n_attack]], labels[subset[: settings.n_attack]]
     out: dict = {"robust_accuracy": {}}
     for attack in ("fgsm", "pgd"):
@@ -36,6 +42,10 @@ def robustness_metrics(
             seed=settings.seed, device=device,
         )  # fmt: skip
         tick()
+    if not has_corruptions(spec):
+        say(f"corruption accuracy: skipped, the corruptions are image transforms and inputs have shape {spec.shape}")
+        out["corruption_accuracy_per"] = out["corruption_accuracy"] = None
+        return out
     idx = subset[: settings.n_corruption]
     x_corr, y_corr = pixels[idx], labels[idx]
     say(f"corruption accuracy on {len(x_corr)} inputs x {len(CORRUPTIONS)} corruptions x {len(SEVERITIES)} severities")

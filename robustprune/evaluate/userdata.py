@@ -1,6 +1,6 @@
 """Evaluation on the user's own data (any InputSpec): the harness's metrics that apply to it.
 
-Labeled data gives clean accuracy, ECE, FGSM/PGD robust accuracy and corruption accuracy. Unlabeled data
+Labeled data gives clean accuracy, ECE, FGSM/PGD robust accuracy and corruption accuracy (images only). Unlabeled data
 gives those as *agreement* with an original model's top-1 on the clean input, when the original is given.
 OOD AUROC needs an OOD set from the user (the Fashion-MNIST ones do not apply to other data). MACs, params
 and latency always. Attacks and corruptions work in [0, 1]: another pixel range is mapped onto it exactly
@@ -26,7 +26,7 @@ from robustprune.evaluate.metrics import (
     ood_auroc,
     predict_logits,
 )
-from robustprune.evaluate.robustness import robustness_metrics
+from robustprune.evaluate.robustness import has_corruptions, robustness_metrics
 from robustprune.spec import InputSpec, SpecError
 
 #: The keys of a report on the user's data: the Fashion-MNIST report's keys plus ``agreement``.
@@ -35,18 +35,7 @@ AGREEMENT = "agreement"
 
 def unit_range(spec: InputSpec, pixels: torch.Tensor | None = None) -> tuple[InputSpec, torch.Tensor | None]:
     """The same model input with pixels mapped from ``spec.value_range`` onto [0, 1]: (spec', pixels')."""
-    low, high = spec.value_range
-    if (low, high) == (0.0, 1.0):
-        return spec, pixels
-    scale = high - low
-    unit = InputSpec(
-        spec.shape,
-        tuple((m - low) / scale for m in spec.mean),
-        tuple(s / scale for s in spec.std),
-        spec.num_classes,
-        (0.0, 1.0),
-    )
-    return unit, None if pixels is None else (pixels - low) / scale
+    return spec.unit_range(pixels)
 
 
 def evaluate_user_data(
@@ -83,7 +72,8 @@ def evaluate_user_data(
         reference = predict_logits(original, unit, x, device=device).argmax(1)
         report[AGREEMENT] = {"clean": float((logits.argmax(1) == reference).double().mean())}
     labels = y if y is not None else reference
-    stages = (2 + len(CORRUPTIONS) * len(SEVERITIES)) * (labels is not None) + int(settings.latency)
+    corruption_sets = len(CORRUPTIONS) * len(SEVERITIES) * has_corruptions(spec)
+    stages = (2 + corruption_sets) * (labels is not None) + int(settings.latency)
     bar = progress_bar(max(stages, 1), "evaluating", quiet=quiet or progress is not None, unit="stage")
     if labels is not None:
         measured = _label_metrics(model, unit, x, labels, logits, settings, device, say, bar)

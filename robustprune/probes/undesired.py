@@ -13,7 +13,8 @@ DESTRUCTIVE = ("impulse_noise", "contrast", "pixelate")
 
 def undesired_probes(spec: InputSpec, n: int, synthetic: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
     """``n`` inputs in the value range: uniform noise, Gaussian noise with the data's statistics,
-    and (when ``synthetic`` is given) synthetic images destroyed by severity-5 corruptions.
+    and (when ``synthetic`` is given) synthetic inputs destroyed by severity-5 corruptions (signals and features
+    seen as one-row images).
 
     Deterministic for a seed; the global RNG is untouched.
     """
@@ -28,7 +29,17 @@ def undesired_probes(spec: InputSpec, n: int, synthetic: torch.Tensor | None = N
     chunks = [uniform, gaussian]
     if parts == 3:
         idx = torch.randint(0, len(synthetic), (sizes[2],), generator=gen)
-        source = synthetic[idx]
+        _, source = spec.unit_range(synthetic[idx])  # the corruptions work on [0, 1] images
+        source = source.reshape(_as_image(spec.shape, len(source)))
         destroyed = [corrupt(source[i :: len(DESTRUCTIVE)], name, 5, seed=seed) for i, name in enumerate(DESTRUCTIVE)]
-        chunks.append(torch.cat(destroyed))
+        destroyed = torch.cat(destroyed).reshape(-1, *spec.shape)
+        chunks.append(destroyed if (low, high) == (0.0, 1.0) else destroyed * (high - low) + low)
     return torch.cat(chunks).float()
+
+
+def _as_image(shape: tuple[int, ...], n: int) -> tuple[int, ...]:
+    """A batch shape (N, C, H, W) that the image corruptions accept: signals (C, L) as (C, 1, L), features as
+    (1, 1, F)."""
+    if len(shape) == 1:
+        return (n, 1, 1, shape[0])
+    return (n, shape[0], -1, shape[-1])

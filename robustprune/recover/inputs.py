@@ -24,15 +24,6 @@ from robustprune.spec import InputSpec
 POOL_FILE = "pool.pt"
 
 
-def check_adversarial_spec(spec: InputSpec) -> None:
-    """The attacks work on (C, H, W) images in [0, 1]; say so up front instead of failing mid-run."""
-    if spec.value_range != (0.0, 1.0) or len(spec.shape) != 3:
-        raise ValueError(
-            "adversarial inputs (adv_fraction > 0) need image inputs of shape (C, H, W) in [0, 1]; "
-            f"got shape {spec.shape}, value_range {spec.value_range} (set adv_fraction=0)"
-        )
-
-
 def synthetic_pool(
     original: nn.Module,
     spec: InputSpec,

@@ -19,7 +19,7 @@ from robustprune.probes.cache import weights_hash
 from robustprune.recover.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from robustprune.recover.config import RecoverConfig
 from robustprune.recover.features import captured, kept_channels, resolve_feature_layers
-from robustprune.recover.inputs import check_adversarial_spec, fresh_batch, mix_adversarial, pool_batch, synthetic_pool
+from robustprune.recover.inputs import fresh_batch, mix_adversarial, pool_batch, synthetic_pool
 from robustprune.recover.losses import adapter_key, feature_loss, kd_loss, make_adapter, sp_loss
 from robustprune.recover.overparam import expand_model, merge_model
 from robustprune.recover.result import RecoverResult
@@ -167,8 +167,6 @@ def recover(
     run_on = _device(device)
     validate_model(pruned, spec)
     validate_model(original, spec)
-    if config.adv_fraction > 0:
-        check_adversarial_spec(spec)
     if pool is not None:
         if config.inputs != "pool":
             raise ValueError(f"a given pool needs RecoverConfig.inputs='pool', got {config.inputs!r}")

@@ -182,4 +182,7 @@ def _builder(ref: object, spec_path: Path, trust_code: bool, spec: InputSpec) ->
                 "run folder pass trust_code=True (CLI: --allow-code), or pass build=<your factory>"
             )
         return resolve_factory(ref)
-    raise RunFolderError(f"cannot rebuild the architecture from model reference {ref!r}; pass build=<factory>")
+    raise RunFolderError(
+        f"cannot rebuild the architecture from model reference {ref!r}: in Python pass build=<factory>; for the "
+        "command line, save the run with result.save(folder, model_ref='package.module:factory')"
+    )
