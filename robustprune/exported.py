@@ -90,12 +90,32 @@ def _module_for(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, str] | No
     return module, _owner(node.args[1] if target not in _BATCH_NORM else node.args[3])
 
 
+_DROPOUTS = ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+
+
+def _training_op(program: torch.export.ExportedProgram) -> str | None:
+    """The first op that computes in training mode (a dropout or a batch norm with ``train=True``), or None."""
+    for node in program.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        name = node.target._opname
+        if name in _DROPOUTS and (node.args[2:3] == (True,) or node.kwargs.get("train") is True):
+            return f"{name} is active"
+        tracked = len(node.args) > 3 and node.args[3] is not None  # running statistics exist to update
+        if name == "batch_norm" and tracked and (node.args[5:6] == (True,) or node.kwargs.get("training") is True):
+            return "batch norm updates its statistics"
+    return None
+
+
 def program_to_module(program: torch.export.ExportedProgram, source: str = "the program") -> nn.Module:
     """An ``fx.GraphModule`` computing what ``program`` computes, with nn modules torch-pruning can group.
 
     Raises ModelRefError (one line) when a parameter is used by an op other than conv, linear, batch or layer
     norm, or when the program was exported for one fixed batch size.
     """
+    trained = _training_op(program)
+    if trained is not None:
+        raise ModelRefError(f"{source} was exported in training mode ({trained}); export it after model.eval()")
     gm = program.module()
     graph = gm.graph
     root = nn.Module()
@@ -130,11 +150,6 @@ def program_to_module(program: torch.export.ExportedProgram, source: str = "the 
     for node in graph.nodes:
         if node.op == "get_attr":
             users = ", ".join(str(u.target) for u in node.users)
-            if str(node.target).endswith("num_batches_tracked"):  # a batch norm exported in training mode
-                raise ModelRefError(
-                    f"{source} was exported in training mode (batch norm {node.target} is updated); "
-                    "export it after model.eval()"
-                )
             raise ModelRefError(
                 f"{source}: parameter {node.target} is used by {users}, which robustprune cannot turn back into a "
                 "module (it rebuilds conv, linear, batch and layer norm); give the nn.Module instead "

@@ -194,15 +194,29 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
         raise SpecError(f"model failed on an input of shape (2, {', '.join(map(str, spec.shape))}): {exc}") from exc
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, spec.num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        hint = f": {_ONE_LOGIT_HINT}" if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[1] == 1 else ""
+        one_logit = isinstance(out, torch.Tensor) and (out.dim() == 1 or (out.dim() == 2 and out.shape[1] == 1))
+        hint = f": {_ONE_LOGIT_HINT}" if one_logit else ""
         raise SpecError(f"model output must have shape (N, {spec.num_classes}) for N=2 inputs, got {got}{hint}")
     low, high = spec.value_range
     noise = low + (high - low) * torch.rand(2, *spec.shape, generator=torch.Generator().manual_seed(0))
-    with eval_mode(model), torch.no_grad():
-        outs = (out, model(noise.to(device)))
-    if all(bool((o >= 0).all()) and bool(torch.allclose(o.sum(1), torch.ones(2, device=o.device))) for o in outs):
+    try:
+        with eval_mode(model), torch.no_grad():
+            outs = (out, model(spec.normalize(noise.to(device))))
+    except Exception as exc:
+        raise SpecError(
+            f"model failed on random inputs of shape (2, {', '.join(map(str, spec.shape))}): {exc}"
+        ) from exc
+    if all(_probabilities(o) for o in outs):
         # attacks, proxies, calibration and OOD scores all read logits; probabilities would be softmaxed twice
         raise SpecError(
             "the model outputs probabilities (rows >= 0 summing to 1); robustprune needs logits: "
             "drop the final softmax, or return log-probabilities (torch.log_softmax)"
         )
+
+
+def _probabilities(out: torch.Tensor) -> bool:
+    """Whether every row of ``out`` is >= 0 and sums to 1 (compared in float32: half-precision heads too)."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        return False
+    rows = out.float()
+    return bool((rows >= 0).all()) and bool(torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-3))

@@ -78,8 +78,17 @@ def test_sixteen_bit_images_are_scaled_by_their_depth_and_wider_ones_refused(tmp
     torch.testing.assert_close(x[0, 0], torch.from_numpy(ramp / 65535.0 * 2.0 - 1.0).float(), atol=1e-5, rtol=0)
     rgb, _ = load_user_data(tmp_path, InputSpec((3, 8, 8), (0.5,), (0.25,), 3))
     assert torch.equal(rgb[0, 0], rgb[0, 2]) and abs(rgb.mean().item() - 0.5) < 1e-3
+    pgm = b"P5 8 8 65535\n" + ramp.astype(">u2").tobytes()  # a 16-bit PGM: Pillow opens it as 32-bit mode I
+    (tmp_path / "a" / "ramp.pgm").write_bytes(pgm)
+    (tmp_path / "a" / "._ramp.png").write_bytes(b"macOS resource fork, not an image")  # hidden: skipped
+    x, y = load_user_data(tmp_path, spec)
+    assert y.tolist() == [0, 0] and torch.equal(x[0], x[1])
+    Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "a" / "wide.tif")
+    with pytest.raises(DataError, match="wide.tif is a 32-bit integer image"):
+        load_user_data(tmp_path, spec)
+    (tmp_path / "a" / "wide.tif").unlink()
     Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(tmp_path / "a" / "float.tif")
-    with pytest.raises(DataError, match="float.tif is a 32-bit float image"):
+    with pytest.raises(DataError, match="float.tif is a float image"):
         load_user_data(tmp_path, spec)
 
 
@@ -283,6 +292,12 @@ def test_a_program_exported_in_training_mode_is_told_to_export_after_eval(tmp_pa
     torch.export.save(program, tmp_path / "train.pt2")
     with pytest.raises(ModelRefError, match="exported in training mode .*model.eval"):
         load_model(str(tmp_path / "train.pt2"), spec=InputSpec((3, 8, 8), (0.5,), (0.25,), 5))
+    dropout = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Dropout(0.5), nn.Linear(8, 5))  # no batch norm
+    torch.export.save(torch.export.export(dropout.train(), (torch.zeros(2, 3, 2, 2),)), tmp_path / "drop.pt2")
+    with pytest.raises(ModelRefError, match=r"training mode \(dropout is active\)"):
+        load_model(str(tmp_path / "drop.pt2"), spec=InputSpec((3, 2, 2), (0.5,), (0.25,), 5))
+    torch.export.save(torch.export.export(dropout.eval(), (torch.zeros(2, 3, 2, 2),)), tmp_path / "eval.pt2")
+    assert load_model(str(tmp_path / "eval.pt2"), spec=InputSpec((3, 2, 2), (0.5,), (0.25,), 5))[0] is not None
 
 
 def test_user_files_that_are_almost_right_get_the_right_reason(tmp_path):

@@ -76,6 +76,23 @@ def test_validate_model_errors():
     with pytest.raises(SpecError, match="outputs probabilities.*log_softmax"):
         validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1)), SPEC)
     validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.LogSoftmax(dim=1)), SPEC)  # logits up to a shift
+    validate_model(nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.ReLU()), SPEC)  # >= 0 but not rows summing to 1
+
+    class HalfSoftmax(nn.Module):  # probabilities in half precision: compared in float32, still refused
+        def forward(self, x):
+            return torch.softmax(x.flatten(1)[:, :10], dim=1).half()
+
+    with pytest.raises(SpecError, match="outputs probabilities"):
+        validate_model(HalfSoftmax(), SPEC)
+
+    class NormalizedOnly(nn.Module):  # raises on inputs that are not normalized, as models may
+        def forward(self, x):
+            if x.max() > 10:
+                raise ValueError("input is not normalized")
+            return x.flatten(1)[:, :10]
+
+    wide = InputSpec(shape=(1, 28, 28), mean=(127.5,), std=(63.75,), num_classes=10, value_range=(0.0, 255.0))
+    validate_model(NormalizedOnly(), wide)  # the random probe is normalized like every input
 
 
 def test_a_one_logit_binary_classifier_is_told_how_to_fit():

@@ -24,7 +24,7 @@ EXAMPLES = """examples:
 
 #: EvalSettings fields with a flag of their own
 SETTINGS = (
-    Flag("eps", help="L-inf attack radius in [0,1] pixel space (default %(default)s)"),
+    Flag("eps", help="L-inf attack radius as a fraction of the pixel range (default %(default)s)"),
     Flag("pgd_steps"),
     Flag("n_attack", help="test images attacked (fixed seeded subset)"),
     Flag("n_corruption", help="test images per corruption and severity"),

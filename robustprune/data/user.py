@@ -123,7 +123,17 @@ def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    """The images in ``folder``; hidden files (macOS ``._x.png`` resource forks) are skipped, as hidden folders are."""
+    return sorted(
+        f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+    )
+
+
+def _fits_16_bits(extrema: tuple[int, int]) -> bool:
+    """Whether an integer image's values fit 16 unsigned bits (Pillow opens 16-bit PGMs, and before 10.3 16-bit
+    PNGs, as 32-bit mode ``I``)."""
+    low, high = extrema
+    return 0 <= low and high <= 65535
 
 
 def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
@@ -135,12 +145,13 @@ def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
     channels, height, width = spec.shape
     try:
         with Image.open(path) as image:
-            if image.mode in ("I", "F"):  # 32-bit integers or floats: no white level to scale by
+            wide = image.mode == "F" or (image.mode == "I" and not _fits_16_bits(image.getextrema()))
+            if wide:  # floats, or integers beyond 16 bits: no white level to scale by
                 raise DataError(
-                    f"{path} is a 32-bit {'integer' if image.mode == 'I' else 'float'} image, whose white level is "
+                    f"{path} is a {'float' if image.mode == 'F' else '32-bit integer'} image, whose white level is "
                     "unknown: save it with 8 or 16 bits, or pass its pixels in an .npz or .pt file"
                 )
-            if image.mode.startswith("I;16"):  # 16-bit grey (medical, depth, thermal): scaled by its own white
+            if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grey (medical, depth): white is 65535
                 grey = image.convert("I").convert("F").resize((width, height), Image.Resampling.BILINEAR)
                 array = np.repeat(np.asarray(grey, dtype=np.float32)[..., None] / 65535.0, channels, axis=2)
                 if channels == 4:

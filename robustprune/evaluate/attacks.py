@@ -52,7 +52,7 @@ def _validate(
     except TypeError:
         eps_ok = False
     if not eps_ok:
-        raise ValueError(f"eps must be a number in [0, 1] (pixel space), got {eps!r}")
+        raise ValueError(f"eps must be a number in [0, 1] (a fraction of the pixel range), got {eps!r}")
     if attack in ("pgd", "apgd-ce") and steps < 1:
         raise ValueError(f"{attack} needs steps >= 1, got {steps}")
     if alpha is not None and not (math.isfinite(alpha) and alpha >= 0):
@@ -138,8 +138,8 @@ def adversarial_examples(
     ``"pgd"`` (``steps`` steps of size ``alpha`` from a uniform random start
     in the eps-ball; ``alpha`` defaults to ``2.5 * eps / steps``). Both maximize
     cross-entropy against ``labels`` and keep ``|x_adv - x| <= eps`` and
-    ``x_adv`` in [0, 1]. Inputs of another pixel range are attacked in it mapped onto [0, 1] (``eps`` is then a
-    fraction of the range), and inputs of any shape (signals, features) flattened.
+    ``x_adv`` in [0, 1]. Inputs of another pixel range are attacked in it mapped onto [0, 1] (``eps`` and
+    ``alpha`` are then fractions of the range), and inputs of any shape (signals, features) flattened.
 
     Reproducible and side-effect free: the global RNG is seeded with ``seed``
     inside ``torch.random.fork_rng`` (so PGD's random start is the same on every

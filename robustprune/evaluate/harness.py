@@ -53,7 +53,7 @@ class EvalSettings:
     identical inputs.
     """
 
-    eps: float = 0.1  # L-inf radius in [0, 1] pixel space
+    eps: float = 0.1  # L-inf radius, a fraction of the pixel range (pixels in [0, 1]: in pixels)
     pgd_steps: int = 10
     n_attack: int = 1000
     n_corruption: int = 1000
@@ -67,7 +67,7 @@ class EvalSettings:
         if self.split not in EVAL_SPLITS:
             raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {self.split!r}")
         if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps is in [0, 1] pixel space, got {self.eps}")
+            raise ValueError(f"eps is a fraction of the pixel range, in [0, 1]; got {self.eps}")
         for name in ("pgd_steps", "n_attack", "n_corruption", "n_ood", "latency_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -35,7 +35,7 @@ class PairedSettings:
         if self.split not in EVAL_SPLITS:
             raise ValueError(f"split must be one of {', '.join(EVAL_SPLITS)}, got {self.split!r}")
         if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps is in [0, 1] pixel space, got {self.eps}")
+            raise ValueError(f"eps is a fraction of the pixel range, in [0, 1]; got {self.eps}")
         for name in ("pgd_steps", "n_pgd", "n_apgd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

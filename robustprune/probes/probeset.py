@@ -54,7 +54,9 @@ class ProbeConfig:
         elif self.seed is not None and self.synthetic.seed != self.seed:  # one seed for every probe
             object.__setattr__(self, "synthetic", dataclasses.replace(self.synthetic, seed=self.seed))
         if isinstance(self.eps, bool) or not isinstance(self.eps, int | float) or not 0 <= self.eps <= 1:
-            raise ValueError(f"ProbeConfig.eps must be an L-inf radius in [0, 1] pixel space, got {self.eps!r}")
+            raise ValueError(
+                f"ProbeConfig.eps must be an L-inf radius in [0, 1] (a fraction of the pixel range), got {self.eps!r}"
+            )
 
     def seeded(self, seed: int) -> ProbeConfig:
         """This config with its seed fixed: its own when given, else ``seed`` (the search's)."""

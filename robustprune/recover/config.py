@@ -27,7 +27,7 @@ class RecoverConfig:
       batch is inverted from the original at every step (seed varies by step): no reuse, far
       slower (``synthetic.steps`` forward/backward passes of the original per step).
     * ``adv_fraction``: that fraction of each batch is replaced by L-inf PGD versions
-      (``adv_eps`` in pixel units, ``adv_steps`` steps) of the same inputs against the
+      (``adv_eps`` a fraction of the pixel range, ``adv_steps`` steps) of the same inputs against the
       original, so its behaviour around them (robustness) is distilled too; targets are
       always the original's outputs on the input the student sees.
 
