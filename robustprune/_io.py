@@ -36,6 +36,9 @@ _UMASK = _read_umask()  # read once: setting it to read it is not thread-safe
 PLOT_NAMES = ("front", "steps", "amounts")  # robustprune.plots.plot_run's figures
 PLOT_SUFFIXES = (".png", ".svg")
 _PLOTS = tuple(f"plots/{name}{suffix}" for name in PLOT_NAMES for suffix in PLOT_SUFFIXES)
+#: Files a resumable recovery keeps in its --checkpoint-dir, which may be the run folder: not foreign there,
+#: and not removed with the run's own files.
+RESUME_FILES = ("recover.ckpt", "pool.pt")
 RUN_FILES = {
     "baseline": ("pruned.pt", "spec.json", "report.json"),
     "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),
@@ -224,6 +227,8 @@ def run_kind(directory: str | Path) -> str | None:
     directory = Path(directory)
     if (directory / "original.json").exists():
         return "demo"
+    if (directory / "quantize.json").exists() or (directory / "int8.pt2").exists():
+        return "quantize"
     if (directory / "recover.json").exists():
         return "search+recover" if (directory / "history.json").exists() else "recover"
     if (directory / "history.json").exists():
@@ -256,7 +261,7 @@ def check_run_folder(path: str | Path, kind: str, overwrite: bool = False) -> Pa
     if overwrite:
         return out
     present = [f for f in _files(out) if not any(_stale_staging(out / p) for p in _prefixes(f))]
-    foreign = [f for f in present if f not in OWNED_FILES]
+    foreign = [f for f in present if f not in OWNED_FILES and f not in RESUME_FILES]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunFolderError(

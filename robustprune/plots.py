@@ -65,8 +65,12 @@ def plot_step_trace(run, path: str | Path) -> list[Path]:
     steps = history["steps"]
     k = [s["step"] for s in steps]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
-    targets = [s["target"]["macs"] if s["target"].get("macs") is not None else s["target"]["params"] for s in steps]
-    ax1.plot(k, [100 * t for t in targets], "s--", ms=3, lw=1, label="step target")
+    # a step's MAC or params target; a latency-only target (ms against a table) is not on this axis
+    targets = [
+        s["target"].get("macs") if s["target"].get("macs") is not None else s["target"].get("params") for s in steps
+    ]
+    if all(t is not None for t in targets):
+        ax1.plot(k, [100 * t for t in targets], "s--", ms=3, lw=1, label="step target")
     ax1.plot(k, [100 * s["kept_macs"] for s in steps], "o-", ms=3, lw=1, label="MACs kept")
     ax1.plot(k, [100 * s["kept_params"] for s in steps], "^-", ms=3, lw=1, label="params kept")
     ax1.set_xlabel("step")

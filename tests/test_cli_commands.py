@@ -135,6 +135,34 @@ def test_plot_redraws_and_compares(search_run, tmp_path):
     assert (tmp_path / "compare_fronts.svg").is_file()
 
 
+def test_export_and_plot_never_replace_files_they_were_not_asked_to(search_run, tmp_path, capsys):
+    taken = tmp_path / "weights.pt"
+    taken.write_bytes(b"the user's own file")
+    assert main(["export", str(search_run), "--format", "state_dict", "--out", str(taken), "--quiet"]) == 2
+    assert taken.read_bytes() == b"the user's own file"
+    assert main(["export", str(search_run), "--format", "state_dict", "--out", str(taken), "--overwrite"]) == 0
+    own = search_run / "pruned.pt"
+    before = own.read_bytes()
+    assert main(["export", str(search_run), "--format", "state_dict", "--out", str(own), "--overwrite"]) == 2
+    assert own.read_bytes() == before
+    assert main(["plot", str(search_run), "--out", str(taken), "--quiet"]) == 2
+    assert "--out takes a folder" in capsys.readouterr().err
+
+
+def test_plot_of_a_latency_only_search(search_run, tmp_path):
+    import shutil
+
+    from robustprune.plots import plot_run
+
+    run = tmp_path / "latency"
+    shutil.copytree(search_run, run)
+    history = json.loads((run / "history.json").read_text())
+    for step in history["steps"]:  # a --target-latency search: neither a MAC nor a params target per step
+        step["target"].update(macs=None, params=None, latency=0.5)
+    (run / "history.json").write_text(json.dumps(history))
+    assert {p.name for p in plot_run(run, tmp_path / "plots")} >= {"steps.png", "front.png"}
+
+
 def test_demo_runs_on_a_small_model(tmp_path, capsys):
     out = tmp_path / "demo"
     assert (

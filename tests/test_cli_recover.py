@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,54 @@ def test_search_then_recover_writes_one_run_with_both_stages(tmp_path):
     # the folder is a search+recover run: rerunning is fine, a plain search into it needs --overwrite
     assert main([*search, *rec]) == 0
     assert main(search) == 2
+
+
+def test_search_recover_keeps_the_exclusion_and_a_failed_recovery_keeps_the_search(tmp_path, monkeypatch):
+    import importlib
+
+    recover_module = importlib.import_module("robustprune.recover")  # robustprune.recover is the function
+    search = ["search", "--model", "zoo:mlp", "--target-params", "0.8", "--trials", "1", "--steps", "1"]
+    search += ["--n-probes", "16", "--probe-steps", "2", "--no-eval", "--quiet", "--exclude", "1"]
+    rec = ["--recover", "--recover-steps", "2", "--recover-batch-size", "8", "--recover-pool-size", "8"]
+    rec += ["--recover-synthesis-steps", "2"]
+    assert main([*search, *rec, "--out", str(tmp_path / "run")]) == 0
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec["exclude"] == ["1"] and "1" not in spec["groups"]
+    load_pruned(tmp_path / "run")  # the recorded exclusion rebuilds the recovered space
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recover_module, "recover", interrupted)
+    assert main([*search, *rec, "--out", str(tmp_path / "cut")]) == 130
+    assert {"pruned.pt", "spec.json", "history.json"} <= {p.name for p in (tmp_path / "cut").iterdir()}
+    assert not (tmp_path / "cut" / "recover.json").exists()
+
+
+def test_recover_resumes_with_its_checkpoints_in_the_run_folder_and_other_settings_exit_2(tmp_path, capsys):
+    source = tmp_path / "pruned"
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(source), "--quiet"]) == 0
+    out = tmp_path / "recovered"
+    args = ["recover", str(source), "--out", str(out), "--checkpoint-dir", str(out)]
+    assert main([*args, *TINY]) == 0
+    assert (out / "recover.ckpt").is_file()
+    assert main([*args, *TINY]) == 0  # the same line again: the checkpoint beside the run is ours, not foreign
+    assert (out / "recover.ckpt").is_file() and (out / "recover.json").is_file()
+    capsys.readouterr()
+    assert main([*args, *TINY[:-1], "--steps", "3"]) == 2  # the checkpoint was made with other settings
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_eval_data_reaches_recover_and_no_flag_stands_for_a_longer_one(tmp_path, capsys):
+    source = tmp_path / "pruned"
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(source), "--quiet"]) == 0
+    data = tmp_path / "mine.npz"
+    np.savez(data, x=np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32), y=np.arange(6) % 10)
+    out = tmp_path / "recovered"
+    assert main(["recover", str(source), "--out", str(out), *TINY[:-2], "--quiet", "--data", str(data)]) == 0
+    assert json.loads((out / "report.json").read_text())["provenance"]["examples"] == 6
+    with pytest.raises(SystemExit) as exc:  # an abbreviation of --data-root is not taken for it
+        main(["eval", "--model", "zoo:mlp", "--data-ro", str(tmp_path)])
+    assert exc.value.code == 2

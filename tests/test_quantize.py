@@ -1,5 +1,8 @@
 """int8 post-training quantization (PT2E via torchao) on a residual model with a shared ReLU."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -102,7 +105,14 @@ def test_quantize_writes_a_run_folder_that_loads_as_int8_with_float_gradients(tm
     model(x).sum().backward()  # gradients come from the float model (BPDA): attacks can run
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert count_macs_params(model, spec) == count_macs_params(float_model, spec)
-    assert main([*args, "--quiet"]) == 2  # the folder exists: refused without --overwrite
+    assert main([*args, "--quiet"]) == 0  # a rerun into its own int8 folder, as for every kind of run
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(out), "--quiet"]) == 2  # another kind of run: refused, int8.pt2 kept
+    assert (out / "int8.pt2").is_file() and (out / "quantize.json").is_file()
+    assert main(["export", str(out), "--format", "torchscript", "--out", str(tmp_path / "m.ts")]) == 2  # not float
+    load = f"from robustprune.quantize.run import load_quantized_run; load_quantized_run({str(out)!r})"
+    fresh = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True)  # torchao not yet imported
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
 
 
 def test_calibration_sources(monkeypatch):

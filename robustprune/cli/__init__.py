@@ -47,6 +47,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="robustprune",
+        allow_abbrev=False,  # a prefix (--data for --data-root) must not silently stand for another flag
         description="Data-free, robustness-preserving structured pruning of pretrained PyTorch models.",
     )
     parser.add_argument("--version", action="version", version=f"robustprune {__version__}")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_text,
             epilog=examples,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
         )
         # also after the command; SUPPRESS keeps the global flag's value when it is not repeated here
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -78,6 +80,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.deploy import DeployError
     from robustprune.models import ModelRefError
     from robustprune.quantize.ptq import QuantizeError
+    from robustprune.recover.checkpoint import CheckpointMismatchError
     from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
@@ -96,6 +99,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         UnsupportedModelError,
         UnreachableTargetError,
         QuantizeError,
+        CheckpointMismatchError,
     )
 
 

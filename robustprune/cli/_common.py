@@ -254,6 +254,20 @@ def check_run_source(folder: Path) -> None:
         raise UsageError(f"{folder} is not a run folder (no {' or '.join(missing)})")
 
 
+def load_original(args: argparse.Namespace, source: Path, data: dict, spec):
+    """The unpruned model a run folder was pruned from: --original, else the reference its spec.json records
+    (library references load as they are; user code needs --original or --allow-code), with the run's spec."""
+    from robustprune.models import is_library_ref, load_model
+
+    reference = args.original or data.get("model")
+    if not reference:
+        raise UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
+    if not is_library_ref(reference) and not (args.allow_code or args.original):
+        raise UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
+    original, _ = load_model(reference, weights=args.weights, spec=spec, allow_pickle=args.allow_pickle)
+    return reference, original
+
+
 def open_source_run(args: argparse.Namespace, kind: str):
     """(source, out, pruned model, spec, spec.json data) of a command that reads run folder RUN and writes a
     ``kind`` run to --out; both folders and the evaluation data are checked first."""

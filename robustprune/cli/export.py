@@ -35,6 +35,7 @@ def add_parser(add) -> None:
         help="let a run folder whose spec names package.module:factory import and run it (trusted folders only)",
     )
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -55,7 +56,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise c.UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
     c.check_run_source(source)
+    if (source / "int8.pt2").is_file():
+        raise c.UsageError(
+            f"{source} is an int8 run: its int8.pt2 is already the deployable torch.export program "
+            "(load it with robustprune.quantize.load_quantized); export takes float run folders"
+        )
     out = c.check_output_path(args.out)
+    if out.exists() and not args.overwrite:
+        raise c.UsageError(f"{out} exists; give --overwrite to replace it, or choose another --out")
+    if out.resolve().parent == source.resolve() and out.name in c.RUN_FILES:
+        raise c.UsageError(f"{out} is a file of the run folder being exported; choose another --out")
     model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
     save_model(model, spec, out, args.format)
     atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())

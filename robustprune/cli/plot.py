@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
             raise c.UsageError(f"{folder} is an incomplete search run folder (no {' or '.join(missing)})")
     if len(args.runs) == 1:
         if args.out:
+            if Path(args.out).exists() and not Path(args.out).is_dir():
+                raise c.UsageError(f"{args.out} is a file; --out takes a folder")
             c.check_run_parent(Path(args.out))
         written = plot_run(args.runs[0], args.out)
     else:

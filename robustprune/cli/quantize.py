@@ -54,6 +54,7 @@ def add_parser(add) -> None:
         default=param_default(calibration_inputs, "seed"),
         help="seed of the calibration inputs and the evaluation",
     )
+    c.add_eval_data_args(p)
     c.add_report_args(p)
     p.set_defaults(func=run)
 
@@ -63,19 +64,13 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from robustprune._io import atomic_write_json
-    from robustprune.models import load_model
     from robustprune.quantize import quantize_int8, save_quantized
     from robustprune.quantize.run import INFO_FILE, PROGRAM_FILE, calibration_inputs, load_quantized_run
 
     source, out, pruned, spec, data = c.open_source_run(args, "quantize")
     original = None
     if args.calibration == "synthetic":  # the search's probes are inverted from the original's BN statistics
-        reference = args.original or data.get("model")
-        if not reference:
-            raise c.UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
-        if not reference.startswith("zoo:") and not (args.allow_code or args.original):
-            raise c.UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
-        original, _ = load_model(reference, weights=args.weights, allow_pickle=args.allow_pickle)
+        _reference, original = c.load_original(args, source, data, spec)
     progress = None if args.quiet else (lambda m: print(f"[calibration] {m}", file=sys.stderr, flush=True))
     start = time.time()
     pixels = calibration_inputs(

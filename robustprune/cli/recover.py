@@ -69,24 +69,19 @@ def add_parser(add) -> None:
     )
     p.add_argument("--checkpoint-dir", help="write checkpoints there and resume from them")
     c.add_device_arg(p, "cpu or cuda: where to train and evaluate")
+    c.add_eval_data_args(p)
     c.add_report_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustprune.models import is_library_ref, load_model
     from robustprune.recover import recover
     from robustprune.structure.persist import candidate_of
 
     config = config_from_args(args)
     c.check_device(args.device)
     source, out, pruned, spec, data = c.open_source_run(args, "recover")
-    reference = args.original or data.get("model")
-    if not reference:
-        raise c.UsageError(f"{source}/spec.json names no original model: give --original (and --weights)")
-    if not is_library_ref(reference) and not (args.allow_code or args.original):
-        raise c.UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
-    original, _ = load_model(reference, weights=args.weights, spec=spec, allow_pickle=args.allow_pickle)
+    reference, original = c.load_original(args, source, data, spec)
     candidate = candidate_of(data)
     result = recover(
         pruned,

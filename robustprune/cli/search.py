@@ -184,15 +184,21 @@ def run(args: argparse.Namespace) -> int:
         model_ref=args.model,
         exclude=exclude,
     )
-    recovered = _recover_search(args, result, model, spec, recover_config) if args.recover else None
 
     def write(staging: Path) -> None:
         result.save(staging, model_ref=canonical_ref(args.model))
         plot_run(staging, staging / "plots")
-        if recovered is not None:  # the recovered weights replace the search's pruned.pt
-            recovered.save(staging, model_ref=canonical_ref(args.model))
 
-    _output.save_run(args, out, write)
+    _output.save_run(args, out, write)  # before recovery: a failed or interrupted recovery keeps the search
+    recovered = None
+    if args.recover:
+        recovered = _recover_search(args, result, model, spec, recover_config, exclude)
+
+        def write_recovered(staging: Path) -> None:
+            write(staging)
+            recovered.save(staging, model_ref=canonical_ref(args.model))  # replaces the search's pruned.pt
+
+        _output.save_run(args, out, write_recovered)
     final = recovered.model if recovered is not None else result.model
     report = _output.report_for_run(
         final, spec, f"{args.model} (search{' + recover' if recovered else ''})", args, original=model
@@ -208,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
-def _recover_search(args: argparse.Namespace, result, model, spec, config):
+def _recover_search(args: argparse.Namespace, result, model, spec, config, exclude):
     """``search --recover``: distill the search's pruned model from the original (changes its weights)."""
     from robustprune.recover import recover as distill
 
@@ -220,6 +226,7 @@ def _recover_search(args: argparse.Namespace, result, model, spec, config):
         spec,
         config,
         candidate=result.candidate,
+        exclude=exclude,
         device=args.device,
         checkpoint_dir=args.recover_checkpoint_dir,
         quiet=args.quiet,

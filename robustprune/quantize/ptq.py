@@ -147,5 +147,15 @@ def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLik
 
 
 def load_quantized(path: str | os.PathLike) -> nn.Module:
-    """The saved int8 program as a callable module (``torch.export.load``)."""
-    return torch.export.load(str(path)).module()
+    """The saved int8 program as a callable module (``torch.export.load``, after torchao registers the
+    quantize/dequantize ops the program calls)."""
+    try:
+        import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers the quantized_decomposed ops)
+    except ImportError as exc:
+        message = f"loading an int8 program needs torchao: pip install 'robustprune[quantize]' ({exc})"
+        raise QuantizeError(message) from None
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise QuantizeError(f"could not load the int8 program {path} ({type(exc).__name__}: {first})") from exc
