@@ -241,16 +241,16 @@ def run_kind(directory: str | Path) -> str | None:
 def check_run_folder(path: str | Path, kind: str, overwrite: bool = False) -> Path:
     """Check an output run folder before any expensive work.
 
-    It must be creatable (a new folder in an existing, writable one) or an existing writable folder
-    that is empty or holds only a robustprune run of the same ``kind``; anything else needs
+    It must be creatable (a new folder, with any missing folders above it, under a writable one) or an existing
+    writable folder that is empty or holds only a robustprune run of the same ``kind``; anything else needs
     ``overwrite`` (which then replaces robustprune's own files only). Raises RunFolderError.
     """
     out = Path(path)
     if not out.exists():
-        parent = out.parent if str(out.parent) else Path(".")
-        if not parent.is_dir():
-            raise RunFolderError(f"output folder {parent} does not exist")
-        _probe_writable(parent)
+        ancestor = next(p for p in out.absolute().parents if p.exists())  # missing folders are made (mkdir -p)
+        if not ancestor.is_dir():
+            raise RunFolderError(f"cannot make {out}: {ancestor} is a file")
+        _probe_writable(ancestor)
         return out
     if not out.is_dir():
         raise RunFolderError(f"{out} exists and is not a folder")
@@ -301,7 +301,9 @@ class staged_directory:
         self.owned = frozenset(owned)
 
     def __enter__(self) -> Path:
-        self.created = not self.directory.exists()
+        # the folders this run makes, deepest first: removed again (when still empty) if it fails
+        self.made = [p for p in (self.directory, *self.directory.absolute().parents) if not p.exists()]
+        self.created = bool(self.made)
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(self.directory)
         self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.directory))
@@ -314,9 +316,10 @@ class staged_directory:
                     self._commit()
         finally:
             shutil.rmtree(self.staging, ignore_errors=True)
-            if exc_type is not None and self.created:
-                with contextlib.suppress(OSError):
-                    self.directory.rmdir()  # only when empty: the run made it and wrote nothing there
+            if exc_type is not None:
+                for folder in self.made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only when empty: the run made it and wrote nothing there
 
     def _commit(self) -> None:
         written = _files(self.staging)

@@ -40,7 +40,16 @@ def test_no_command_prints_help_and_exits_2(capsys):
     [
         (["search", "--model", "zoo:nope", "--target-macs", "0.5", "--out", "{tmp}/run"], "unknown zoo model"),
         (["search", "--model", "zoo:mlp", "--out", "{tmp}/run"], "--target-macs"),
-        (["search", "--model", "zoo:mlp", "--target-params", "0.5", "--out", "{tmp}/missing/run"], "does not exist"),
+        (["search", "--model", "zoo:mlp", "--target-params", "0.5", "--out", "{tmp}/a_file/run"], "is a file"),
+        (
+            ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--latency-batch", "8", "--out", "{tmp}/r"],
+            "latency",
+        ),
+        (
+            ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--recover-steps", "5", "--out", "{tmp}/r"],
+            "--recover",
+        ),
+        (["eval", "--model", "zoo:mlp", "--device", "mps"], "not supported"),
         (
             ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--floor", "fidelity", "--out", "{tmp}/run"],
             "PROXY=VALUE",
@@ -60,11 +69,26 @@ def test_no_command_prints_help_and_exits_2(capsys):
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_leave_nothing(argv, message, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_missing_folders_above_a_run_folder_are_made_and_removed_again_on_failure(tmp_path, monkeypatch):
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(tmp_path / "runs" / "deeper" / "mlp"), "--quiet"]) == 0
+    assert (tmp_path / "runs" / "deeper" / "mlp" / "pruned.pt").is_file()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted write")
+
+    monkeypatch.setattr("robustprune.structure.persist.save_pruned", broken)
+    monkeypatch.setattr("robustprune.baselines.PruneResult.save", broken, raising=False)
+    assert main([*base, "--out", str(tmp_path / "new" / "deeper" / "mlp"), "--quiet"]) == 1
+    assert not (tmp_path / "new").exists()
 
 
 def test_bad_target_is_exit_2_from_argparse(tmp_path):

@@ -96,6 +96,11 @@ def values(args: argparse.Namespace, flags: Iterable[Flag], prefix: str = "") ->
     return {flag.path: getattr(args, flag.dest(prefix)) for flag in flags}
 
 
+def changed(args: argparse.Namespace, cls: type, flags: Iterable[Flag], prefix: str = "") -> list[str]:
+    """The names of ``flags`` whose parsed value differs from its default: what the user gave."""
+    return [f.name(prefix) for f in flags if getattr(args, f.dest(prefix)) != field_default(cls, f.path)[1]]
+
+
 def build(cls: type, given: dict[str, Any], **fields: Any) -> Any:
     """``cls(**fields, ...)`` with the dotted ``given`` values: an inner path replaces that field of the outer
     field's default (``dataclasses.replace``), so what is not given keeps the library's default."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from robustprune.cli import _common as c
 from robustprune.cli import _output, recover
-from robustprune.cli._config import Flag, add_flags, build, field_default, param_default, values
+from robustprune.cli._config import Flag, add_flags, build, changed, field_default, param_default, values
 
 HELP = "Prune a model by the progressive, robustness-scored Optuna search (no data needed)."
 EXAMPLES = """examples:
@@ -150,6 +150,10 @@ def search_config_from_args(args: argparse.Namespace):
         raise c.UsageError(
             "give --target-macs, --target-params and/or --target-latency (fraction of the original to keep)"
         )
+    latency_flags = [f for f in search_flags()[2] if f.path in ("latency_batch", "latency_threads", "latency_rounds")]
+    stray = changed(args, SearchConfig, latency_flags) if args.target_latency is None else []
+    if stray:
+        raise c.UsageError(f"{stray[0]} sets how --target-latency is measured: give --target-latency too, or drop it")
     given = {}
     for flags in search_flags():
         given |= values(args, flags)
@@ -167,6 +171,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = search_config_from_args(args)
     recover_config = recover.config_from_args(args, prefix="recover-") if args.recover else None
+    if not args.recover:
+        from robustprune.recover import RecoverConfig
+
+        stray = changed(args, RecoverConfig, recover.CONFIG, "recover-")
+        stray += ["--recover-checkpoint-dir"] if args.recover_checkpoint_dir else []
+        if stray:
+            raise c.UsageError(f"{stray[0]} sets the recovery after the search: give --recover too, or drop it")
     c.check_device(args.device)
     out = c.check_run_dir(args, "search+recover" if args.recover else "search")
     c.check_storage(args.storage)
