@@ -117,8 +117,13 @@ def load_suite(name_or_path: str) -> Suite:
         if method not in SEARCH_VARIANTS and base not in METHODS:
             raise ValueError(f"suite {suite.name}: unknown method {method!r}")
     for name, kind in suite.models.items():
-        if name not in zoo.names() or kind not in ("macs", "params"):
-            raise ValueError(f"suite {suite.name}: model {name!r} with target kind {kind!r}")
+        if name not in zoo.names():
+            raise ValueError(
+                f"suite {suite.name}: model {name!r} is not a zoo model ({', '.join(zoo.names())}); suites "
+                "benchmark the zoo on Fashion-MNIST: prune your own model with search / baseline --data"
+            )
+        if kind not in ("macs", "params"):
+            raise ValueError(f"suite {suite.name}: model {name!r} has target kind {kind!r}; use macs or params")
     return suite
 
 

@@ -439,3 +439,12 @@ def test_user_errors_from_the_library_stay_exit_2(argv, message, tmp_path, capsy
     assert main(["baseline", "--model", "zoo:mlp", *argv, "--no-eval", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     assert message in one_line(capsys)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_suite_naming_a_user_model_says_suites_take_the_zoo(tmp_path):
+    suite = json.loads((REPO / "robustprune" / "suites" / "quick.json").read_text())
+    suite["models"] = {"mypkg.nets:bn": "macs"}
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(suite))
+    with pytest.raises(ValueError, match="is not a zoo model .*search / baseline --data"):
+        load_suite(str(path))

@@ -120,6 +120,8 @@ def test_calibration_sources(monkeypatch):
     from robustprune.quantize.run import calibration_inputs
     from robustprune.search.engine import SEARCH_PROBES
 
+    with pytest.raises(QuantizeError, match="'real' is Fashion-MNIST train images, which do not fit"):
+        calibration_inputs("real", None, SPEC, n=50)  # a (1, 12, 12) 4-class model
     gauss = calibration_inputs("gaussian", None, SPEC, n=50, seed=1)
     assert gauss.shape == (50, *SPEC.shape) and 0 <= gauss.min() and gauss.max() <= 1
     assert torch.equal(gauss, calibration_inputs("gaussian", None, SPEC, n=50, seed=1))

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+from robustprune.quantize.ptq import QuantizeError
 from robustprune.spec import InputSpec
 
 __all__ = ["CALIBRATIONS", "Int8Model", "calibration_inputs", "is_quantized_run", "load_quantized_run"]
@@ -75,6 +76,11 @@ def calibration_inputs(
     n = DEFAULT_N[source] if n is None else n
     if n < 2:
         raise ValueError(f"calibration needs at least 2 inputs, got {n}")
+    if source == "real" and (tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10):
+        raise QuantizeError(
+            f"calibration 'real' is Fashion-MNIST train images, which do not fit this model (input {spec.shape}, "
+            f"{spec.num_classes} classes): use synthetic or gaussian"
+        )
     if source == "synthetic":
         import dataclasses
 
