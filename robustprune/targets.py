@@ -9,6 +9,7 @@ it into channel counts (removal rounding, the uniform fraction, fill-to-target) 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -36,6 +37,8 @@ class Target:
             raise ValueError("give a target: the fraction of MACs, params and/or latency to keep, e.g. macs=0.5")
         for name in KINDS:
             value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"target {name} must be a number, got {type(value).__name__} {value!r}")
             if value is not None and not (0.0 < value < 1.0):
                 raise ValueError(f"target {name} must be a fraction in (0, 1) of the original to keep, got {value}")
         if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:

@@ -402,3 +402,74 @@ def test_the_nsga2_sampler_makes_each_step_two_objective():
     # docs/search.md: `--sampler nsga2` (or `--multi-objective`) makes each step two-objective
     assert SearchConfig(target_macs=0.5, sampler="nsga2").multi_objective
     assert not SearchConfig(target_macs=0.5, sampler="tpe").multi_objective
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"weights": {"fidelity": float("nan")}}, "weight 'fidelity' must be a finite number"),
+        ({"weights": {"fidelity": "1"}}, "must be a finite number"),
+        ({"target_macs": torch.tensor(0.5)}, "target macs must be a number"),
+        ({"target_macs": "0.5"}, "target macs must be a number"),
+        ({"seed": 5_000_000}, r"seed must be an integer in \[0, 4294966\]"),
+        ({"multi_objective": "no"}, "multi_objective must be True or False"),
+        ({"max_increment": None}, "max_increment must be a number"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_when_the_config_is_made(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SearchConfig(**{"target_macs": 0.5, **kwargs})
+
+
+def test_a_step_whose_trials_all_fail_gives_up_instead_of_looping():
+    from robustprune.search import steps
+
+    study = optuna.create_study(direction="maximize")
+    with pytest.raises(RuntimeError, match="trials of .* failed"):
+        steps.contribute(study, lambda trial: float("nan"), budget=2)
+    assert len(study.trials) == steps.MIN_FAILURES
+
+
+def test_a_target_out_of_reach_is_refused_before_any_probe(cache_dir, monkeypatch):
+    from robustprune.search import progressive
+    from robustprune.targets import UnreachableTargetError
+
+    model, spec = zoo.load("mlp")
+    monkeypatch.setattr(progressive, "build_probes", lambda *a, **k: pytest.fail("probes built for nothing"))
+    with pytest.raises(UnreachableTargetError, match="out of reach: with every group at max_amount 0.2"):
+        search(model, spec, config=tiny(target_params=0.3, max_amount=0.2), cache_dir=cache_dir, quiet=True)
+
+
+def test_a_candidate_of_tensor_or_numpy_indices_prunes_as_its_integers():
+    import numpy as np
+
+    from robustprune.structure import export, masked
+
+    model, spec = zoo.load("mlp")
+    space = PruneSpace(model, spec, exclude="1")  # one module's name, not its characters
+    assert space.excluded == {"1"}
+    ints = {g.name: list(range(g.size // 2)) for g in space.groups}
+    for kind in (torch.tensor, np.array):
+        other = {name: kind(keep) for name, keep in ints.items()}
+        x = torch.rand(3, *spec.shape)
+        with torch.no_grad():
+            pruned = export(space, ints)(x)
+            assert torch.equal(export(space, other)(x), pruned)
+            with masked(space, other):
+                assert torch.allclose(space.model(x), pruned, atol=1e-5)
+    name = space.groups[0].name
+    with pytest.raises(ValueError, match="distinct"):
+        space.cost({name: torch.tensor([0, 0, 1])})
+    with pytest.raises(ValueError, match="must be integers"):
+        space.cost({name: torch.tensor([0.0, 1.0])})
+
+
+def test_paoding_leaves_the_callers_random_stream_alone():
+    import robustprune as rp
+
+    model, spec = zoo.load("mlp")
+    torch.manual_seed(0)
+    rp.baseline(model, spec, "paoding", target_params=0.7)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))

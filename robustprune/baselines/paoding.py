@@ -308,7 +308,10 @@ def paoding_prune(model: nn.Module, spec: InputSpec, config: PaodingConfig) -> t
     pruned = copy.deepcopy(model)
     for (name, old), w, b in zip(chain, weights, biases, strict=True):
         param = old.weight
-        layer = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=param.device, dtype=param.dtype)
+        # skip_init: no random initialisation, so the caller's RNG stream is untouched (the weights are copied)
+        layer = nn.utils.skip_init(
+            nn.Linear, w.shape[1], w.shape[0], bias=b is not None, device=param.device, dtype=param.dtype
+        )
         with torch.no_grad():
             layer.weight.copy_(w.to(param.dtype))
             if b is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, get_args
 
@@ -35,7 +36,7 @@ from robustprune.search.objective import (
     weighted_score,
 )
 from robustprune.search.result import SearchResult, StepRecord
-from robustprune.search.samplers import Sampler, make_sampler
+from robustprune.search.samplers import MAX_SEED, Sampler, make_sampler
 from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
 from robustprune.spec import InputSpec
@@ -144,8 +145,14 @@ class SearchConfig:
             raise ValueError(f"steps must be an integer >= 1 (or None for the default schedule), got {self.steps!r}")
         if not _is_int(self.trials) or self.trials < 1:
             raise ValueError(f"trials per step must be an integer >= 1, got {self.trials!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
+        for name in ("multi_objective", "enqueue_uniform"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("max_increment", "max_amount"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), numbers.Real):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not isinstance(self.probes, ProbeConfig):
             raise ValueError(f"probes must be a ProbeConfig, got {type(self.probes).__name__}")
         if not 0 < self.max_increment <= 1:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -38,6 +40,9 @@ def check_weights(weights: Mapping[str, float]) -> None:
     unknown = set(weights) - set(PROXIES)
     if unknown:
         raise ValueError(f"unknown proxies in weights: {', '.join(sorted(unknown))}; known: {', '.join(PROXIES)}")
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+            raise ValueError(f"objective weight {name!r} must be a finite number, got {weight!r}")
     if not any(weights.values()):
         raise ValueError("at least one objective weight must be non-zero")
 

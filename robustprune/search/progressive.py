@@ -40,10 +40,10 @@ from robustprune.search.steps import (
     step_plan,
 )
 from robustprune.search.storage import open_step, owned_search, search_identity
-from robustprune.select import removed_count
+from robustprune.select import removed_count, uniform_counts
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, export
-from robustprune.targets import KINDS, Target
+from robustprune.targets import KINDS, Target, UnreachableTargetError
 
 
 def _stale_message(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
@@ -135,6 +135,13 @@ class ProgressiveSearch:
         self.identity = search_identity(self.model, space, config)  # before the probes: a wrong storage fails at once
         # the final target, with the latency table attached when it bounds latency (measured or cached)
         self.target = engine._with_latency_model(config, space, self.cache_dir, say, quiet=not self.bars)
+        deepest = uniform_counts(space, config.max_amount, self.target.round_to)  # every group at max_amount
+        if not self.target.met(space, deepest):
+            raise UnreachableTargetError(
+                f"target {self.target.describe()} is out of reach: with every group at max_amount "
+                f"{config.max_amount} (and widths rounded to {self.target.round_to}) the model keeps more; "
+                "ask for a larger fraction, raise max_amount, or exclude fewer modules"
+            )
         self.storage, self.base, self.owner = self._stack.enter_context(
             owned_search(
                 self.storage_arg,
@@ -274,7 +281,8 @@ class ProgressiveSearch:
             if mid is None:
                 self.stop_reason = (
                     f"step {k}: no feasible candidate within the per-step bound (max_increment "
-                    f"{config.max_increment}); use more steps or a larger max_increment"
+                    f"{config.max_increment}); use more steps or a larger max_increment, unless the target is "
+                    f"out of reach: no group may lose more than max_amount {config.max_amount} of its channels"
                 )
                 self.say(self.stop_reason)
                 self.stopped = True

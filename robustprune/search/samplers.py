@@ -13,6 +13,10 @@ SAMPLERS: tuple[str, ...] = get_args(Sampler)
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random", "gp", "qmc")
 
 
+#: The largest search seed: a step's sampler seed ``seed * 1000 + k`` must stay below numpy's 2**32.
+MAX_SEED = (2**32 - 1) // 1000 - 1
+
+
 def step_seed(seed: int, k: int, existing: int = 0) -> int:
     """The sampler seed of step ``k``: ``seed * 1000 + k`` for a fresh step; a step resumed with ``existing``
     trials gets a seed of its own, so its sampler continues instead of replaying the amounts already tried."""

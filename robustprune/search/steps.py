@@ -84,6 +84,12 @@ def fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+#: A step gives up when this many trials per trial of its budget (and at least MIN_FAILURES) have failed: a
+#: crashed worker's trial fails once and is retried; an objective that fails for every candidate would loop.
+FAILURES_PER_TRIAL = 3
+MIN_FAILURES = 10
+
+
 def _trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False)
 
@@ -111,7 +117,13 @@ def contribute(
     trials too); Optuna pops a queued trial (a retry, an enqueued one) before sampling a new one.
     """
     ran = 0
-    while not stop() and _room(_trials(study), budget):
+    while not stop() and _room(trials := _trials(study), budget):
+        failed = sum(t.state == State.FAIL for t in trials)
+        if failed >= max(MIN_FAILURES, FAILURES_PER_TRIAL * budget):  # failed trials do not use up the budget
+            raise RuntimeError(
+                f"{failed} trials of {study.study_name} failed (a budget of {budget}); the first error is in the "
+                "log above (e.g. a proxy or objective that is NaN for every candidate)"
+            )
         try:
             study.optimize(objective, n_trials=1, gc_after_trial=False)
         except optuna.exceptions.UpdateFinishedTrialError:

@@ -24,7 +24,7 @@ from robustprune.structure.space import Candidate, PruneSpace
 def group_mask(space: PruneSpace, candidate: Candidate, device=None) -> dict[str, torch.Tensor]:
     """Per group named in ``candidate`` (and changed by it), a float 0/1 keep-vector of the group's size."""
     masks = {}
-    space.kept_counts(candidate)  # validates
+    candidate = space.checked(candidate)
     for name, keep in candidate.items():
         group = space.group(name)
         if len(keep) == group.size:

@@ -36,7 +36,7 @@ def candidate_of(spec_data: dict) -> Candidate:
 
 def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
     """The JSON-serialisable description of ``candidate`` on ``space``."""
-    space.kept_counts(candidate)
+    candidate = space.checked(candidate)
     macs, params = space.cost(candidate)
     return {
         "format_version": FORMAT_VERSION,

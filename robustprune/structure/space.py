@@ -15,6 +15,7 @@ are a few percent of the total and not multiply-accumulates.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import traceback
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -94,7 +95,7 @@ class PruneSpace:
         check_plain_weights(model)
         names = {m: n for n, m in model.named_modules()}
         by_name = dict(model.named_modules())
-        exclude = set(exclude)
+        exclude = {exclude} if isinstance(exclude, str) else set(exclude)  # one name, not its letters
         self.excluded = frozenset(exclude)
         unknown = exclude - set(names.values())
         if unknown:
@@ -236,12 +237,21 @@ class PruneSpace:
         return [g.name for g in self.groups]
 
     # -- cost model ---------------------------------------------------------------------------------
+    def checked(self, candidate: Candidate) -> dict[str, list[int]]:
+        """``candidate`` validated, its kept indices as Python ints (numpy or 0-d tensor indices hash by
+        identity, so a set of them would match nothing)."""
+        self.kept_counts(candidate)
+        return {name: [operator.index(i) for i in keep] for name, keep in candidate.items()}
+
     def kept_counts(self, candidate: Candidate) -> list[int]:
         """Channels kept per group (in group order), validating the candidate."""
         counts = [g.size for g in self.groups]
         for name, keep in candidate.items():
             g = self.group(name)
-            keep = list(keep)
+            try:
+                keep = [operator.index(i) for i in keep]
+            except TypeError:
+                raise ValueError(f"kept indices of group {name!r} must be integers") from None
             if not keep:
                 raise ValueError(f"group {name!r} would lose all its channels; keep at least one")
             if len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= g.size:

@@ -32,7 +32,7 @@ def export(space: PruneSpace, candidate: Candidate, model: nn.Module | None = No
         )
     modules = dict(pruned.named_modules())
     original_names = {m: n for n, m in space.model.named_modules()}
-    space.kept_counts(candidate)  # validates
+    candidate = space.checked(candidate)
     grouped = {name: modules[name].weight.detach().clone() for name in space.grouped_convs}
     dropped: dict[str, set[int]] = {}  # instance norm with running statistics -> its removed channels
     for group, (root_module, handler) in zip(space.groups, space.roots, strict=True):
