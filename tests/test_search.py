@@ -473,3 +473,25 @@ def test_paoding_leaves_the_callers_random_stream_alone():
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))
+
+
+def test_optuna_is_quiet_during_a_search_only(cache_dir, monkeypatch):
+    from robustprune.search import progressive
+
+    seen = []
+    contribute = progressive.run_step_trials
+
+    def spy(*args, **kwargs):
+        seen.append(optuna.logging.get_verbosity())
+        return contribute(*args, **kwargs)
+
+    monkeypatch.setattr(progressive, "run_step_trials", spy)
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        model, spec = zoo.load("mlp")
+        search(model, spec, config=tiny(steps=1, trials=2), cache_dir=cache_dir, quiet=True)
+        assert seen and set(seen) == {optuna.logging.WARNING}  # no per-trial INFO lines amid the progress
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # the caller's level, restored
+    finally:
+        optuna.logging.set_verbosity(before)

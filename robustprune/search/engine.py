@@ -43,9 +43,6 @@ from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace, masked
 from robustprune.targets import Target
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
 #: Probes for the search: 256 inversion images, 100 Adam steps (cached on disk), and adversarial probes at
 #: eps 0.03, where the zoo models' robustness still differs. Evidence: docs/defaults.md, "probes".
 SEARCH_PROBES = ProbeConfig(synthetic=SyntheticConfig(n=256, steps=100), eps=0.03)

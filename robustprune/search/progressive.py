@@ -36,6 +36,7 @@ from robustprune.search.steps import (
     StepObjective,
     best,
     feasible,
+    optuna_quiet,
     run_step_trials,
     step_plan,
 )
@@ -110,6 +111,7 @@ class ProgressiveSearch:
     # -- setup -------------------------------------------------------------------------------------------
     def __enter__(self) -> ProgressiveSearch:
         try:
+            self._stack.enter_context(optuna_quiet())
             self._setup()
         except BaseException:
             self._stack.close()

@@ -10,6 +10,7 @@ whatever the timing of the workers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -82,6 +83,18 @@ def fail_stale(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+
+
+class optuna_quiet(contextlib.ContextDecorator):
+    """Optuna's per-trial INFO lines off while robustprune runs trials (robustprune reports progress itself);
+    the caller's verbosity is restored afterwards."""
+
+    def __enter__(self) -> None:
+        self.before = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(max(self.before, optuna.logging.WARNING))
+
+    def __exit__(self, *exc) -> None:
+        optuna.logging.set_verbosity(self.before)
 
 
 #: A step gives up when this many trials per trial of its budget (and at least MIN_FAILURES) have failed: a

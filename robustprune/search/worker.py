@@ -26,7 +26,7 @@ from robustprune.search.job import find_job, job_status, probes_digest
 from robustprune.search.objective import Evaluator
 from robustprune.search.progressive import _stale_message, attack_of
 from robustprune.search.samplers import make_sampler
-from robustprune.search.steps import POLL_SECONDS, StepObjective, run_step_trials, scores_from_json
+from robustprune.search.steps import POLL_SECONDS, StepObjective, optuna_quiet, run_step_trials, scores_from_json
 from robustprune.search.storage import StorageError, _describe, _differences, fingerprint, open_storage, search_identity
 from robustprune.spec import InputSpec
 from robustprune.structure import PruneSpace
@@ -60,6 +60,7 @@ def _load(job: dict, model_ref: str | None, weights: str | None, allow_code: boo
     return model
 
 
+@optuna_quiet()
 def run_worker(
     storage: str,
     study_name: str = "robustprune",
