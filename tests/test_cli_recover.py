@@ -78,12 +78,12 @@ def test_search_recover_keeps_the_exclusion_and_a_failed_recovery_keeps_the_sear
 
     recover_module = importlib.import_module("robustprune.recover")  # robustprune.recover is the function
     search = ["search", "--model", "zoo:mlp", "--target-params", "0.8", "--trials", "1", "--steps", "1"]
-    search += ["--n-probes", "16", "--probe-steps", "2", "--no-eval", "--quiet", "--exclude", "1"]
+    search += ["--n-probes", "16", "--probe-steps", "2", "--no-eval", "--quiet", "--exclude", "3"]
     rec = ["--recover", "--recover-steps", "2", "--recover-batch-size", "8", "--recover-pool-size", "8"]
     rec += ["--recover-synthesis-steps", "2"]
     assert main([*search, *rec, "--out", str(tmp_path / "run")]) == 0
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
-    assert spec["exclude"] == ["1"] and "1" not in spec["groups"]
+    assert spec["exclude"] == ["3"] and "3" not in spec["groups"]
     load_pruned(tmp_path / "run")  # the recorded exclusion rebuilds the recovered space
 
     def interrupted(*args, **kwargs):
