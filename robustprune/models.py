@@ -247,25 +247,25 @@ def _load_torchscript(ref: str) -> nn.Module:
         ) from exc
 
 
+def _zip_entry_names(path: str | Path) -> set[str]:
+    """The file names (last path part) inside the zip ``path``; none when it is not a zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {name.rpartition("/")[2] for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile):
+        return set()
+
+
 def is_program_archive(path: str | Path) -> bool:
     """Whether ``path`` is a torch.export archive whatever its name (a zip with an ``archive_format`` entry;
     TorchScript files are zips too, without one)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.rpartition("/")[2] == "archive_format" for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    return "archive_format" in _zip_entry_names(path)
 
 
 def _is_model_archive(path: str | Path) -> bool:
-    """Whether ``path`` is a TorchScript file or a torch.export archive (a state dict holds neither entry)."""
-    if is_program_archive(path):
-        return True
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.rpartition("/")[2] == "constants.pkl" for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+    """Whether ``path`` is a TorchScript file (``constants.pkl``) or a torch.export archive; a state dict is
+    neither."""
+    return bool({"archive_format", "constants.pkl"} & _zip_entry_names(path))
 
 
 def _load_program(ref: str) -> nn.Module:

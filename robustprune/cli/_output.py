@@ -40,7 +40,7 @@ def finish_run(args: argparse.Namespace, out: Path, name: str, report: dict, fil
 def report_for_run(model, spec, model_ref: str, args: argparse.Namespace, original=None) -> dict:
     """Real-data metrics on --data, else on Fashion-MNIST when it is installed and fits the spec; otherwise cost
     only, saying why. With --data, ``original`` (the unpruned model) gives the agreement."""
-    from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available
+    from robustprune.data.fashion_mnist import INSTALL_HINT, fashion_mnist_available, fits_fashion_mnist
     from robustprune.evaluate.harness import EvalSettings, cost_only_report, evaluate
 
     data = getattr(args, "data", None)
@@ -51,7 +51,7 @@ def report_for_run(model, spec, model_ref: str, args: argparse.Namespace, origin
             model, spec, data=data, settings=settings, model_ref=model_ref, quiet=args.quiet, original=original,
             ood=getattr(args, "ood", None),
         )  # fmt: skip
-    fits = tuple(spec.shape) == (1, 28, 28) and spec.num_classes == 10
+    fits = fits_fashion_mnist(spec)
     if no_eval or not fits or not fashion_mnist_available(args.data_root):
         if no_eval:
             reason = "skipped (--no-eval)"

@@ -43,6 +43,7 @@ def add_parser(add) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustprune._io import atomic_write_json
     from robustprune.deploy import save_model
+    from robustprune.quantize.run import is_quantized_run
     from robustprune.structure import load_pruned
 
     if args.run:
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise c.UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
     c.check_run_source(source)
-    if (source / "int8.pt2").is_file():
+    if is_quantized_run(source):
         raise c.UsageError(
             f"{source} is an int8 run: its int8.pt2 is already the deployable torch.export program "
             "(load it with robustprune.quantize.load_quantized); export takes float run folders"

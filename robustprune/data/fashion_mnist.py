@@ -111,6 +111,11 @@ def load_eval_split(split: str = "test", root: str | os.PathLike | None = None) 
     return x[TRAIN_IMAGES:], y[TRAIN_IMAGES:]
 
 
+def fits_fashion_mnist(spec) -> bool:
+    """Whether a model of ``spec`` takes Fashion-MNIST images: (1, 28, 28) inputs, 10 classes."""
+    return tuple(spec.shape) == (1, 28, 28) and spec.num_classes == 10
+
+
 def fashion_mnist_available(root: str | os.PathLike | None = None) -> bool:
     directory = resolve_root(root)
     return all((directory / n).is_file() for f in _FILES.values() for n in f[:2])

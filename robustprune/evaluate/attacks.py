@@ -84,12 +84,10 @@ class _UnitFlatInput(nn.Module):
 
     def __init__(self, model: nn.Module, spec: InputSpec) -> None:
         super().__init__()
-        self.model, self.spec = model, spec
+        self.model, self.unit = model, spec.unit_range()[0]  # normalizes [0, 1] pixels as spec does its own
 
     def forward(self, flat: torch.Tensor) -> torch.Tensor:
-        low, high = self.spec.value_range
-        pixels = flat.reshape(flat.shape[0], *self.spec.shape) * (high - low) + low
-        return self.model(self.spec.normalize(pixels))
+        return self.model(self.unit.normalize(flat.reshape(flat.shape[0], *self.unit.shape)))
 
 
 def _build_attack(
@@ -186,7 +184,7 @@ def _attack_flat(atk: torchattacks.attack.Attack, spec: InputSpec, x: torch.Tens
     """One batch attacked through :class:`_UnitFlatInput`, back in the spec's shape and pixel range."""
     low, high = spec.value_range
     scale = high - low
-    flat = ((x - low) / scale).reshape(x.shape[0], 1, 1, -1).clamp(0.0, 1.0)
+    flat = spec.unit_range(x)[1].reshape(x.shape[0], 1, 1, -1).clamp(0.0, 1.0)
     adv = torch.clamp(torch.clamp(atk(flat, y).detach(), flat - eps, flat + eps), 0.0, 1.0)
     # mapping back costs float error of the range's size; project onto the ball and range in pixel space
     x_adv = adv.reshape(x.shape) * scale + low

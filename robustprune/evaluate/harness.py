@@ -16,7 +16,7 @@ from torch import nn
 
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
-from robustprune.data.fashion_mnist import EVAL_SPLITS, EvalSplit, load_eval_split
+from robustprune.data.fashion_mnist import EVAL_SPLITS, EvalSplit, fits_fashion_mnist, load_eval_split
 from robustprune.data.ood import ood_sets
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import (
@@ -109,7 +109,7 @@ def evaluate(
         return _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, progress, original, ood)
     if original is not None or ood is not None:
         raise ValueError("original= and ood= are for the user's data; Fashion-MNIST has its own OOD sets")
-    if tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10:
+    if not fits_fashion_mnist(spec):
         raise SpecError(
             f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
             f"shape {spec.shape} and {spec.num_classes} classes: evaluate on your own data (--data PATH)"

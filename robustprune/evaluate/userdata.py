@@ -33,11 +33,6 @@ from robustprune.spec import InputSpec, SpecError
 AGREEMENT = "agreement"
 
 
-def unit_range(spec: InputSpec, pixels: torch.Tensor | None = None) -> tuple[InputSpec, torch.Tensor | None]:
-    """The same model input with pixels mapped from ``spec.value_range`` onto [0, 1]: (spec', pixels')."""
-    return spec.unit_range(pixels)
-
-
 def evaluate_user_data(
     model: nn.Module,
     spec: InputSpec,
@@ -61,8 +56,8 @@ def evaluate_user_data(
 
     say = progress or ((lambda m: None) if quiet else (lambda m: write_line(f"[eval] {m}")))
     start = time.time()
-    unit, x = unit_range(spec, x)
-    ood = {name: unit_range(spec, pixels)[1] for name, pixels in (ood or {}).items()}
+    unit, x = spec.unit_range(x)
+    ood = {name: spec.unit_range(pixels)[1] for name, pixels in (ood or {}).items()}
     report: dict = {key: None for key in REPORT_KEYS}
     report[AGREEMENT] = None
     say(f"{'labeled' if y is not None else 'unlabeled'} data: {len(x):,} inputs from {data_name}")

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
+from robustprune.data.fashion_mnist import fits_fashion_mnist
 from robustprune.quantize.ptq import QuantizeError
 from robustprune.spec import InputSpec
 
@@ -76,7 +77,7 @@ def calibration_inputs(
     n = DEFAULT_N[source] if n is None else n
     if n < 2:
         raise ValueError(f"calibration needs at least 2 inputs, got {n}")
-    if source == "real" and (tuple(spec.shape) != (1, 28, 28) or spec.num_classes != 10):
+    if source == "real" and not fits_fashion_mnist(spec):
         raise QuantizeError(
             f"calibration 'real' is Fashion-MNIST train images, which do not fit this model (input {spec.shape}, "
             f"{spec.num_classes} classes): use synthetic or gaussian"

@@ -240,12 +240,7 @@ class PruneSpace:
     def checked(self, candidate: Candidate) -> dict[str, list[int]]:
         """``candidate`` validated, its kept indices as Python ints (numpy or 0-d tensor indices hash by
         identity, so a set of them would match nothing)."""
-        self.kept_counts(candidate)
-        return {name: [operator.index(i) for i in keep] for name, keep in candidate.items()}
-
-    def kept_counts(self, candidate: Candidate) -> list[int]:
-        """Channels kept per group (in group order), validating the candidate."""
-        counts = [g.size for g in self.groups]
+        checked = {}
         for name, keep in candidate.items():
             g = self.group(name)
             try:
@@ -263,6 +258,13 @@ class PruneSpace:
                         f"group {name!r} is split into {g.blocks} blocks of {g.size // g.blocks} channels (by a "
                         "GroupNorm's or a grouped conv's groups): keep the same number of channels in each block"
                     )
+            checked[name] = keep
+        return checked
+
+    def kept_counts(self, candidate: Candidate) -> list[int]:
+        """Channels kept per group (in group order), validating the candidate."""
+        counts = [g.size for g in self.groups]
+        for name, keep in self.checked(candidate).items():
             counts[self.index_of(name)] = len(keep)
         return counts
 
