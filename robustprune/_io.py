@@ -4,6 +4,7 @@ that robustprune fills are checked before the work and replaced file by file, ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -120,6 +121,37 @@ def claim(path: str | Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def save_torch(obj, path: str | Path) -> None:
+    """``torch.save`` to ``path`` atomically. Through a file object, so the archive's inner folder is named
+    ``archive`` rather than after the temporary file: the same object gives the same bytes."""
+    import torch
+
+    with staged_file(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def run_folder_claim(path: str | Path) -> contextlib.AbstractContextManager[bool]:
+    """``claim`` on run folder ``path``, held by the command writing it from its check to its report: a second
+    process writing the same folder is refused instead of mixing its files with the first's. The lock file
+    lives in the temporary folder, named after the folder's absolute path, so the run folder holds no litter."""
+    folder = Path(tempfile.gettempdir()) / "robustprune-locks"
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(folder, 0o1777)  # shared by every user, like /tmp
+    key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
+    return claim(folder / f"{key}.lock")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` so that ``path`` holds either the old or the whole new content, never a part."""
     with staged_file(path) as tmp:
@@ -130,20 +162,27 @@ def atomic_write_json(path: str | Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+#: The signals a commit holds back: Ctrl-C, and the polite kill of schedulers, ``docker stop`` and ``timeout``.
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C for the block (a few renames), then raise it: the block runs whole or not at all."""
+    """Hold back Ctrl-C and SIGTERM for the block (a few renames), then deliver them: the block runs whole or
+    not at all. A held-back signal is raised again once the previous handlers are back (Ctrl-C then raises
+    KeyboardInterrupt; SIGTERM does what it did before, by default it ends the process)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for signum in dict.fromkeys(caught):
+        signal.raise_signal(signum)
 
 
 def check_writable_file(path: str | Path) -> Path:
@@ -184,15 +223,22 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _stale_staging(path: Path) -> bool:
-    """A staging folder (or temp file) of a process that no longer runs."""
+    """A staging folder (``.partial-<pid>-<random>``) or temp file of a process that no longer runs; a name
+    that only looks like one (no pid where robustprune writes one) is the user's."""
     if path.name.startswith(STAGING_PREFIX):
-        after = path.name[len(STAGING_PREFIX) :]
+        pid, dash, rest = path.name[len(STAGING_PREFIX) :].partition("-")
+        if not (pid.isdigit() and dash and rest):
+            return False
     elif _owned_temp(path.name):
-        after = path.name.partition(TEMP_MARK)[2]  # empty for names without a pid: older writers'
+        after = path.name.partition(TEMP_MARK)[2]
+        if not after:
+            return path.name.endswith(".tmp")  # an older writer's ``.<name>.tmp``, which named no pid
+        pid, dash, rest = after.partition("-")
+        if not (pid.isdigit() and dash and rest):
+            return False
     else:
         return False
-    pid = after.split("-", 1)[0]
-    return not (pid.isdigit() and _pid_alive(int(pid)))
+    return not _pid_alive(int(pid))
 
 
 def remove_stale_staging(directory: str | Path) -> list[Path]:
@@ -222,9 +268,22 @@ def _files(directory: Path) -> list[str]:
     return out
 
 
+def is_run_spec(path: str | Path) -> bool:
+    """Whether ``path`` is a spec.json that robustprune wrote (a JSON object naming its format and version):
+    a user's own spec.json (an InputSpec file, say) does not make a folder a run."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "format_version" in data and "robustprune" in data and "groups" in data
+
+
 def run_kind(directory: str | Path) -> str | None:
-    """The kind of robustprune run a folder holds by its files (None: no run files)."""
+    """The kind of robustprune run a folder holds (None: no run). A run is recognized by its spec.json's
+    content, every kind writes one; the other files then tell the kind."""
     directory = Path(directory)
+    if not is_run_spec(directory / "spec.json"):
+        return None
     if (directory / "original.json").exists():
         return "demo"
     if (directory / "quantize.json").exists() or (directory / "int8.pt2").exists():
@@ -233,18 +292,19 @@ def run_kind(directory: str | Path) -> str | None:
         return "search+recover" if (directory / "history.json").exists() else "recover"
     if (directory / "history.json").exists():
         return "search"
-    if (directory / "pruned.pt").exists() or (directory / "spec.json").exists():
-        return "baseline"
-    return None
+    return "baseline"
 
 
-def check_run_folder(path: str | Path, kind: str, overwrite: bool = False) -> Path:
+def check_run_folder(path: str | Path, kind: str | tuple[str, ...], overwrite: bool = False) -> Path:
     """Check an output run folder before any expensive work.
 
     It must be creatable (a new folder, with any missing folders above it, under a writable one) or an existing
-    writable folder that is empty or holds only a robustprune run of the same ``kind``; anything else needs
-    ``overwrite`` (which then replaces robustprune's own files only). Raises RunFolderError.
+    writable folder that is empty or holds only a robustprune run of a ``kind`` asked (the first is the one
+    this command writes; a later one is a run it may continue, as ``search --recover`` does its own search);
+    anything else needs ``overwrite`` (which then replaces robustprune's own files only, and in a folder that
+    holds no run, only the files this run writes). Raises RunFolderError.
     """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
     out = Path(path)
     if not out.exists():
         ancestor = next(p for p in out.absolute().parents if p.exists())  # missing folders are made (mkdir -p)
@@ -260,18 +320,19 @@ def check_run_folder(path: str | Path, kind: str, overwrite: bool = False) -> Pa
         raise RunFolderError(f"{out / blocked[0]} is a folder where robustprune writes a file; move it away")
     if overwrite:
         return out
+    existing = run_kind(out)
+    ours = OWNED_FILES if existing is not None else frozenset()  # same names in a folder with no run: the user's
     present = [f for f in _files(out) if not any(_stale_staging(out / p) for p in _prefixes(f))]
-    foreign = [f for f in present if f not in OWNED_FILES and f not in RESUME_FILES]
+    foreign = [f for f in present if f not in ours and f not in RESUME_FILES]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise RunFolderError(
             f"{out} is not empty and holds files robustprune did not write ({shown}); give --overwrite to write "
             "the run there anyway (robustprune's own files are replaced, others are kept) or choose another --out"
         )
-    existing = run_kind(out)
-    if existing is not None and existing != kind:
+    if existing is not None and existing not in kinds:
         raise RunFolderError(
-            f"{out} holds a robustprune {existing} run; give --overwrite to replace it with this {kind} run "
+            f"{out} holds a robustprune {existing} run; give --overwrite to replace it with this {kinds[0]} run "
             "or choose another --out"
         )
     return out
@@ -287,10 +348,12 @@ class staged_directory:
     """Write a run's files into a hidden staging folder, then move them into place together.
 
     On an exception (Ctrl-C included) the staging folder is removed and ``directory`` keeps its
-    old contents (a folder made for the run is removed again). On success every staged file
-    replaces its namesake; ``owned`` files of an earlier run that this one did not write are
-    removed (so no stale result stays beside the new ones); files nobody staged and that are not
-    ``owned`` (the user's) are never touched. Ctrl-C is held back while the files move::
+    old contents (a folder made for the run is removed again). On success ``owned`` files of an
+    earlier run that this one did not write are removed first (report.json, the mark of a finished
+    run, among them), so no stale result stays beside the new ones; then every staged file replaces
+    its namesake, report.json last. In a folder that holds no robustprune run (``run_kind``) nothing
+    is owned. Files nobody staged and that are not ``owned`` (the user's) are never touched. Ctrl-C
+    and SIGTERM are held back while the files move::
 
         with staged_directory(out, owned=OWNED_FILES) as tmp:
             write(tmp / "report.json")
@@ -304,6 +367,8 @@ class staged_directory:
         # the folders this run makes, deepest first: removed again (when still empty) if it fails
         self.made = [p for p in (self.directory, *self.directory.absolute().parents) if not p.exists()]
         self.created = bool(self.made)
+        if run_kind(self.directory) is None:
+            self.owned = frozenset()  # the same names in a folder without a run are the user's files
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(self.directory)
         self.staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.directory))
@@ -323,14 +388,17 @@ class staged_directory:
 
     def _commit(self) -> None:
         written = _files(self.staging)
-        for relative in written:
-            target = self.directory / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.staging / relative, target)
-        for relative in sorted(self.owned - set(written)):
+        # the old report.json (the mark of a finished run) and stale files go first, the new report.json last:
+        # a kill in between leaves no report beside files it does not describe
+        stale = self.owned - set(written)
+        for relative in sorted(stale | ({"report.json"} & self.owned), key=lambda r: r != "report.json"):
             target = self.directory / relative
             if target.is_file() or target.is_symlink():
                 target.unlink()
+        for relative in sorted(written, key=lambda r: r == "report.json"):
+            target = self.directory / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.staging / relative, target)
         for folder in {Path(r).parent for r in self.owned} - {Path(".")}:
             with contextlib.suppress(OSError):
                 (self.directory / folder).rmdir()  # an owned subfolder left empty; kept when the user has files in it
@@ -344,8 +412,12 @@ __all__ = [
     "atomic_write_text",
     "check_run_folder",
     "check_writable_file",
+    "file_sha256",
+    "is_run_spec",
     "remove_stale_staging",
+    "run_folder_claim",
     "run_kind",
+    "save_torch",
     "sigint_deferred",
     "staged_directory",
     "staged_file",

@@ -294,6 +294,7 @@ def _earlier_pruned(
     """(model, earlier row, source) of this cell as another run pruned it under the same search settings,
     or (None, that row or None, why not): no finished cell, other settings, no saved model, or a saved model
     whose clean predictions on that run's images differ from its row's (a folder rewritten by another run)."""
+    from robustprune._io import RunFolderError
     from robustprune.structure.persist import load_pruned
 
     name = cell_id(model_name, method, target, seed)
@@ -303,7 +304,10 @@ def _earlier_pruned(
         return None, None, why
     if not (folder / "spec.json").is_file():
         return None, row, "no saved model"
-    pruned, _, _ = load_pruned(folder)
+    try:
+        pruned, _, _ = load_pruned(folder)
+    except RunFolderError as exc:  # e.g. a weights file that is not the one its spec.json was saved with
+        return None, row, f"the saved model does not load ({exc})"
     if not reproduces_row(pruned, spec, row):
         return None, row, "the saved model's predictions differ from its row's"
     prov = row["report"].get("provenance", {})

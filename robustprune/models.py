@@ -197,7 +197,8 @@ def load_model(
     elif Path(ref).is_file():
         if weights is not None:
             raise ModelRefError(f"{ref} is a model file that holds its own weights; drop --weights")
-        model = _load_program(ref) if Path(ref).suffix == ".pt2" or is_program_archive(ref) else _load_torchscript(ref)
+        program = Path(ref).suffix == ".pt2" or is_program_archive(ref)
+        model = _load_program(ref, allow_pickle) if program else _load_torchscript(ref)
         own = sidecar_spec(ref)
     elif ":" in ref:
         model, own = build_with_spec(resolve_factory(ref), ref)
@@ -268,9 +269,55 @@ def _is_model_archive(path: str | Path) -> bool:
     return bool({"archive_format", "constants.pkl"} & _zip_entry_names(path))
 
 
-def _load_program(ref: str) -> nn.Module:
+#: Entries of a torch.export archive (after its root folder) that hold data only: the graph as JSON, tensors
+#: by their metadata, sample inputs, version marks. Anything else (compiled AOTInductor libraries, ...) may run code.
+_PROGRAM_DATA = ("archive_format", "archive_version", "byteorder", ".data/", "models/", "data/weights/",
+                 "data/constants/", "data/sample_inputs/", "extra/")  # fmt: skip
+
+
+def check_program_archive(path: str | Path, allow_pickle: bool = False) -> None:
+    """Refuse a torch.export archive that would unpickle (run code) when loaded, unless ``allow_pickle``:
+    torch's reader loads a weight or constant marked ``use_pickle``, a custom or opaque object, and sample
+    inputs that are not plain tensors with full pickle. A program that ``torch.export.save`` wrote from
+    tensors passes."""
+    if allow_pickle:
+        return
+    import io
+    import json
+
+    problems = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                inner = name.partition("/")[2]
+                if not inner.startswith(_PROGRAM_DATA):
+                    problems.append(inner)
+                elif inner.startswith(("data/weights/", "data/constants/")) and inner.endswith("_config.json"):
+                    config = json.loads(archive.read(name)).get("config", {})
+                    tensors = ("weight_", "tensor_")  # custom_obj_/opaque_obj_ entries are pickles
+                    problems += [
+                        f"{fqn} (pickled)"
+                        for fqn, meta in config.items()
+                        if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(tensors)
+                    ]
+                elif inner.startswith("data/sample_inputs/"):
+                    try:
+                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                    except Exception:
+                        problems.append(inner)
+    except (OSError, zipfile.BadZipFile, ValueError, AttributeError) as exc:
+        raise ModelRefError(f"{path} is not a readable torch.export archive ({exc.__class__.__name__})") from exc
+    if problems:
+        raise ModelRefError(
+            f"{path} holds entries that load with full pickle ({', '.join(problems[:3])}), which can run code; "
+            "pass allow_pickle=True (--allow-pickle) only if you trust it"
+        )
+
+
+def _load_program(ref: str, allow_pickle: bool = False) -> nn.Module:
     from robustprune.exported import program_to_module
 
+    check_program_archive(ref, allow_pickle)
     try:
         with open(ref, "rb") as file:  # a file object: torch warns about a path not ending in .pt2
             program = torch.export.load(file)
@@ -354,7 +401,7 @@ def torchvision_model(
     return model, own
 
 
-def rebuild_original(ref: object, spec: InputSpec) -> Callable[[], nn.Module] | None:
+def rebuild_original(ref: object, spec: InputSpec, allow_pickle: bool = False) -> Callable[[], nn.Module] | None:
     """What rebuilds a run folder's original architecture from its recorded reference, or None if nothing can.
 
     torchvision:NAME and torch.export programs (.pt2) are data, rebuilt without importing user code; for
@@ -370,7 +417,7 @@ def rebuild_original(ref: object, spec: InputSpec) -> Callable[[], nn.Module] | 
     if Path(ref).suffix == ".pt2":
         if not Path(ref).is_file():
             raise ModelRefError(f"the run folder's original program {ref} is gone; pass build=<factory>")
-        return lambda: _load_program(ref)
+        return lambda: _load_program(ref, allow_pickle)
     return None
 
 

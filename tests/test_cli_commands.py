@@ -11,7 +11,7 @@ import torch
 
 import robustprune.bench
 from robustprune import zoo
-from robustprune._io import claim
+from robustprune._io import claim, file_sha256
 from robustprune.cli import build_parser, main
 from robustprune.data.fashion_mnist import fashion_mnist_available
 from robustprune.structure import load_pruned
@@ -381,8 +381,14 @@ def test_a_test_run_evaluates_the_decision_runs_saved_models(tmp_path, monkeypat
     first = next(k for k, v in state.items() if v.dtype.is_floating_point and v.dim() == 2)
     state[first] = -state[first]
     torch.save(state, weights)
+    mixed = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
+    assert pruned_again == [1, 1] and "is not the weights file" in mixed["pruned_again"]  # spec.json tells
+    spec_path = weights.parent / "spec.json"
+    spec_data = json.loads(spec_path.read_text())
+    spec_data["weights_sha256"] = file_sha256(weights)  # rewritten whole, as another run would
+    spec_path.write_text(json.dumps(spec_data))
     again = bench.run_cell(suite("test", {}), "mlp", "l1_uniform", 0.6, 0, pruned_from=val)
-    assert pruned_again == [1, 1] and "predictions differ" in again["pruned_again"]
+    assert pruned_again == [1, 1, 1] and "predictions differ" in again["pruned_again"]
     assert again["reproduces_earlier"] is True and "reproduces_earlier" not in other  # pruned again: the same model
     # no saved model, and a row whose predictions the model pruned again does not make
     shutil.rmtree(val / "models")

@@ -212,11 +212,16 @@ def test_a_failed_evaluation_keeps_the_pruned_model(tmp_path, monkeypatch, capsy
 # --- 5. overwrites ----------------------------------------------------------------------------------
 
 
+#: What makes spec.json robustprune's (``_io.is_run_spec``); the rest of a real one does not matter here.
+RUN_SPEC = {"format_version": 1, "robustprune": "0", "groups": {}}
+
+
 def fake_search_run(folder: Path) -> None:
     """A search run folder as robustprune writes it, plus the user's own files."""
     for name in RUN_FILES["search"]:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text("old run")
+    (folder / "spec.json").write_text(json.dumps(RUN_SPEC))  # a run is recognized by its spec.json
     (folder / "notes.txt").write_text("mine")
     (folder / "plots" / "mine.png").write_text("mine")
 
@@ -244,7 +249,7 @@ def test_overwrite_replaces_only_robustprunes_files_and_leaves_no_stale_ones(tmp
     names = {p.relative_to(out).as_posix() for p in out.rglob("*")}
     assert names == {"notes.txt", "plots", "plots/mine.png", "pruned.pt", "spec.json", "report.json"}
     assert (out / "plots" / "mine.png").read_text() == "mine"
-    assert (out / "spec.json").read_text() != "old run"
+    assert json.loads((out / "spec.json").read_text()) != RUN_SPEC
     rp.load_pruned(out)
 
 
@@ -280,10 +285,22 @@ def test_a_rerun_removes_stale_staging_folders(tmp_path):
     dead.mkdir()
     (dead / "pruned.pt").write_text("half")
     (out / ".report.json.x1y2.tmp").write_text("half")
-    (out / ".partial-notapid").mkdir()
     assert main(["baseline", *FAST_BASELINE, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["pruned.pt", "report.json", "spec.json"]
     assert remove_stale_staging(out) == []
+
+
+def test_a_users_folder_that_only_looks_like_staging_is_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["baseline", *FAST_BASELINE, "--out", str(out)]) == 0
+    mine = out / ".partial-notes"  # robustprune's staging names carry a pid; this one is the user's
+    mine.mkdir()
+    (mine / "draft.txt").write_text("mine")
+    assert remove_stale_staging(out) == []
+    assert main(["baseline", *FAST_BASELINE, "--out", str(out)]) == 2  # the user's file is foreign
+    assert ".partial-notes/draft.txt" in one_line(capsys)
+    assert main(["baseline", *FAST_BASELINE, "--out", str(out), "--overwrite"]) == 0
+    assert (mine / "draft.txt").read_text() == "mine"
 
 
 def test_a_live_process_staging_folder_is_not_removed(tmp_path):

@@ -93,6 +93,9 @@ def test_search_recover_keeps_the_exclusion_and_a_failed_recovery_keeps_the_sear
     assert main([*search, *rec, "--out", str(tmp_path / "cut")]) == 130
     assert {"pruned.pt", "spec.json", "history.json"} <= {p.name for p in (tmp_path / "cut").iterdir()}
     assert not (tmp_path / "cut" / "recover.json").exists()
+    monkeypatch.undo()
+    assert main([*search, *rec, "--out", str(tmp_path / "cut")]) == 0  # the same command again finishes the run
+    assert (tmp_path / "cut" / "recover.json").is_file()
 
 
 def test_recover_resumes_with_its_checkpoints_in_the_run_folder_and_other_settings_exit_2(tmp_path, capsys):

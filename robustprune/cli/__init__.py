@@ -12,6 +12,7 @@ Ctrl-C handler, while it builds the parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import traceback
@@ -105,7 +106,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        return args.func(args)
+        with contextlib.ExitStack() as args.exit_stack:  # what the command holds until it ends (its --out's claim)
+            return args.func(args)
     except KeyboardInterrupt:
         print(f"robustprune {args.command}: interrupted{where_saved(args)}", file=sys.stderr)
         return 130
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the run's report.json
         if args.command is None:
             parser.print_help()
             return 2

@@ -232,11 +232,14 @@ def check_output_path(path: str) -> Path:
     return check_writable_file(path)
 
 
-def check_run_dir(args: argparse.Namespace, kind: str) -> Path:
+def check_run_dir(args: argparse.Namespace, kind: str | tuple[str, ...]) -> Path:
     """The run folder ``--out``: creatable, really writable, and empty or holding a run of this kind
-    (anything else needs --overwrite)."""
-    from robustprune._io import check_run_folder
+    (anything else needs --overwrite); held by this command until it ends, so no other process writes it."""
+    from robustprune._io import check_run_folder, run_folder_claim
 
+    stack = getattr(args, "exit_stack", None)  # main() gives each command one; callers of run() may not
+    if stack is not None and not stack.enter_context(run_folder_claim(args.out)):
+        raise UsageError(f"another robustprune process is writing {args.out}; wait for it or choose another --out")
     return check_run_folder(args.out, kind, overwrite=getattr(args, "overwrite", False))
 
 
@@ -258,6 +261,7 @@ def load_original(args: argparse.Namespace, source: Path, data: dict, spec):
     """The unpruned model a run folder was pruned from: --original, else the reference its spec.json records
     (library references load as they are; user code needs --original or --allow-code), with the run's spec."""
     from robustprune.models import is_library_ref, load_model
+    from robustprune.probes.cache import weights_hash
 
     reference = args.original or data.get("model")
     if not reference:
@@ -265,6 +269,13 @@ def load_original(args: argparse.Namespace, source: Path, data: dict, spec):
     if not is_library_ref(reference) and not (args.allow_code or args.original):
         raise UsageError(f"the original {reference!r} is user code: give --original explicitly or --allow-code")
     original, _ = load_model(reference, weights=args.weights, spec=spec, allow_pickle=args.allow_pickle)
+    recorded = data.get("original_sha256")  # folders written before it was recorded are not checked
+    if recorded is not None and weights_hash(original) != recorded:
+        given = f"{reference}" + (f" with --weights {args.weights}" if args.weights else "")
+        raise UsageError(
+            f"{given} is not the model {source} was pruned from (its weights differ): give the original's "
+            "--original/--weights"
+        )
     return reference, original
 
 
@@ -275,6 +286,8 @@ def open_source_run(args: argparse.Namespace, kind: str):
 
     source = Path(args.run)
     check_run_source(source)
+    if Path(args.out).resolve() == source.resolve():
+        raise UsageError(f"--out {args.out} is the run folder being read; choose another --out")
     out = check_run_dir(args, kind)
     check_eval_data(args)
     pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)

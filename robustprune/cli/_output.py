@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
+
+#: The password of a URL (``scheme://user:password@host``), kept out of the recorded command line.
+_PASSWORD = re.compile(r"(://[^/@:\s]+:)[^@\s]+@")
 
 
 def save_run(args: argparse.Namespace, out: Path, write) -> None:
@@ -28,6 +33,10 @@ def finish_run(args: argparse.Namespace, out: Path, name: str, report: dict, fil
     from robustprune._io import atomic_write_json
     from robustprune.evaluate.harness import format_table
 
+    argv = getattr(args, "argv", None)
+    if argv is not None:  # what reproduces the run: the command line as given
+        command = shlex.join(["robustprune", *argv])
+        report.setdefault("provenance", {})["command"] = _PASSWORD.sub(r"\1***@", command)  # a --storage URL's
     atomic_write_json(out / "report.json", report)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -73,5 +73,11 @@ def run(args: argparse.Namespace) -> int:
         )
     _output.save_run(args, out, lambda staging: result.save(staging, model_ref=canonical_ref(args.model)))
     report = _output.report_for_run(result.model, spec, f"{args.model} ({args.method})", args, original=model)
-    report["provenance"].update(method=args.method, target={"macs": args.target_macs, "params": args.target_params})
+    report["provenance"].update(
+        method=args.method,
+        target={"macs": args.target_macs, "params": args.target_params},
+        seed=args.seed,
+        round_to=args.round_to,
+        exclude=sorted(exclude),
+    )
     return _output.finish_run(args, out, args.method, report, "pruned.pt, spec.json, report.json")

@@ -37,7 +37,7 @@ def add_parser(add) -> None:
 
     p = add("eval", HELP, EXAMPLES)
     c.add_model_args(p, allow_code=True)
-    p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT (replaced if it exists)")
     c.add_input_spec_args(p)
     c.add_eval_data_args(p)
     p.add_argument("--original", metavar="REF", help="the unpruned model: agreement with it on --data")
@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from robustprune.models import load_model
 
     out = c.check_output_path(args.json) if args.json else None
+    if out is not None:
+        from robustprune._io import OWNED_FILES, run_kind
+
+        if out.name in OWNED_FILES and run_kind(out.parent) is not None:
+            raise c.UsageError(f"--json {out} is a file of a robustprune run folder; choose another file")
     try:
         settings = build(EvalSettings, values(args, SETTINGS), latency=not args.no_latency)
     except ValueError as exc:

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         if stray:
             raise c.UsageError(f"{stray[0]} sets the recovery after the search: give --recover too, or drop it")
     c.check_device(args.device)
-    out = c.check_run_dir(args, "search+recover" if args.recover else "search")
+    # --recover: the rerun of an interrupted run finds the search it saved before recovering
+    out = c.check_run_dir(args, ("search+recover", "search") if args.recover else "search")
     c.check_storage(args.storage)
     c.check_eval_data(args)
     model, spec = c.load_model_from_args(args, prune=True)

@@ -146,9 +146,16 @@ def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLik
     return path
 
 
-def load_quantized(path: str | os.PathLike) -> nn.Module:
+def load_quantized(path: str | os.PathLike, allow_pickle: bool = False) -> nn.Module:
     """The saved int8 program as a callable module (``torch.export.load``, after torchao registers the
-    quantize/dequantize ops the program calls)."""
+    quantize/dequantize ops the program calls). An archive whose loading would unpickle is refused unless
+    ``allow_pickle`` (``robustprune.models.check_program_archive``)."""
+    from robustprune.models import ModelRefError, check_program_archive
+
+    try:
+        check_program_archive(path, allow_pickle)
+    except ModelRefError as exc:
+        raise QuantizeError(str(exc)) from None
     try:
         import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401  (registers the quantized_decomposed ops)
     except ImportError as exc:

@@ -125,4 +125,4 @@ def load_quantized_run(
         raise ValueError(f"{folder} is not a quantized run folder (no {PROGRAM_FILE})")
     float_model, spec, _data = load_pruned(folder, allow_pickle=allow_pickle, trust_code=trust_code)
     info = json.loads((folder / INFO_FILE).read_text()) if (folder / INFO_FILE).is_file() else {}
-    return Int8Model(load_quantized(folder / PROGRAM_FILE), float_model), spec, info
+    return Int8Model(load_quantized(folder / PROGRAM_FILE, allow_pickle), float_model), spec, info

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from robustprune._io import staged_file
+from robustprune._io import save_torch
 
 CHECKPOINT_FILE = "recover.ckpt"
 
@@ -24,8 +24,7 @@ def save_checkpoint(directory: str | Path, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) atomically."""
     path = checkpoint_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     return path
 
 
@@ -34,8 +33,13 @@ def load_checkpoint(directory: str | Path, config: dict) -> dict | None:
     path = checkpoint_path(directory)
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = json.loads(state["config"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = json.loads(state["config"])
+    except Exception as exc:  # truncated by a full disk, or not ours
+        raise CheckpointMismatchError(
+            f"{path} is not a readable recovery checkpoint ({exc.__class__.__name__}); remove it to start over"
+        ) from None
     if saved != json.loads(json.dumps(config)):
         changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != json.loads(json.dumps(config)).get(k))
         raise CheckpointMismatchError(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustprune._io import staged_file
+from robustprune._io import save_torch
 from robustprune.evaluate.attacks import adversarial_examples
 from robustprune.probes.cache import weights_hash
 from robustprune.probes.synthetic import generate
@@ -43,13 +43,15 @@ def synthetic_pool(
     path = cache_dir / POOL_FILE if cache_dir is not None else None
     key = {"synthetic": synth.to_dict(), "spec": spec.to_dict(), "original": weights_hash(original) if path else None}
     if path is not None and path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("key") == repr(key) and tuple(saved["pixels"].shape) == (config.pool_size, *spec.shape):
-            return saved["pixels"], 0.0
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("key") == repr(key) and tuple(saved["pixels"].shape) == (config.pool_size, *spec.shape):
+                return saved["pixels"], 0.0
+        except Exception:  # a damaged or foreign cache file: a miss, made again below
+            pass
     result = generate(original, spec, synth, device=device, progress=progress)
     if path is not None:
-        with staged_file(path) as tmp:
-            torch.save({"key": repr(key), "pixels": result.pixels}, tmp)
+        save_torch({"key": repr(key), "pixels": result.pixels}, path)
     return result.pixels, result.seconds
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from robustprune._io import atomic_write_json, staged_file
+from robustprune._io import atomic_write_json, save_torch, staged_file
 from robustprune.recover.config import RecoverConfig
 from robustprune.structure import PruneSpace, save_pruned
 
@@ -65,8 +64,7 @@ class RecoverResult:
             written = list(save_pruned(directory, self.space, self.candidate, model, model_ref=model_ref))
         else:
             weights = directory / "pruned.pt"
-            with staged_file(weights) as tmp:
-                torch.save(model.state_dict(), tmp)
+            save_torch(model.state_dict(), weights)
             written = [weights]
         atomic_write_json(directory / SUMMARY_FILE, {**self.summary(), "losses": self.losses, "parts": self.parts})
         written.append(directory / SUMMARY_FILE)

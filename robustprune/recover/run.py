@@ -178,15 +178,18 @@ def recover(
     home = _module_device(pruned)
     teacher = copy.deepcopy(original).to(run_on).eval().requires_grad_(False)
     student = copy.deepcopy(pruned).to(run_on).requires_grad_(True)
-    if config.expand > 1:
-        student = expand_model(student, config.expand, seed=config.seed)
+    # new layers draw their default init from the global generator before their seeded weights replace it:
+    # forked, so the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[run_on] if run_on.type == "cuda" else []):
+        if config.expand > 1:
+            student = expand_model(student, config.expand, seed=config.seed)
 
-    active = config.feature_weight > 0 or config.sp_weight > 0
-    layers = resolve_feature_layers(config.features, student, teacher) if active else []
-    # maps the already exported candidate's kept channels; the search that found it verified the space
-    space = PruneSpace(original, spec, exclude=exclude, verify=False) if candidate is not None else None
-    kept = kept_channels(space, candidate, layers) if space is not None and layers else {}
-    adapters = _build_adapters(student, teacher, spec, layers, kept, run_on, config.seed)
+        active = config.feature_weight > 0 or config.sp_weight > 0
+        layers = resolve_feature_layers(config.features, student, teacher) if active else []
+        # maps the already exported candidate's kept channels; the search that found it verified the space
+        space = PruneSpace(original, spec, exclude=exclude, verify=False) if candidate is not None else None
+        kept = kept_channels(space, candidate, layers) if space is not None and layers else {}
+        adapters = _build_adapters(student, teacher, spec, layers, kept, run_on, config.seed)
     if config.feature_weight == 0:
         adapters = nn.ModuleDict()
     params = list(student.parameters()) + list(adapters.parameters())
@@ -273,7 +276,11 @@ def recover(
                     detail = ", ".join(f"{k} {v[-1]:.4g}" for k, v in parts.items())
                     say(f"step {step}/{config.steps}: loss {losses[-1]:.4g} ({detail})")
 
-    model = merge_model(student) if config.expand > 1 else student
+    if config.expand > 1:
+        with torch.random.fork_rng(devices=[]):  # the merged layers' default init, overwritten: not the caller's draw
+            model = merge_model(student)
+    else:
+        model = student
     model = model.eval().to(home)
     return RecoverResult(
         model=model,

@@ -60,6 +60,9 @@ def weights_digest(model: nn.Module) -> str:
     """SHA-256 of every tensor in ``model.state_dict()``: names, dtypes, shapes and values."""
     sha = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if not isinstance(tensor, torch.Tensor):  # a module's extra state: its repr
+            sha.update(f"{name}|extra|{tensor!r}|".encode())
+            continue
         tensor = tensor.detach().cpu().contiguous()
         sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())

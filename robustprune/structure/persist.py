@@ -16,7 +16,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robustprune._io import RunFolderError, atomic_write_json, staged_file
+from robustprune._io import RunFolderError, atomic_write_json, file_sha256, save_torch
 from robustprune._version import __version__
 from robustprune.spec import InputSpec
 from robustprune.structure.space import Candidate, PruneSpace
@@ -34,8 +34,14 @@ def candidate_of(spec_data: dict) -> Candidate:
     return {name: tuple(group["keep"]) for name, group in spec_data["groups"].items()}
 
 
-def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None = None) -> dict:
-    """The JSON-serialisable description of ``candidate`` on ``space``."""
+def pruning_spec(
+    space: PruneSpace, candidate: Candidate, model_ref: str | None = None, weights_sha256: str | None = None
+) -> dict:
+    """The JSON-serialisable description of ``candidate`` on ``space``. ``original_sha256`` is the digest of the
+    original's weights (``space.model``), so a later command can tell whether it was given the same original;
+    ``weights_sha256`` that of the pruned.pt beside it, so a loader can tell the two files belong together."""
+    from robustprune.probes.cache import weights_hash
+
     candidate = space.checked(candidate)
     macs, params = space.cost(candidate)
     return {
@@ -54,6 +60,8 @@ def pruning_spec(space: PruneSpace, candidate: Candidate, model_ref: str | None 
         "params": params,
         "original_macs": space.full_macs,
         "original_params": space.full_params,
+        "original_sha256": weights_hash(space.model),
+        "weights_sha256": weights_sha256,
     }
 
 
@@ -64,9 +72,8 @@ def save_pruned(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     spec_path, weights_path = directory / "spec.json", directory / "pruned.pt"
-    with staged_file(weights_path) as tmp:
-        torch.save(pruned.state_dict(), tmp)
-    atomic_write_json(spec_path, pruning_spec(space, candidate, model_ref))
+    save_torch(pruned.state_dict(), weights_path)
+    atomic_write_json(spec_path, pruning_spec(space, candidate, model_ref, weights_sha256=file_sha256(weights_path)))
     return spec_path, weights_path
 
 
@@ -114,10 +121,16 @@ def load_pruned(
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; a pruned-model folder holds spec.json and pruned.pt")
     spec_data = _read_spec(spec_path)
+    expected = spec_data.get("weights_sha256")
+    if expected is not None and file_sha256(weights_path) != expected:
+        raise RunFolderError(
+            f"{weights_path} is not the weights file {spec_path} was saved with (another run's, or changed since): "
+            "rerun the command that wrote the folder"
+        )
     ref = spec_data.get("model")
     name = "build" if build is not None else str(ref)
     if build is None:
-        build = _builder(ref, spec_path, trust_code, InputSpec.from_dict(spec_data["input_spec"]))
+        build = _builder(ref, spec_path, trust_code, InputSpec.from_dict(spec_data["input_spec"]), allow_pickle)
     model = apply_spec(build_from(build, name).eval(), spec_data)
     state = _load_weights(weights_path, allow_pickle)
     load_checked(model, state, weights_path)
@@ -160,13 +173,15 @@ def _load_weights(path: Path, allow_pickle: bool) -> dict:
     return state
 
 
-def _builder(ref: object, spec_path: Path, trust_code: bool, spec: InputSpec) -> Callable[[], nn.Module]:
+def _builder(
+    ref: object, spec_path: Path, trust_code: bool, spec: InputSpec, allow_pickle: bool = False
+) -> Callable[[], nn.Module]:
     """What rebuilds the original architecture: a zoo or torchvision model, a torch.export program, or (trusted
     folders only) an imported factory."""
     from robustprune import zoo
     from robustprune.models import rebuild_original, resolve_factory
 
-    library = rebuild_original(ref, spec)  # torchvision:NAME, program.pt2: no code of the user runs
+    library = rebuild_original(ref, spec, allow_pickle)  # torchvision:NAME, program.pt2: no code of the user runs
     if library is not None:
         return library
 
