@@ -104,6 +104,27 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+def _storage_failure(exc: BaseException) -> str | None:
+    """The database error behind ``exc`` (its cause or context chain), in one line; None if there is none.
+    Optuna sometimes hides it behind an error of its own (an UnboundLocalError in its trial loop)."""
+    import optuna
+
+    try:
+        import sqlalchemy.exc
+    except ImportError:
+        return None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
+            return one_line(exc.orig if getattr(exc, "orig", None) is not None else exc)
+        if isinstance(exc, optuna.exceptions.StorageInternalError):
+            inner = _storage_failure(exc.__cause__ or exc.__context__) if (exc.__cause__ or exc.__context__) else None
+            return inner or one_line(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         with contextlib.ExitStack() as args.exit_stack:  # what the command holds until it ends (its --out's claim)
@@ -114,6 +135,14 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:
         if isinstance(exc, _user_errors()):
             print(f"robustprune {args.command}: error: {one_line(exc)}{where_saved(args)}", file=sys.stderr)
+            return 2
+        lost = _storage_failure(exc)
+        if lost is not None:  # the database went away (a restart, the network): not a bug, and resumable
+            print(
+                f"robustprune {args.command}: error: lost the connection to the storage ({lost}); rerun the same "
+                f"command to resume{where_saved(args)}",
+                file=sys.stderr,
+            )
             return 2
         if getattr(args, "debug", False):
             traceback.print_exc()

@@ -310,11 +310,18 @@ def check_storage(url: str | None) -> None:
     if url is None:
         return
     from robustprune.search.journal import journal_path
+    from robustprune.search.storage import StorageError, _describe, open_storage
 
+    shown = _describe(url)  # no password in a message
     path = journal_path(url)
     if path is not None:
         if not path or not Path(path).resolve().parent.is_dir():
-            raise UsageError(f"--storage {url!r}: no folder for the journal file {path!r}")
+            raise UsageError(f"--storage {shown!r}: no folder for the journal file {path!r}")
+        if Path(path).exists():
+            try:
+                open_storage(url)  # replays the file: a folder or another kind of file fails here, in one line
+            except StorageError as exc:
+                raise UsageError(str(exc)) from None
         return
     import sqlalchemy
 
@@ -324,10 +331,10 @@ def check_storage(url: str | None) -> None:
         engine = sqlalchemy.create_engine(database_url(url))
     except ImportError as exc:  # a database driver that is not installed
         hint = " (pip install 'robustprune[distributed]')" if "psycopg" in str(exc) else ""
-        raise UsageError(f"--storage {url!r} needs a driver that is not installed: {exc}{hint}") from None
+        raise UsageError(f"--storage {shown!r} needs a driver that is not installed: {exc}{hint}") from None
     except Exception as exc:  # ArgumentError, NoSuchModuleError, ...
         raise UsageError(
-            f"--storage {url!r} is not a storage URL such as sqlite:///search.db, postgresql://... "
+            f"--storage {shown!r} is not a storage URL such as sqlite:///search.db, postgresql://... "
             f"or journal:FILE ({exc})"
         ) from None
     try:
@@ -335,7 +342,7 @@ def check_storage(url: str | None) -> None:
             pass
     except Exception as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        raise UsageError(f"--storage {url!r}: cannot connect ({reason})") from None
+        raise UsageError(f"--storage {shown!r}: cannot connect ({reason})") from None
     finally:
         engine.dispose()
 

@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         study_name=args.study,
         quiet=args.quiet,
-        model_ref=args.model,
+        model_ref=canonical_ref(args.model),  # model files by absolute path: what a worker on a shared disk loads
+        weights_ref=str(Path(args.weights).resolve()) if args.weights else None,
         exclude=exclude,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from robustprune.cli import _common as c
 from robustprune.cli._config import param_default
@@ -12,6 +13,17 @@ EXAMPLES = """examples:
   robustprune worker --storage postgresql://user:password@dbhost/robustprune
   robustprune worker --storage journal:/shared/search.log --study r20
   robustprune worker --storage postgresql://u:pw@db/rp --model mypkg.nets:build --weights net.pt --allow-code"""
+
+
+def _seconds(text: str) -> float:
+    """A wait in seconds: a number >= 0 (inf: for ever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def add_parser(add) -> None:
@@ -29,7 +41,9 @@ def add_parser(add) -> None:
     p.add_argument("--allow-code", action="store_true", help="let a package.module:factory model reference run")
     c.add_device_arg(p, "cpu or cuda: where this worker scores its trials")
     p.add_argument(
-        "--wait", type=float, help="give up after this many seconds without a published search (default: wait)"
+        "--wait",
+        type=_seconds,
+        help="give up after this many seconds without a published search or a live coordinator (default: wait)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)

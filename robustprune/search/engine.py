@@ -380,9 +380,11 @@ def search(
     ``cache_dir`` caches the probes (and a latency table) on disk. ``callbacks`` get each committed
     ``StepRecord``. ``options`` are ``ProgressiveSearch``'s other keywords: ``study_name``, ``exclude``
     (module names whose channels stay whole), ``quiet``, ``log`` (a callable taking each progress line)
-    and ``model_ref`` (``zoo:NAME``, a TorchScript file, ``package.module:factory``: published in a
-    persistent storage so that ``robustprune worker`` processes can load the model and add trials;
-    docs/search.md, "Many machines").
+    and ``model_ref`` (``zoo:NAME``, ``torchvision:NAME``, a torch.export program file,
+    ``package.module:factory``) with ``weights_ref`` (its state dict file): published in a persistent
+    storage so that ``robustprune worker`` processes can load the model and add trials (docs/search.md,
+    "Many machines"). A storage object resumes after a kill only with heartbeats (an ``RDBStorage``
+    with ``heartbeat_interval``); a URL gets them.
     """
     from robustprune.search.progressive import ProgressiveSearch  # it builds on this module's config
 

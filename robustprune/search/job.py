@@ -8,6 +8,7 @@ rebuild the identical search and check that it did. ``status`` turns to ``done``
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 
@@ -49,6 +50,12 @@ def finish_job(storage: BaseStorage, base: str, reason: str) -> None:
     storage.set_study_user_attr(study_id, STATUS_ATTR, f"done: {reason}")
 
 
+def stop_job(storage: BaseStorage, base: str, reason: str) -> None:
+    """The coordinator ended without finishing (interrupted, an error): workers stop; a rerun publishes again."""
+    study_id = storage.get_study_id_from_name(f"{base}-job")
+    storage.set_study_user_attr(study_id, STATUS_ATTR, f"stopped: {reason}")
+
+
 def job_status(storage: BaseStorage, base: str) -> str:
     return storage.get_study_user_attrs(storage.get_study_id_from_name(f"{base}-job")).get(STATUS_ATTR, "")
 
@@ -58,6 +65,11 @@ def find_job(
 ) -> tuple[str, dict]:
     """The (base, job) of the search named ``study_name`` in ``storage``; waits up to ``wait`` seconds
     (None: for ever) for a coordinator to publish one."""
+    if re.search(r"-[0-9a-f]{12}$", study_name):
+        base = study_name.rpartition("-")[0]
+        raise StorageError(
+            f"{study_name!r} is a study's full name (the search name plus its fingerprint): give --study {base}"
+        )
     deadline = None if wait is None else time.time() + wait
     told = False
     while True:
@@ -72,8 +84,23 @@ def find_job(
         if jobs:
             return jobs[0]
         if deadline is not None and time.time() > deadline:
-            raise StorageError(f"no search named {study_name!r} was published in the storage within {wait:g}s")
+            raise StorageError(
+                f"no search named {study_name!r} was published in the storage within {wait:g}s"
+                f"{_others(storage, study_name)}"
+            )
         if not told:
-            say(f"waiting for a coordinator to publish a search named {study_name!r}")
+            say(f"waiting for a coordinator to publish a search named {study_name!r}{_others(storage, study_name)}")
             told = True
         time.sleep(1.0)
+
+
+def _others(storage: BaseStorage, study_name: str) -> str:
+    """The --study names of the searches the storage does hold (for a worker given the wrong one)."""
+    names = set()
+    for study in storage.get_all_studies():
+        base, _, kind = study.study_name.rpartition("-")
+        if kind == "job" and JOB_ATTR in study.user_attrs:
+            stem, _, fp = base.rpartition("-")
+            names.add(stem if re.fullmatch(r"[0-9a-f]{12}", fp) else base)
+    names.discard(study_name)
+    return f" (the storage holds: {', '.join(sorted(names))}; give --study NAME)" if names else ""

@@ -23,10 +23,16 @@ DEFAULT_WEIGHTS = {"fidelity": 1.0, "robust_fidelity": 0.5, "kl": 0.1, "open_wor
 COMPENSATIONS = ("bn", "merge", "bias")
 
 
+#: The order the objective sums in, whatever order a weights dict has (one read back from JSON is sorted):
+#: every process then scores a candidate to the same bits.
+SUM_ORDER = (*DEFAULT_WEIGHTS, *(name for name in PROXIES if name not in DEFAULT_WEIGHTS))
+
+
 def weighted_score(proxies: Mapping[str, float], weights: Mapping[str, float]) -> float:
     """Sum of weighted proxies, each signed so that higher is better; open-world only penalises a rise."""
     total = 0.0
-    for name, weight in weights.items():
+    for name in SUM_ORDER:
+        weight = weights.get(name)
         if not weight:
             continue
         value = proxies[name]

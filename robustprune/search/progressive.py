@@ -26,7 +26,7 @@ from robustprune.probes.cache import cache_key
 from robustprune.probes.probeset import ProbeSet, build_probes
 from robustprune.search import engine
 from robustprune.search.engine import RESCORED_CRITERIA, SearchConfig
-from robustprune.search.job import finish_job, probes_digest, publish_job
+from robustprune.search.job import finish_job, probes_digest, publish_job, stop_job
 from robustprune.search.objective import Evaluator, meets_floors
 from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler, step_seed
@@ -97,12 +97,13 @@ class ProgressiveSearch:
         quiet: bool = False,
         log: Callable[[str], None] | None = None,
         model_ref: str | None = None,
+        weights_ref: str | None = None,
         callbacks: Sequence[Callable[[StepRecord], None]] = (),
     ) -> None:
         self.model, self.spec, self.config = model, spec, config
         self.callbacks = tuple(callbacks)
         self.storage_arg, self.study_name, self.exclude = storage, study_name, exclude
-        self.cache_dir, self.model_ref = cache_dir, model_ref
+        self.cache_dir, self.model_ref, self.weights_ref = cache_dir, model_ref, weights_ref
         self.say = log or ((lambda m: None) if quiet else write_line)
         self.bars = log is None and bars_enabled(quiet)
         self.trial_say = (lambda m: None) if self.bars else self.say  # with a bar, per-trial lines become its postfix
@@ -118,8 +119,14 @@ class ProgressiveSearch:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None and getattr(self, "published", False):  # workers stop instead of waiting
+                reason = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else f"error ({exc_type.__name__})"
+                with contextlib.suppress(Exception):
+                    stop_job(self.storage, self.base, reason)
+        finally:
+            self._stack.close()
 
     def _setup(self) -> None:
         say, config = self.say, self.config
@@ -170,8 +177,10 @@ class ProgressiveSearch:
         self.position: dict = {"macs": 1.0, "params": 1.0}  # the last committed target (or the timed latency)
         self.stop_reason = "target reached"
         self.stopped = False
+        self.published = False
         if self.persistent:
             publish_job(self.storage, self.base, self._job())
+            self.published = True
 
     def _choose(self, config: SearchConfig, probes: ProbeSet) -> SearchConfig:
         """The config with the criterion "auto" chose; sets the evaluator on the first channel scores."""
@@ -205,6 +214,7 @@ class ProgressiveSearch:
         """What a worker needs to rebuild this search (``robustprune.search.job``)."""
         return {
             "model": self.model_ref,
+            "weights": self.weights_ref,
             "spec": self.spec.to_dict(),
             "exclude": sorted(self.exclude),
             "config": self.identity["config"],

@@ -29,6 +29,7 @@ import optuna
 import torch
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat  # not exported by optuna.storages (journal.py too)
 from optuna.study import StudyDirection
 from torch import nn
 
@@ -93,11 +94,24 @@ def _differences(theirs: dict, ours: dict) -> str:
     """What differs between two ``search_identity`` dicts, shortest first (for a one-line message)."""
     parts = ["the model weights"] if theirs.get("weights") != ours.get("weights") else []
     parts += ["the input spec or prune space"] if theirs.get("space") != ours.get("space") else []
-    config_a, config_b = theirs.get("config") or {}, ours.get("config") or {}
+    config_a, config_b = _flat(theirs.get("config") or {}), _flat(ours.get("config") or {})
     for key in sorted(set(config_a) | set(config_b)):
+        if key.endswith(".seed") and config_a.get("seed") != config_b.get("seed"):
+            continue  # the probes' seed follows the search's: named once
         if config_a.get(key) != config_b.get(key):
             parts.append(f"{key} {json.dumps(config_a.get(key))} there, {json.dumps(config_b.get(key))} here")
     return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """Nested settings as dotted keys (``probes.synthetic.n``), so a difference names the one setting."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _describe(storage: str | BaseStorage) -> str:
@@ -154,6 +168,13 @@ def open_storage(
     if storage is None:
         return InMemoryStorage()
     if isinstance(storage, BaseStorage):
+        beats = isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+        if not beats and not isinstance(storage, InMemoryStorage):
+            warnings.warn(
+                f"the {type(storage).__name__} given has no heartbeat: a trial of a killed process stays RUNNING and "
+                "a rerun waits for it; give a URL, or an RDBStorage with heartbeat_interval, for a resumable search",
+                stacklevel=3,
+            )
         return storage
     if not isinstance(storage, str):
         raise StorageError(f"storage must be an Optuna storage URL or object, got {type(storage).__name__}")
@@ -165,12 +186,19 @@ def open_storage(
     if path is not None:
         if not path or not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise StorageError(f"cannot open storage {storage!r}: no folder for the journal file {path!r}")
-        return HeartbeatJournalStorage(
-            path,
-            heartbeat_interval=HEARTBEAT_INTERVAL,
-            grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=callback,
-        )
+        if os.path.isdir(path):
+            raise StorageError(f"cannot open storage {storage!r}: {path} is a folder, not a journal file")
+        try:
+            return HeartbeatJournalStorage(
+                path,
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=callback,
+            )
+        except Exception as exc:  # Optuna replays the file: a SQLite database or a text file fails to parse
+            raise StorageError(
+                f"cannot open storage {storage!r}: {path} is not an Optuna journal file ({exc.__class__.__name__})"
+            ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         for attempt in range(OPEN_ATTEMPTS):
@@ -222,6 +250,10 @@ def check_storage(storage: BaseStorage, study_name: str, identity: dict, where: 
         if not match or match["fp"] == ours:
             continue
         theirs = study.user_attrs.get("robustprune_search")
+        if theirs is None and match["kind"] == "job":  # a job study holds the identity in its job
+            theirs = (study.user_attrs.get("job") or {}).get("identity")
+        if theirs is None and match["kind"] == "owner" and match["fp"]:
+            continue  # an owner study created a moment ago: labelled next, and its other studies tell
         why = _differences(theirs, identity) if isinstance(theirs, dict) else "made by an older robustprune"
         raise StorageMismatchError(
             f"storage {where} holds another search's studies ({study.study_name}: {why}); "
@@ -315,6 +347,16 @@ class SearchOwner:
         if self.study_id is not None and not self.lost:
             with contextlib.suppress(Exception):
                 self._beat(released=True)
+
+
+def owner_info(storage: BaseStorage, base: str) -> dict:
+    """The heartbeat record of the latest owner of the search ``base`` ({} when it has none)."""
+    latest, info = -1, {}
+    for study in storage.get_all_studies():
+        stem, _, n = study.study_name.rpartition("-owner")
+        if stem == base and n.isdigit() and int(n) > latest:
+            latest, info = int(n), study.user_attrs.get("owner") or {}
+    return info
 
 
 def _alive(info: dict) -> bool:
