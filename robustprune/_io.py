@@ -169,8 +169,8 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
     """Hold back Ctrl-C and SIGTERM for the block (a few renames), then deliver them: the block runs whole or
-    not at all. A held-back signal is raised again once the previous handlers are back (Ctrl-C then raises
-    KeyboardInterrupt; SIGTERM does what it did before, by default it ends the process)."""
+    not at all. Afterwards Ctrl-C raises KeyboardInterrupt and SIGTERM is raised again with the previous
+    handler back (by default it ends the process)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -181,8 +181,10 @@ def sigint_deferred() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    for signum in dict.fromkeys(caught):
-        signal.raise_signal(signum)
+    if signal.SIGTERM in caught:
+        signal.raise_signal(signal.SIGTERM)  # what it did before: by default, the process ends
+    if signal.SIGINT in caught:
+        raise KeyboardInterrupt
 
 
 def check_writable_file(path: str | Path) -> Path:

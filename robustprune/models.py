@@ -306,7 +306,7 @@ def check_program_archive(path: str | Path, allow_pickle: bool = False) -> None:
                     except Exception:
                         problems.append(inner)
     except (OSError, zipfile.BadZipFile, ValueError, AttributeError) as exc:
-        raise ModelRefError(f"{path} is not a readable torch.export archive ({exc.__class__.__name__})") from exc
+        raise ModelRefError(f"{path} is not a torch.export program ({exc.__class__.__name__})") from exc
     if problems:
         raise ModelRefError(
             f"{path} holds entries that load with full pickle ({', '.join(problems[:3])}), which can run code; "
