@@ -157,6 +157,9 @@ def test_plot_redraws_and_compares(search_run, tmp_path):
     assert (tmp_path / "one" / "front.png").is_file()
     assert main(["plot", str(search_run), str(search_run), "--out", str(tmp_path), "--quiet"]) == 0
     assert (tmp_path / "compare_fronts.svg").is_file()
+    # the --help example: several runs into a folder that does not exist yet
+    assert main(["plot", str(search_run), str(search_run), "--out", str(tmp_path / "compare"), "--quiet"]) == 0
+    assert (tmp_path / "compare" / "compare_fronts.png").is_file()
 
 
 def test_export_and_plot_never_replace_files_they_were_not_asked_to(search_run, tmp_path, capsys):

@@ -88,6 +88,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"Install the data to see them: {INSTALL_HINT}")
     print(
         f"\n{result.stop_reason}; {len(result.history)} steps in {result.seconds:.0f}s. Run folder: {out} "
-        "(pruned.pt, spec.json, history.json, front.json, report.json, plots/)"
+        "(pruned.pt, spec.json, history.json, front.json, report.json, original.json, plots/)"
     )
     return 0

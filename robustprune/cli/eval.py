@@ -19,7 +19,8 @@ EXAMPLES = """examples:
   robustprune eval --model traced.ts --eps 0.05 --n-attack 2000
   robustprune eval --model torchvision:resnet18 --weights r18.pt --input-shape 3,32,32 --num-classes 10 \\
       --mean 0.49,0.48,0.45 --std 0.25,0.24,0.26 --data cifar_test/
-  robustprune eval --model runs/mine --data unlabeled.npz --original mypkg.nets:build --original-weights net.pt
+  robustprune eval --model runs/mine --data unlabeled.npz --original mypkg.nets:build --original-weights net.pt \\
+      --allow-code                               # runs/mine was pruned from mypkg.nets:build
   robustprune eval --model runs/r20-int8          # a run folder: pruned, or int8 from quantize"""
 
 #: EvalSettings fields with a flag of their own

@@ -30,16 +30,15 @@ def run(args: argparse.Namespace) -> int:
         missing = [name for name in ("front.json", "spec.json") if not (Path(folder) / name).is_file()]
         if missing:
             raise c.UsageError(f"{folder} is an incomplete search run folder (no {' or '.join(missing)})")
+    if args.out:  # a folder, made with any missing folders above it (as for every --out)
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise c.UsageError(f"{args.out} is a file; --out takes a folder")
+        c.check_run_parent(Path(args.out))
     if len(args.runs) == 1:
-        if args.out:
-            if Path(args.out).exists() and not Path(args.out).is_dir():
-                raise c.UsageError(f"{args.out} is a file; --out takes a folder")
-            c.check_run_parent(Path(args.out))
         written = plot_run(args.runs[0], args.out)
     else:
         out = Path(args.out or ".")
-        if not out.is_dir():
-            raise c.UsageError(f"output folder {out} does not exist")
+        out.mkdir(parents=True, exist_ok=True)
         written = plot_compare(args.runs, out / "compare_fronts")
     if not args.quiet:
         print("wrote " + ", ".join(str(p) for p in written))
