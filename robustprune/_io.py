@@ -144,12 +144,18 @@ def run_folder_claim(path: str | Path) -> contextlib.AbstractContextManager[bool
     process writing the same folder is refused instead of mixing its files with the first's. The lock file
     lives in the temporary folder, named after the folder's absolute path, so the run folder holds no litter."""
     folder = Path(tempfile.gettempdir()) / "robustprune-locks"
-    if not folder.is_dir():
-        folder.mkdir(exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(folder, 0o1777)  # shared by every user, like /tmp
     key = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:32]
-    return claim(folder / f"{key}.lock")
+    lock = folder / f"{key}.lock"
+    try:
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o1777)  # shared by every user, like /tmp
+    except OSError:
+        return contextlib.nullcontext(True)  # no writable temporary folder: no claim, as on Windows
+    if not os.access(folder, os.W_OK | os.X_OK) or (lock.exists() and not os.access(lock, os.W_OK)):
+        return contextlib.nullcontext(True)  # another user's lock folder or file: no claim possible here
+    return claim(lock)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

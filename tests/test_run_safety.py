@@ -78,6 +78,22 @@ def test_a_second_process_writing_the_same_out_is_refused(tmp_path, capsys):
     assert main([*BASELINE, "--out", str(out)]) == 0  # released: the folder is free again
 
 
+def test_a_lock_folder_this_user_cannot_write_does_not_stop_the_command(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def refused(path, *args, **kwargs):  # what another user's lock file or folder does to this user
+        if "robustprune-locks" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_module.os, "open", refused)
+    monkeypatch.setattr(io_module.os, "access", lambda path, mode: "robustprune-locks" not in str(path))
+    out = tmp_path / "run"
+    with io_module.run_folder_claim(out) as held:
+        assert held
+    assert main([*BASELINE, "--out", str(out)]) == 0
+
+
 def test_recover_refuses_an_original_with_other_weights_and_its_own_input_as_out(tmp_path, capsys):
     source = tmp_path / "pruned"
     assert main([*BASELINE, "--out", str(source)]) == 0
