@@ -113,16 +113,15 @@ def _storage_failure(exc: BaseException) -> str | None:
         import sqlalchemy.exc
     except ImportError:
         return None
-    seen = set()
+    seen, masked = set(), None
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError):
             return one_line(exc.orig if getattr(exc, "orig", None) is not None else exc)
-        if isinstance(exc, optuna.exceptions.StorageInternalError):
-            inner = _storage_failure(exc.__cause__ or exc.__context__) if (exc.__cause__ or exc.__context__) else None
-            return inner or one_line(exc)
+        if isinstance(exc, optuna.exceptions.StorageInternalError) and masked is None:
+            masked = one_line(exc)  # Optuna's own wording, when no database error lies behind it
         exc = exc.__cause__ or exc.__context__
-    return None
+    return masked
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -21,6 +21,8 @@ from robustprune.probes.probeset import ProbeSet
 from robustprune.search.storage import STUDY_SUFFIX, StorageError
 
 JOB_ATTR = "job"
+#: A job study's name: the search's --study name, its fingerprint (absent in older names), "-job".
+_JOB_NAME = re.compile(r"^(?P<name>.+?)(?:-(?P<fp>[0-9a-f]{12}))?-job$")
 STATUS_ATTR = "status"
 
 
@@ -98,9 +100,8 @@ def _others(storage: BaseStorage, study_name: str) -> str:
     """The --study names of the searches the storage does hold (for a worker given the wrong one)."""
     names = set()
     for study in storage.get_all_studies():
-        base, _, kind = study.study_name.rpartition("-")
-        if kind == "job" and JOB_ATTR in study.user_attrs:
-            stem, _, fp = base.rpartition("-")
-            names.add(stem if re.fullmatch(r"[0-9a-f]{12}", fp) else base)
+        match = _JOB_NAME.match(study.study_name)
+        if match and JOB_ATTR in study.user_attrs:
+            names.add(match["name"])
     names.discard(study_name)
     return f" (the storage holds: {', '.join(sorted(names))}; give --study NAME)" if names else ""
