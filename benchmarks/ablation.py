@@ -15,8 +15,11 @@ finished cells are kept in cells/ and a rerun skips them), then writes the table
 target, method) the mean and 95% t-interval over seeds of clean, PGD and APGD accuracy on fixed
 images, corruption accuracy and OOD AUROC, kept MACs/params; and, per (model, target), the paired
 comparison of ``search`` against ``progressive_uniform``, ``oneshot_search``, ``search_random`` and
-the best one-shot baseline (by mean clean accuracy): accuracy difference with a bootstrap interval
-over seeds and images, the verdict (win / tie / loss) and the per-seed differences.
+the best one-shot baseline (by mean clean accuracy of the validation run's cells): accuracy difference
+with a bootstrap interval over seeds and images and its verdict (win / tie / loss), beside it the
+seed-level t-interval and its verdict, and the per-seed differences. A second glance table counts a win
+or a loss only where both rules agree and no pooled bound is at the Monte Carlo boundary
+(results/PROTOCOL.md, amendment 9).
 """
 
 from __future__ import annotations
@@ -84,17 +87,38 @@ def _cell_line(method: str, rows: list[dict], original: dict | None = None) -> s
 
 
 def _best_baseline(by_method: dict[str, list[dict]]) -> str | None:
+    """The one-shot baseline with the highest mean clean accuracy among these cells."""
     baselines = [m for m in by_method if m not in SEARCH_VARIANTS]
     if not baselines:
         return None
     return max(baselines, key=lambda m: np.mean([r["report"]["clean_accuracy"] for r in by_method[m]]))
 
 
-def _comparisons(by_method: dict[str, list[dict]], n_resamples: int) -> list[tuple[str, str, list[str], list[str]]]:
-    """Search against each rival: (rival key, row label, cell texts, clean and PGD verdicts)."""
+def _groups(rows: list[dict]) -> dict[tuple[str, float], dict[str, list[dict]]]:
+    """Cells by (model, target), then by method."""
+    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        groups[(row["model"], row["target"])][row["method"]].append(row)
+    return groups
+
+
+def best_baselines(rows: list[dict]) -> dict[tuple[str, float], str]:
+    """Per (model, target), the best one-shot baseline of these cells: the validation run's choice, which the
+    test table reuses (results/PROTOCOL.md, amendment 9)."""
+    chosen = {key: _best_baseline(by_method) for key, by_method in _groups(rows).items()}
+    return {key: best for key, best in chosen.items() if best is not None}
+
+
+def _comparisons(
+    by_method: dict[str, list[dict]], n_resamples: int, best: str | None = None
+) -> list[tuple[str, str, list[str], list]]:
+    """Search against each rival: (rival key, row label, cell texts, clean and PGD comparisons or None).
+    ``best``: the best baseline chosen elsewhere (the validation run); None chooses it among these cells."""
     if "search" not in by_method:
         return []
-    best = _best_baseline(by_method)
+    best = best if best is not None else _best_baseline(by_method)
+    if best is not None and best not in by_method:
+        raise SystemExit(f"the best baseline {best} chosen on validation has no cells here")
     rivals = [m for m in RIVALS if m in by_method] + ([best] if best else [])
     out = []
     for rival in rivals:
@@ -114,8 +138,8 @@ def _comparisons(by_method: dict[str, list[dict]], n_resamples: int) -> list[tup
                 verdicts.append(None)
                 continue
             result = compare(a, b, n_resamples=n_resamples)
-            cells.append(result.describe(with_p=True))
-            verdicts.append(result.verdict)
+            cells.append(result.describe(with_p=True, both_rules=True))
+            verdicts.append(result)
         # corruption and OOD AUROC are one number per cell: paired over seeds only (a t-interval)
         seeds = sorted(shared)
         mine_by_seed = {r["seed"]: _seed_metrics(r) for r in mine}
@@ -128,9 +152,9 @@ def _comparisons(by_method: dict[str, list[dict]], n_resamples: int) -> list[tup
     return out
 
 
-def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000) -> list[str]:
+def comparisons(by_method: dict[str, list[dict]], n_resamples: int = 10_000, best: str | None = None) -> list[str]:
     """Table rows: search against each rival on each metric, paired over seeds and images."""
-    return [_comparison_line(label, cells) for _key, label, cells, _ in _comparisons(by_method, n_resamples)]
+    return [_comparison_line(label, cells) for _key, label, cells, _ in _comparisons(by_method, n_resamples, best)]
 
 
 def _comparison_line(label: str, cells: list[str]) -> str:
@@ -138,13 +162,16 @@ def _comparison_line(label: str, cells: list[str]) -> str:
 
 
 def ablation_markdown(
-    rows: list[dict], suite_name: str, originals: dict[str, dict] | None = None, n_resamples: int = 10_000
+    rows: list[dict],
+    suite_name: str,
+    originals: dict[str, dict] | None = None,
+    n_resamples: int = 10_000,
+    chosen: dict[tuple[str, float], str] | None = None,
 ) -> str:
-    """The whole results file's tables from the finished cells (``originals``: each model's unpruned row)."""
+    """The whole results file's tables from the finished cells (``originals``: each model's unpruned row;
+    ``chosen``: the best baseline per (model, target) chosen on validation; None chooses it on these cells)."""
     originals = originals or {}
-    groups: dict[tuple, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for row in rows:
-        groups[(row["model"], row["target"])][row["method"]].append(row)
+    groups = _groups(rows)
     out = []
     glance = []
     tallies = []
@@ -160,43 +187,67 @@ def ablation_markdown(
         if original is not None:
             out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0, "kept_params": 1.0}], original))
         out += [_cell_line(method, by_method[method], original) for method in sorted(by_method)]
-        compared = _comparisons(by_method, n_resamples)
+        compared = _comparisons(by_method, n_resamples, (chosen or {}).get((model, target)))
         if compared:
             out += [
                 "",
                 "Paired differences, points (A - B), verdict. Clean, PGD, APGD: 95% bootstrap interval over "
-                "seeds and images, per seed the difference and McNemar's exact p. Corruption and AUROC (one "
+                "seeds and images and its verdict (marked where a bound is within 0.1 points of zero, the "
+                "bootstrap's Monte Carlo boundary), then `seeds`: the 95% t-interval of the per-seed differences "
+                "and its verdict, then per seed the difference and McNemar's exact p. Corruption and AUROC (one "
                 "number per cell): 95% t-interval of the per-seed differences.",
                 "",
                 "| comparison | clean | PGD | APGD | corruption | AUROC digits | AUROC flipped | AUROC noise |",
                 "|---|---|---|---|---|---|---|---|",
                 *(_comparison_line(label, cells) for _key, label, cells, _ in compared),
             ]
-            glance.append(_glance_line(model, target, kind, by_method, compared))
+            glance.append((model, target, kind, by_method, compared))
             tallies.append(compared)
         out.append("")
+    best_rule = (
+        "the one the validation run chose (results/ablation_val.md; PROTOCOL amendment 9), not one chosen on "
+        "this table's images"
+        if chosen is not None
+        else "chosen on this table's own images, which can only favour the baseline"
+    )
     head = [
         f"# Ablation: suite {suite_name}",
         "",
         "Accuracies in %, mean ± 95% t-interval over seeds, on the same images for every method and seed "
         "(results/PROTOCOL.md); clean lost: points below the unpruned model on the same images. A comparison "
         "is a win or a loss only where its interval excludes zero. The best baseline is the one-shot baseline with "
-        "the highest mean clean accuracy in this table, per model and target: chosen on the table's own images, "
-        "which can only favour the baseline.",
+        f"the highest mean clean accuracy per model and target: {best_rule}.",
         "",
     ]
     if glance:
-        head += [
-            "## Verdicts at a glance",
-            "",
-            "Search against each rival, clean / PGD (W win, T tie, L loss; the sections below give the intervals). "
-            "The last row counts them: wins-ties-losses, clean / PGD.",
-            "",
+        columns = [
             "| model | target | seeds | vs progressive_uniform | vs oneshot_search | vs search_random "
             "| vs best baseline |",
             "|---|---|---|---|---|---|---|",
-            *glance,
-            _tally_line(tallies),
+        ]
+        head += [
+            "## Verdicts at a glance",
+            "",
+            "Search against each rival, clean / PGD, by the frozen rule: a 95% bootstrap interval over seeds and "
+            "images (W win, T tie, L loss; * a bound within 0.1 points of zero, at the bootstrap's Monte Carlo "
+            "boundary; the sections below give the intervals). The last row counts them: wins-ties-losses, "
+            "clean / PGD.",
+            "",
+            *columns,
+            *(_glance_line(*g, rule="pooled") for g in glance),
+            _tally_line(tallies, rule="pooled"),
+            "",
+            "## Verdicts under both rules",
+            "",
+            "The claim's count (results/PROTOCOL.md, amendment 9): a win or a loss only where the pooled "
+            "bootstrap and the seed-level t-interval (2 degrees of freedom with 3 seeds) agree and no pooled "
+            "bound is at the Monte Carlo boundary; otherwise a tie. (W) and (L): a tie here that is a win or "
+            "a loss under the pooled rule alone; (W*) and (L*): one at the Monte Carlo boundary. The last row "
+            "counts wins-ties-losses under both rules, clean / PGD.",
+            "",
+            *columns,
+            *(_glance_line(*g, rule="both") for g in glance),
+            _tally_line(tallies, rule="both"),
             "",
         ]
     return "\n".join(head + out + _compute_lines(rows))
@@ -233,22 +284,43 @@ def _compute_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _glance_line(model: str, target: float, kind: str, by_method: dict[str, list[dict]], compared) -> str:
+_LETTER = {"win": "W", "tie": "T", "loss": "L"}
+
+
+def _mark(result, rule: str) -> str:
+    """A comparison's glance letter under the pooled rule alone or under both rules (amendment 9)."""
+    if result is None:
+        return "-"
+    pooled = _LETTER[result.verdict] + ("*" if result.at_boundary else "")
+    if rule == "pooled":
+        return pooled
+    both = result.both_rules_verdict
+    return _LETTER[both] if both != "tie" or result.verdict == "tie" else f"({pooled})"
+
+
+def _counted(result, rule: str) -> str | None:
+    if result is None:
+        return None
+    return result.verdict if rule == "pooled" else result.both_rules_verdict
+
+
+def _glance_line(
+    model: str, target: float, kind: str, by_method: dict[str, list[dict]], compared, rule: str = "pooled"
+) -> str:
     """One row of the summary: the clean and PGD verdict letters of each comparison."""
-    letter = {"win": "W", "tie": "T", "loss": "L", None: "-"}
-    marks = {key: " / ".join(letter[v] for v in verdicts) for key, _label, _cells, verdicts in compared}
+    marks = {key: " / ".join(_mark(v, rule) for v in verdicts) for key, _label, _cells, verdicts in compared}
     seeds = len({r["seed"] for r in by_method.get("search", [])})
     columns = [marks.get(r, "") for r in (*RIVALS, "best baseline")]
     return f"| {model} | {target:g} of {kind} | {seeds} | " + " | ".join(columns) + " |"
 
 
-def _tally_line(tallies: list) -> str:
+def _tally_line(tallies: list, rule: str = "pooled") -> str:
     """The glance table's last row: per rival, how many (model, target) pairs search wins, ties and loses."""
     counts: dict[str, list[Counter]] = defaultdict(lambda: [Counter(), Counter()])
     for compared in tallies:
         for key, _label, _cells, verdicts in compared:
-            for metric, verdict in enumerate(verdicts):
-                counts[key][metric][verdict] += 1
+            for metric, result in enumerate(verdicts):
+                counts[key][metric][_counted(result, rule)] += 1
 
     def column(key: str) -> str:
         if key not in counts:
@@ -303,8 +375,14 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
     originals = {model: original_row(suite, model, out) for model in sorted({r["model"] for r in rows})}
+    # the test table's best baseline is the validation run's choice (PROTOCOL amendment 9)
+    chosen = (
+        best_baselines(finished_rows(load_suite("ablation_val"), RESULTS / "ablation_val"))
+        if args.split == "test"
+        else None
+    )
     prov = provenance()
-    text = ablation_markdown(rows, name, originals)
+    text = ablation_markdown(rows, name, originals, chosen=chosen)
     text += (
         f"\n{len(rows)} of {len(suite.cells())} cells finished. Table written by `{command}` at commit "
         f"{prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON in {out.name}/cells "

@@ -192,3 +192,57 @@ def test_the_glance_table_counts_wins_ties_and_losses_per_rival():
     assert columns[0].startswith("2-0-0 / ")  # vs progressive_uniform: clean wins at both targets
     assert columns[1] == "0-2-0 / 0-2-0"  # vs oneshot_search: identical models tie
     assert columns[2] == ""  # no search_random cells
+
+
+def _spread_rows() -> list[dict]:
+    """Search gains 0.5, 4 and 7.5 points over progressive_uniform in seeds 0-2: a pooled win, a seed-level tie."""
+    base = np.zeros((3, 4000), dtype=bool)
+    base[:, :2800] = True
+    better = base.copy()
+    for seed, gain in enumerate((20, 160, 300)):
+        better[seed, 2800 : 2800 + gain] = True
+    rows = []
+    for seed in range(3):
+        rows.append(_row("search", seed, better[seed]))
+        rows.append(_row("progressive_uniform", seed, base[seed]))
+        rows.append(_row("l1_uniform+bn", seed, base[seed], clean=0.6))
+        rows.append(_row("taylor_l1_uniform+bn", seed, better[seed], clean=0.8))
+    return rows
+
+
+def _table(text: str, title: str) -> list[list[str]]:
+    section = text.split(f"## {title}\n")[1].split("\n## ")[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+
+
+def test_the_claims_count_holds_only_verdicts_both_rules_agree_on():
+    text = ablation_markdown(_spread_rows(), "ablation_val", n_resamples=1000)
+    pooled, both = _table(text, "Verdicts at a glance"), _table(text, "Verdicts under both rules")
+    row = next(r for r in pooled if r[0] == "cnn")
+    assert row[3] == "W / W"  # the frozen rule: a win on clean and PGD
+    assert next(r for r in both if r[0] == "cnn")[3] == "(W) / (W)"  # a tie under both, named as a pooled win
+    assert next(r for r in pooled if "wins-ties-losses" in r[0])[3] == "1-0-0 / 1-0-0"
+    assert next(r for r in both if "wins-ties-losses" in r[0])[3] == "0-1-0 / 0-1-0"
+    versus = next(line for line in text.splitlines() if line.startswith("| search vs progressive_uniform |"))
+    assert "] win; seeds [" in versus and "] tie (per seed +0.50 p=" in versus
+
+
+def test_the_test_table_takes_its_best_baseline_from_validation():
+    rows = _spread_rows()
+    own = ablation_markdown(rows, "ablation", n_resamples=100)
+    assert "search vs best baseline (taylor_l1_uniform+bn)" in own and "chosen on this table's own images" in own
+    chosen = ablation_markdown(rows, "ablation", n_resamples=100, chosen={("cnn", 0.5): "l1_uniform+bn"})
+    assert "search vs best baseline (l1_uniform+bn)" in chosen and "taylor_l1_uniform+bn)" not in chosen
+    assert "the one the validation run chose" in chosen
+    with pytest.raises(SystemExit, match="global_magnitude"):
+        ablation_markdown(rows, "ablation", n_resamples=100, chosen={("cnn", 0.5): "global_magnitude+bn"})
+
+
+def test_best_baselines_are_chosen_per_model_and_target_by_mean_clean_accuracy():
+    from benchmarks.ablation import best_baselines
+
+    rows = _spread_rows()
+    rows += [
+        dict(r, target=0.3, report={**r["report"], "clean_accuracy": 1 - r["report"]["clean_accuracy"]}) for r in rows
+    ]
+    assert best_baselines(rows) == {("cnn", 0.5): "taylor_l1_uniform+bn", ("cnn", 0.3): "l1_uniform+bn"}

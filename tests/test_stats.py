@@ -94,3 +94,52 @@ def test_describe_with_p_names_each_seeds_mcnemar_p():
     result = compare(a, b, n_resamples=200)
     assert result.describe(with_p=True).endswith("(per seed +20.00 p=<0.001, +20.00 p=<0.001)")
     assert "p=" not in result.describe()
+
+
+def _seeds_apart(gains: list[int], n_images: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """B right on the first 70% of the images; A fixes ``gains[s]`` more of B's mistakes in seed s."""
+    b = np.zeros((len(gains), n_images))
+    b[:, : int(0.7 * n_images)] = 1
+    a = b.copy()
+    for s, gain in enumerate(gains):
+        a[s, int(0.7 * n_images) : int(0.7 * n_images) + gain] = 1
+    return a, b
+
+
+def test_a_pooled_win_with_spread_seeds_is_a_tie_under_both_rules():
+    # per seed +0.5, +4.0, +7.5 points: every seed gains, so the pooled bootstrap (3 seeds resampled) excludes
+    # zero, but the seed-level t-interval (2 degrees of freedom) is [-5.0, +12.0] and covers it
+    a, b = _seeds_apart([20, 160, 300])
+    result = compare(a, b, n_resamples=2000)
+    assert result.verdict == "win"
+    assert result.seed_verdict == "tie" and result.seed_low < 0 < result.seed_high
+    mean, half = mean_ci(result.seed_differences)
+    assert (result.seed_low, result.seed_high) == pytest.approx((mean - half, mean + half))
+    assert result.both_rules_verdict == "tie"
+    assert "; seeds [" in result.describe(both_rules=True) and "seeds [" not in result.describe()
+
+
+def test_a_steady_gain_is_a_win_under_both_rules_and_its_reverse_a_loss():
+    a, b = _seeds_apart([200, 210, 190])
+    assert compare(a, b, n_resamples=1000).both_rules_verdict == "win"
+    reverse = compare(b, a, n_resamples=1000)
+    assert (reverse.verdict, reverse.seed_verdict, reverse.both_rules_verdict) == ("loss", "loss", "loss")
+
+
+def test_a_pooled_bound_within_the_boundary_of_zero_is_marked_and_counted_as_a_tie():
+    a, b = _seeds_apart([200, 210, 190])
+    clear = compare(a, b, n_resamples=1000)
+    assert not clear.at_boundary and clear.low > 0.1
+    # the same comparison with a boundary wider than its lower bound: marked, counted as a tie
+    marked = compare(a, b, n_resamples=1000, boundary=clear.low + 0.01)
+    assert marked.at_boundary and marked.verdict == "win" and marked.seed_verdict == "win"
+    assert marked.both_rules_verdict == "tie"
+    assert "win at the Monte Carlo boundary; seeds" in marked.describe(both_rules=True)
+
+
+def test_one_seed_has_no_seed_level_verdict_so_nothing_counts_under_both_rules():
+    a, b = _seeds_apart([200])
+    result = compare(a, b, n_resamples=500)
+    assert result.verdict == "win" and result.seed_verdict is None
+    assert result.both_rules_verdict == "tie"
+    assert "seeds: 1 seed, no interval" in result.describe(both_rules=True)

@@ -101,7 +101,12 @@ def verdict(low: float, high: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """A paired comparison of A against B on shared images, in accuracy points (0-100)."""
+    """A paired comparison of A against B on shared images, in accuracy points (0-100).
+
+    ``verdict`` is the pooled rule's (a bootstrap over seeds and images); ``seed_verdict`` the seed-level
+    rule's (a t-interval over the per-seed differences; None with one seed). ``at_boundary``: a pooled bound
+    lies within ``boundary`` points of zero, inside the bootstrap's Monte Carlo error.
+    """
 
     difference: float
     low: float
@@ -109,15 +114,35 @@ class Comparison:
     verdict: str
     seed_differences: tuple[float, ...]
     mcnemar_p: tuple[float, ...]
+    seed_low: float | None = None
+    seed_high: float | None = None
+    seed_verdict: str | None = None
+    at_boundary: bool = False
 
-    def describe(self, with_p: bool = False) -> str:
-        """``+1.20 [+0.40, +2.00] win (per seed +1.00, +1.40)``; ``with_p`` adds each seed's McNemar p."""
+    @property
+    def both_rules_verdict(self) -> str:
+        """'win' or 'loss' only where the pooled and the seed-level rule agree and no pooled bound is at the
+        Monte Carlo boundary; 'tie' otherwise (results/PROTOCOL.md, amendment 9)."""
+        if self.verdict != "tie" and self.seed_verdict == self.verdict and not self.at_boundary:
+            return self.verdict
+        return "tie"
+
+    def describe(self, with_p: bool = False, both_rules: bool = False) -> str:
+        """``+1.20 [+0.40, +2.00] win (per seed +1.00, +1.40)``; ``with_p`` adds each seed's McNemar p,
+        ``both_rules`` the seed-level interval and verdict and the Monte Carlo boundary mark."""
         if with_p:
             pairs = zip(self.seed_differences, self.mcnemar_p, strict=True)
             spread = ", ".join(f"{d:+.2f} p={_p(p)}" for d, p in pairs)
         else:
             spread = ", ".join(f"{d:+.2f}" for d in self.seed_differences)
-        return _interval_text(self.difference, self.low, self.high, self.verdict, spread)
+        verdict_ = self.verdict
+        if both_rules:
+            verdict_ += " at the Monte Carlo boundary" if self.at_boundary else ""
+            if self.seed_verdict is None:
+                verdict_ += "; seeds: 1 seed, no interval"
+            else:
+                verdict_ += f"; seeds [{self.seed_low:+.2f}, {self.seed_high:+.2f}] {self.seed_verdict}"
+        return _interval_text(self.difference, self.low, self.high, verdict_, spread)
 
 
 def _interval_text(difference: float, low: float, high: float, verdict_: str, spread: str) -> str:
@@ -160,16 +185,24 @@ def paired_seed_interval(a, b, confidence: float = 0.95) -> SeedComparison:
     return SeedComparison(mean, mean - half, mean + half, verdict(mean - half, mean + half), spread)
 
 
-def compare(a_correct, b_correct, n_resamples: int = 10_000, seed: int = 0) -> Comparison:
-    """Bootstrap interval, verdict, per-seed differences and per-seed McNemar p-values of A vs B."""
+def compare(a_correct, b_correct, n_resamples: int = 10_000, seed: int = 0, boundary: float = 0.1) -> Comparison:
+    """Bootstrap interval, verdict, per-seed differences and per-seed McNemar p-values of A vs B, with the
+    seed-level t-interval beside it and a pooled bound within ``boundary`` points of zero marked."""
     a = _correctness(a_correct, "a_correct")
     b = _correctness(b_correct, "b_correct")
     difference, low, high = paired_bootstrap(a, b, n_resamples=n_resamples, seed=seed)
+    per_seed = [float(100 * (a[s].mean() - b[s].mean())) for s in range(a.shape[0])]
+    seeds = paired_seed_interval(per_seed, np.zeros(len(per_seed)))
     return Comparison(
         difference=100 * difference,
         low=100 * low,
         high=100 * high,
         verdict=verdict(low, high),
-        seed_differences=tuple(float(100 * (a[s].mean() - b[s].mean())) for s in range(a.shape[0])),
+        seed_differences=tuple(per_seed),
         mcnemar_p=tuple(mcnemar(a[s], b[s]) for s in range(a.shape[0])),
+        seed_low=seeds.low,
+        seed_high=seeds.high,
+        seed_verdict=seeds.verdict,
+        # a zero-width interval (no discordant images) has no Monte Carlo error to be near
+        at_boundary=low < high and min(abs(100 * low), abs(100 * high)) <= boundary,
     )
