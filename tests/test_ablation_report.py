@@ -246,3 +246,31 @@ def test_best_baselines_are_chosen_per_model_and_target_by_mean_clean_accuracy()
         dict(r, target=0.3, report={**r["report"], "clean_accuracy": 1 - r["report"]["clean_accuracy"]}) for r in rows
     ]
     assert best_baselines(rows) == {("cnn", 0.5): "taylor_l1_uniform+bn", ("cnn", 0.3): "l1_uniform+bn"}
+
+
+def test_the_test_summary_uses_the_validation_runs_best_baseline(tmp_path, monkeypatch):
+    import json
+
+    import benchmarks.ablation as ablation
+    from robustprune._provenance import OUTPUTS_ENV, PINNED_COMMIT_ENV
+    from robustprune.bench import cell_id
+
+    for name in (OUTPUTS_ENV, PINNED_COMMIT_ENV):  # main() sets them for its process; restored after the test
+        monkeypatch.setenv(name, "")
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    monkeypatch.setattr(ablation, "cell_sources", lambda rows: [])
+    rng = np.random.default_rng(4)
+    for split, best in (("ablation_val", "taylor_l1_uniform+bn"), ("ablation", "l1_uniform+bn")):
+        cells = tmp_path / split / "cells"
+        cells.mkdir(parents=True)
+        for seed in range(3):
+            for method in ("search", "progressive_uniform", "l1_uniform+bn", "taylor_l1_uniform+bn"):
+                row = _row(method, seed, rng.random(300) < 0.7, clean=0.9 if method == best else 0.5)
+                row["report"]["provenance"] = {"commit": "c" * 40, "machine": "m", "torch": "t"}
+                (cells / f"{cell_id('cnn', method, 0.5, seed)}.json").write_text(json.dumps(row))
+    (tmp_path / "ablation" / "originals").mkdir()
+    (tmp_path / "ablation" / "originals" / "cnn.json").write_text(json.dumps(_original(rng.random(300) < 0.9)))
+    ablation.main(["--split", "test", "--summarize-only"])
+    table = (tmp_path / "ablation.md").read_text()
+    assert "search vs best baseline (taylor_l1_uniform+bn)" in table  # validation's choice, not test's l1
+    assert "the one the validation run chose" in table
