@@ -71,6 +71,15 @@ def start(folder: str | os.PathLike, options: str = "") -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
 
 
+def restart(folder: str | os.PathLike) -> None:
+    """Restart the server started in ``folder`` as a crash would (immediate: open connections are cut)."""
+    bin_dir, folder = find_bin(), Path(folder).resolve()
+    # -l again: pg_ctl restart reuses the server's options but not its log, and a server writing to our pipe
+    # would keep _run waiting for ever
+    command = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "server.log")]
+    _run([*command, "-m", "immediate", "-w", "restart"])
+
+
 def stop(folder: str | os.PathLike) -> None:
     """Stop the server started in ``folder`` (if it runs) and delete the folder."""
     folder = Path(folder)

@@ -214,3 +214,23 @@ def test_bad_storage_url_is_one_line_before_any_work(url, cache_dir):
         search(model, spec, config=tiny(), storage=url, cache_dir=cache_dir / "unused", quiet=True)
     assert "\n" not in str(info.value)
     assert not (cache_dir / "unused").exists(), "no probes were built"
+
+
+def test_a_postgresql_restart_between_two_calls_does_not_end_the_process():
+    import importlib.util
+    import tempfile
+
+    from tests import pgserver
+
+    if importlib.util.find_spec("psycopg") is None or pgserver.find_bin() is None:
+        pytest.skip("needs psycopg and the PostgreSQL server binaries (apt-get install postgresql)")
+    folder = tempfile.mkdtemp(prefix="robustprune-pg-")  # not under pytest's 0700 folders: the server user reads it
+    url = pgserver.start(folder)  # a server of its own: restarting the shared one would cut other tests
+    try:
+        study = optuna.create_study(storage=storage_mod.open_storage(url), study_name="restart")
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)  # the pool now holds a connection
+        pgserver.restart(folder)
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)  # reconnects, no closed connection
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    finally:
+        pgserver.stop(folder)

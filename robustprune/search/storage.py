@@ -205,6 +205,9 @@ def open_storage(
             try:
                 return RDBStorage(
                     storage,
+                    # a server restart between two calls reconnects (SQLAlchemy tests each pooled connection
+                    # before use) instead of failing the next call on a closed connection
+                    engine_kwargs=None if storage.startswith("sqlite") else {"pool_pre_ping": True},
                     heartbeat_interval=HEARTBEAT_INTERVAL,
                     grace_period=GRACE_PERIOD,
                     heartbeat_stale_trial_callback=callback,
