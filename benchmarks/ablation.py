@@ -112,7 +112,8 @@ def best_baselines(rows: list[dict]) -> dict[tuple[str, float], str]:
 def _comparisons(
     by_method: dict[str, list[dict]], n_resamples: int, best: str | None = None
 ) -> list[tuple[str, str, list[str], list]]:
-    """Search against each rival: (rival key, row label, cell texts, clean and PGD comparisons or None).
+    """Search against each rival: (rival key, row label, cell texts, comparisons or None per metric: clean, PGD and
+    APGD over seeds and images, then corruption and each OOD AUROC over seeds).
     ``best``: the best baseline chosen elsewhere (the validation run); None chooses it among these cells."""
     if "search" not in by_method:
         return []
@@ -147,8 +148,10 @@ def _comparisons(
         for metric in ("corruption", *(f"auroc {n}" for n in OOD_SETS)):
             a = [100 * mine_by_seed[s][metric] for s in seeds]
             b = [100 * theirs_by_seed[s][metric] for s in seeds]
-            cells.append(paired_seed_interval(a, b).describe())
-        out.append((key, label, cells, verdicts[:2]))
+            seed_level = paired_seed_interval(a, b)
+            cells.append(seed_level.describe())
+            verdicts.append(seed_level)
+        out.append((key, label, cells, verdicts))
     return out
 
 
@@ -249,6 +252,7 @@ def ablation_markdown(
             *(_glance_line(*g, rule="both") for g in glance),
             _tally_line(tallies, rule="both"),
             "",
+            *_other_metrics_lines(glance),
         ]
     return "\n".join(head + out + _compute_lines(rows))
 
@@ -308,7 +312,7 @@ def _glance_line(
     model: str, target: float, kind: str, by_method: dict[str, list[dict]], compared, rule: str = "pooled"
 ) -> str:
     """One row of the summary: the clean and PGD verdict letters of each comparison."""
-    marks = {key: " / ".join(_mark(v, rule) for v in verdicts) for key, _label, _cells, verdicts in compared}
+    marks = {key: " / ".join(_mark(v, rule) for v in verdicts[:2]) for key, _label, _cells, verdicts in compared}
     seeds = len({r["seed"] for r in by_method.get("search", [])})
     columns = [marks.get(r, "") for r in (*RIVALS, "best baseline")]
     return f"| {model} | {target:g} of {kind} | {seeds} | " + " | ".join(columns) + " |"
@@ -319,7 +323,7 @@ def _tally_line(tallies: list, rule: str = "pooled") -> str:
     counts: dict[str, list[Counter]] = defaultdict(lambda: [Counter(), Counter()])
     for compared in tallies:
         for key, _label, _cells, verdicts in compared:
-            for metric, result in enumerate(verdicts):
+            for metric, result in enumerate(verdicts[:2]):
                 counts[key][metric][_counted(result, rule)] += 1
 
     def column(key: str) -> str:
@@ -329,6 +333,45 @@ def _tally_line(tallies: list, rule: str = "pooled") -> str:
 
     columns = [column(key) for key in (*RIVALS, "best baseline")]
     return "| **wins-ties-losses** | | | " + " | ".join(columns) + " |"
+
+
+OTHER_METRICS = ("APGD", "corruption", *(f"AUROC {n}" for n in OOD_SETS))
+
+
+def _other_metrics_lines(glance: list[tuple]) -> list[str]:
+    """Per rival, wins-ties-losses of search on APGD (both rules), corruption accuracy and each OOD AUROC (seed-level
+    t-interval: one number per cell), and the (model, target) pairs it loses."""
+    counts: dict[str, list[Counter]] = defaultdict(lambda: [Counter() for _ in OTHER_METRICS])
+    lost: dict[str, list[list[str]]] = defaultdict(lambda: [[] for _ in OTHER_METRICS])
+    for model, target, _kind, _by_method, compared in glance:
+        for key, _label, _cells, verdicts in compared:
+            for metric, result in enumerate(verdicts[2:]):
+                verdict = _counted(result, "both") if metric == 0 else (result.verdict if result else None)
+                counts[key][metric][verdict] += 1
+                if verdict == "loss":
+                    lost[key][metric].append(f"{model} {target:g}")
+    rivals = [key for key in (*RIVALS, "best baseline") if key in counts]
+    lines = [
+        "## Other metrics at a glance",
+        "",
+        "Search against each rival over the (model, target) pairs, wins-ties-losses: APGD under both rules (as "
+        "above), corruption accuracy and OOD AUROC by the 95% t-interval of the per-seed differences (one number per "
+        "cell, so no bootstrap over images). No verdict (one seed) counts in none of the three.",
+        "",
+        "| rival | " + " | ".join(OTHER_METRICS) + " |",
+        "|---|" + "---|" * len(OTHER_METRICS),
+    ]
+    for key in rivals:
+        tally = ["{}-{}-{}".format(*(c[v] for v in ("win", "tie", "loss"))) for c in counts[key]]
+        lines.append(f"| {key} | " + " | ".join(tally) + " |")
+    losses = [
+        f"- vs {key}, {name}: " + ", ".join(names)
+        for key in rivals
+        for name, names in zip(OTHER_METRICS, lost[key], strict=True)
+        if names
+    ]
+    lines += ["", "Where search loses:" if losses else "Search loses none of these.", "", *losses]
+    return [*lines, ""] if losses else lines
 
 
 def main(argv: list[str] | None = None) -> None:

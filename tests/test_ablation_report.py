@@ -274,3 +274,25 @@ def test_the_test_summary_uses_the_validation_runs_best_baseline(tmp_path, monke
     table = (tmp_path / "ablation.md").read_text()
     assert "search vs best baseline (taylor_l1_uniform+bn)" in table  # validation's choice, not test's l1
     assert "the one the validation run chose" in table
+
+
+def test_the_other_metrics_table_counts_apgd_corruption_and_auroc_and_names_losses():
+    rows = _spread_rows()
+    for row in rows:
+        if row["method"] == "search":  # search loses 2-4 points of corruption accuracy in every seed
+            row["report"] = {**row["report"], "corruption_accuracy": 0.46 - 0.01 * row["seed"]}
+    text = ablation_markdown(rows, "ablation_val", n_resamples=500)
+    table = _table(text, "Other metrics at a glance")
+    assert table[0] == ["rival", "APGD", "corruption", "AUROC digits", "AUROC flipped", "AUROC noise"]
+    progressive = next(r for r in table if r[0] == "progressive_uniform")
+    assert progressive == [
+        "progressive_uniform",
+        "0-1-0",
+        "0-0-1",
+        "0-1-0",
+        "0-1-0",
+        "0-1-0",
+    ]  # APGD: a pooled win only
+    assert "- vs progressive_uniform, corruption: cnn 0.5" in text
+    unchanged = ablation_markdown(_spread_rows(), "ablation_val", n_resamples=500)
+    assert "Search loses none of these." in unchanged and "- vs " not in unchanged
