@@ -190,6 +190,8 @@ def ablation_markdown(
         if original is not None:
             out.append(_cell_line(ORIGINAL, [{**original, "kept_macs": 1.0, "kept_params": 1.0}], original))
         out += [_cell_line(method, by_method[method], original) for method in sorted(by_method)]
+        if chosen is not None and "search" in by_method and (model, target) not in chosen:
+            raise SystemExit(f"no best baseline chosen on validation for {model} at {target:g}")
         compared = _comparisons(by_method, n_resamples, (chosen or {}).get((model, target)))
         if compared:
             out += [
@@ -419,11 +421,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no finished cells in {out}/cells")
     originals = {model: original_row(suite, model, out) for model in sorted({r["model"] for r in rows})}
     # the test table's best baseline is the validation run's choice (PROTOCOL amendment 9)
-    chosen = (
-        best_baselines(finished_rows(load_suite("ablation_val"), RESULTS / "ablation_val"))
-        if args.split == "test"
-        else None
-    )
+    chosen = None
+    if args.split == "test":
+        chosen = best_baselines(finished_rows(load_suite("ablation_val"), RESULTS / "ablation_val"))
+        if not chosen:
+            sys.exit(
+                f"no finished validation cells in {RESULTS / 'ablation_val' / 'cells'}: the test table's best "
+                "baseline is the validation run's choice (results/PROTOCOL.md, amendment 9)"
+            )
     prov = provenance()
     text = ablation_markdown(rows, name, originals, chosen=chosen)
     text += (

@@ -296,3 +296,23 @@ def test_the_other_metrics_table_counts_apgd_corruption_and_auroc_and_names_loss
     assert "- vs progressive_uniform, corruption: cnn 0.5" in text
     unchanged = ablation_markdown(_spread_rows(), "ablation_val", n_resamples=500)
     assert "Search loses none of these." in unchanged and "- vs " not in unchanged
+
+
+def test_a_test_table_without_a_validation_choice_for_a_pair_stops_instead_of_choosing_on_test():
+    rows = _spread_rows()
+    for chosen in ({}, {("cnn", 0.3): "l1_uniform+bn"}):
+        with pytest.raises(SystemExit, match="no best baseline chosen on validation for cnn at 0.5"):
+            ablation_markdown(rows, "ablation", n_resamples=100, chosen=chosen)
+
+
+def test_the_glance_tables_mark_bounds_at_the_monte_carlo_boundary(monkeypatch):
+    import functools
+
+    import benchmarks.ablation as ablation
+    from robustprune.evaluate.stats import compare
+
+    monkeypatch.setattr(ablation, "compare", functools.partial(compare, boundary=100.0))  # every bound is near zero
+    text = ablation_markdown(_spread_rows(), "ablation_val", n_resamples=300)
+    assert next(r for r in _table(text, "Verdicts at a glance") if r[0] == "cnn")[3] == "W* / W*"
+    assert next(r for r in _table(text, "Verdicts under both rules") if r[0] == "cnn")[3] == "(W*) / (W*)"
+    assert "win at the Monte Carlo boundary; seeds [" in text

@@ -143,3 +143,12 @@ def test_one_seed_has_no_seed_level_verdict_so_nothing_counts_under_both_rules()
     assert result.verdict == "win" and result.seed_verdict is None
     assert result.both_rules_verdict == "tie"
     assert "seeds: 1 seed, no interval" in result.describe(both_rules=True)
+
+
+def test_a_loss_whose_upper_bound_is_at_the_boundary_is_marked_too():
+    a, b = _seeds_apart([200, 210, 190])
+    loss = compare(b, a, n_resamples=1000)
+    assert loss.verdict == "loss" and loss.high < -0.1 and not loss.at_boundary
+    marked = compare(b, a, n_resamples=1000, boundary=-loss.high)  # a bound exactly at the boundary counts
+    assert marked.at_boundary and marked.both_rules_verdict == "tie"
+    assert "loss at the Monte Carlo boundary" in marked.describe(both_rules=True)
