@@ -83,3 +83,26 @@ def test_the_check_catches_a_changed_count_a_missing_loss_or_a_missing_pooled_ve
     # the pooled rule's glance table is not the claim's count
     pooled_row = "| vgg11_bn | 0.3 of macs | 3 | T / T* | L / L |"
     assert table_claim(table.replace(pooled_row, "| vgg11_bn | 0.3 of macs | 3 | W / W | W / W |")) == truth
+
+
+OTHER_HEADER = "| rival | APGD | corruption | AUROC digits | AUROC flipped | AUROC noise |"
+
+
+def _rows_after(text: str, header: str) -> dict[str, list[str]]:
+    """The table starting at ``header``: per rival (its `name`, or "best baseline"), its counts."""
+    rows = {}
+    for line in text[text.index(header) :].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rival, *counts = _cells(line)
+        named = re.search(r"`?(\w+)`?", rival)
+        rows["best baseline" if "best" in rival else named.group(1)] = counts
+    return rows
+
+
+def test_the_readme_other_metrics_are_the_ablation_tables():
+    readme = (ROOT / "README.md").read_text()
+    source, _ = readme_claim(readme)
+    table = source.read_text()
+    section = table.split("## Other metrics at a glance")[1]
+    assert _rows_after(readme, OTHER_HEADER) == _rows_after(section, OTHER_HEADER)
