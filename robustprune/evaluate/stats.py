@@ -122,7 +122,7 @@ class Comparison:
     @property
     def both_rules_verdict(self) -> str:
         """'win' or 'loss' only where the pooled and the seed-level rule agree and no pooled bound is at the
-        Monte Carlo boundary; 'tie' otherwise (results/PROTOCOL.md, amendment 9)."""
+        Monte Carlo boundary; 'tie' otherwise (the evaluation protocol, amendment 9)."""
         if self.verdict != "tie" and self.seed_verdict == self.verdict and not self.at_boundary:
             return self.verdict
         return "tie"
