@@ -129,6 +129,9 @@ class SearchConfig:
     # more than LATENCY_TOLERANCE, scale the table's prediction to that timing and prune on (more steps
     # to the same target), at most this many times. 0 trusts the table.
     latency_rounds: int = 2
+    # Fit the channel ranking, rescoring and BN re-estimation on one half of the synthetic probes and score
+    # candidates on the other half (``objective.fit_and_score_probes``); False fits and scores on all of them.
+    split_probes: bool = False
 
     def __post_init__(self) -> None:
         _ = self.target  # validates the fractions and round_to
@@ -144,7 +147,7 @@ class SearchConfig:
             raise ValueError(f"trials per step must be an integer >= 1, got {self.trials!r}")
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
-        for name in ("multi_objective", "enqueue_uniform"):
+        for name in ("multi_objective", "enqueue_uniform", "split_probes"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("max_increment", "max_amount"):
@@ -244,6 +247,7 @@ _UNSET_FIELDS = {
     "latency_batch": 1,
     "latency_threads": None,
     "latency_rounds": 2,
+    "split_probes": False,
 }
 
 
@@ -264,13 +268,13 @@ def pick_criterion(values: Mapping[str, float], margin: float = HEDGE_MARGIN) ->
 
 
 def _choose_criterion(
-    space, probes, inputs, config: SearchConfig, attack, target: Target | None = None
+    space, probes, inputs, config: SearchConfig, attack, target: Target | None = None, bn_pixels=None
 ) -> tuple[str, dict[str, float], dict[str, torch.Tensor]]:
     """The criterion whose uniform candidate at the final target scores best on the proxies
     (by more than ``HEDGE_MARGIN`` over the rank sum: ``pick_criterion``).
 
     Data-free like everything else: the same objective the steps maximize, on the same
-    probes. Returns the choice, every
+    probes (``bn_pixels``: the inputs BN is re-estimated on, default the probes'). Returns the choice, every
     criterion's objective value, and the chosen criterion's channel scores (so the search
     does not compute them again).
     """
@@ -283,7 +287,9 @@ def _choose_criterion(
         # the uniform baseline's own candidate: just under the target, not the plain uniform
         # fraction, which can overshoot by several percent of the cost on small models
         candidate = uniform_candidate(space, target or config.target, channel_scores[criterion])
-        evaluator = Evaluator(space, probes, channel_scores[criterion], config.compensation, attack=attack)
+        evaluator = Evaluator(
+            space, probes, channel_scores[criterion], config.compensation, attack=attack, bn_pixels=bn_pixels
+        )
         values[criterion] = weighted_score(evaluator.evaluate_candidate(candidate)[2], config.weights)
     choice = pick_criterion(values)
     return choice, values, channel_scores[choice]

@@ -117,6 +117,22 @@ def fit_amounts(
     return amounts(hi), True
 
 
+def fit_and_score_probes(probes: ProbeSet, split: bool) -> tuple[ProbeSet, ProbeSet]:
+    """(fit, score): the probes the channel ranking, rescoring and BN re-estimation are fitted on, and the
+    probes candidates are scored on. ``split``: the first half of the synthetic inputs (with their adversarial
+    versions) fits and the second half scores (``ProbeSet.split``); else both are all of ``probes``.
+
+    Why: a ranking or BN statistics fitted on the very inputs that score the candidate flatter it, so the
+    proxies can rise while real accuracy falls (docs/defaults.md, "split_probes").
+    """
+    if not split:
+        return probes, probes
+    n = len(probes.pixels["synthetic"])
+    if n < 2:
+        raise ValueError(f"split_probes needs at least 2 synthetic probes, got {n}")
+    return probes.split(n // 2)
+
+
 @dataclasses.dataclass
 class Evaluator:
     """Everything needed to score a candidate, prepared once per search (no model copies per trial)."""

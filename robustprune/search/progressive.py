@@ -27,7 +27,7 @@ from robustprune.probes.probeset import ProbeSet, build_probes
 from robustprune.search import engine
 from robustprune.search.engine import RESCORED_CRITERIA, SearchConfig
 from robustprune.search.job import finish_job, probes_digest, publish_job, stop_job
-from robustprune.search.objective import Evaluator, meets_floors
+from robustprune.search.objective import Evaluator, fit_and_score_probes, meets_floors
 from robustprune.search.result import SearchResult, StepRecord, pareto_front
 from robustprune.search.samplers import make_sampler, step_seed
 from robustprune.search.schedule import default_steps, step_targets
@@ -72,6 +72,17 @@ def midpoint(last: dict, target: Target, min_span: float = 0.01) -> Target | Non
 def attack_of(config: SearchConfig) -> str | None:
     """The attack the robustness proxy needs (only when it is weighted)."""
     return "fgsm" if config.weights.get("attack_robustness") else None
+
+
+def step_evaluator(
+    space: PruneSpace, probes: ProbeSet, scores: dict[str, torch.Tensor], config: SearchConfig
+) -> Evaluator:
+    """What every process of a search scores trials with: the score probes, BN re-estimated on the fit probes
+    (``fit_and_score_probes``), the channel ranking ``scores``."""
+    fit, scoring = fit_and_score_probes(probes, config.split_probes)
+    return Evaluator(
+        space, scoring, scores, config.compensation, attack=attack_of(config), bn_pixels=fit.pixels["synthetic"]
+    )
 
 
 class ProgressiveSearch:
@@ -185,11 +196,13 @@ class ProgressiveSearch:
     def _choose(self, config: SearchConfig, probes: ProbeSet) -> SearchConfig:
         """The config with the criterion "auto" chose; sets the evaluator on the first channel scores."""
         attack = attack_of(config)
-        synthetic_inputs = probes.inputs()[: len(probes.pixels["synthetic"])]
+        self.fit_probes, scoring = fit_and_score_probes(probes, config.split_probes)
+        synthetic_inputs = self.fit_probes.inputs()[: len(self.fit_probes.pixels["synthetic"])]
+        bn_pixels = self.fit_probes.pixels["synthetic"]
         self.criterion_scores: dict[str, float] = {}
         if config.importance == "auto":
             choice, self.criterion_scores, scores = engine._choose_criterion(
-                self.space, probes, synthetic_inputs, config, attack, self.target
+                self.space, scoring, synthetic_inputs, config, attack, self.target, bn_pixels=bn_pixels
             )
             self.say(
                 "criterion: "
@@ -201,7 +214,7 @@ class ProgressiveSearch:
             config = dataclasses.replace(config, importance=choice, rescore=rescore)
         else:
             scores = all_scores(self.space, config.importance, inputs=synthetic_inputs, seed=config.seed)
-        self.evaluator = Evaluator(self.space, probes, scores, config.compensation, attack=attack)
+        self.evaluator = step_evaluator(self.space, probes, scores, config)
         if self.rescores(config):
             self.say(f"ranking channels again after each step on the pruned model ({config.rescore} probes)")
         return config
@@ -347,7 +360,7 @@ class ProgressiveSearch:
     def rescore(self) -> None:
         """Rank the channels again on the committed candidate (iterative pruning; ``engine._rescore``)."""
         kinds = self.config.rescore.split("+")  # adversarial probes are answered with the original's answer on them
-        probes = self.probes
+        probes = self.fit_probes
         inputs = torch.cat([probes.spec.normalize(probes.pixels[kind]) for kind in kinds])
         targets = torch.cat([probes.logits[kind].argmax(dim=1) for kind in kinds])
         scores = engine._rescore(self.evaluator, self.amounts, self.config.importance, inputs, targets)

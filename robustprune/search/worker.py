@@ -24,8 +24,7 @@ from robustprune._progress import write_line
 from robustprune.probes.probeset import build_probes
 from robustprune.search.engine import config_from_dict
 from robustprune.search.job import find_job, job_status, probes_digest
-from robustprune.search.objective import Evaluator
-from robustprune.search.progressive import _stale_message, attack_of
+from robustprune.search.progressive import _stale_message, step_evaluator
 from robustprune.search.samplers import make_sampler
 from robustprune.search.steps import POLL_SECONDS, StepObjective, optuna_quiet, run_step_trials, scores_from_json
 from robustprune.search.storage import (
@@ -198,7 +197,7 @@ def _work_step(storage, base: str, k: int, name: str, sampler, space, probes, co
     plan = study.user_attrs["plan"]
     target = Target(**plan["target"])
     scores = scores_from_json(plan["scores"])
-    evaluator = Evaluator(space, probes, scores, config.compensation, attack=attack_of(config))
+    evaluator = step_evaluator(space, probes, scores, config)
     count = [0]
 
     def on_done(_proxies) -> None:
