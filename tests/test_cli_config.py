@@ -73,6 +73,8 @@ def test_given_flags_reach_nested_fields():
     assert (config.probes.synthetic.steps, config.probes.synthetic.kind) == (7, "gaussian")
     assert config.probes.synthetic.batch_size == 48
     assert config.probes.synthetic.n == SEARCH_PROBES.synthetic.n  # not given: the default probes' value
+    assert not config.split_probes
+    assert search_config_from_args(subparser("search").parse_args([*argv, "--split-probes"])).split_probes
     argv = ["run", "--out", "x", "--synthesis-steps", "3", "--expand", "2"]
     config = recover_command.config_from_args(subparser("recover").parse_args(argv))
     assert (config.synthetic.steps, config.expand, config.steps) == (3, 2, RecoverConfig().steps)

@@ -36,6 +36,8 @@ FLAG_HELP = {
     "changes them (default %(default)s; a 224x224 model needs about 21 GiB at 128, see docs/defaults.md)",
     "probes.eps": "L-inf radius of the adversarial probes the search scores on (default %(default)s)",
     "probes.seed": "seed of the probes (default: the --seed)",
+    "split_probes": "fit the channel ranking, rescoring and BN re-estimation on one half of the synthetic probes and "
+    "score candidates on the other half (docs/defaults.md)",
     "round_to": "keep each group's channels at a multiple of N (or whole), e.g. 8 (default %(default)s: any width)",
     "target_latency": "fraction of the original's latency to keep, measured on this machine (per-layer latency table)",
     "latency_batch": "batch size --target-latency is measured at (default %(default)s)",
@@ -67,7 +69,7 @@ def search_flags() -> tuple[tuple[Flag, ...], tuple[Flag, ...], tuple[Flag, ...]
     before = (flag("target_macs", parse=fraction), flag("target_params", parse=fraction), flag("sampler"))
     before += (flag("multi_objective"), flag("steps", parse=count), flag("trials", parse=count))
     before += (flag("max_increment"), flag("importance"))
-    middle = (flag("rescore"), flag("probes.synthetic.kind", "synthetic"))
+    middle = (flag("rescore"), flag("split_probes"), flag("probes.synthetic.kind", "synthetic"))
     middle += (flag("probes.synthetic.n", "n-probes", count), flag("probes.synthetic.steps", "probe-steps", count))
     middle += (flag("probes.synthetic.batch_size", "probe-batch", count),)
     middle += (flag("probes.eps", "probe-eps", c.eps), flag("probes.seed", "probe-seed"))
