@@ -127,6 +127,13 @@ def test_internal_errors_exit_1_with_one_line(error, monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_split_probes_with_one_probe_fails_before_the_search(tmp_path, capsys, no_synthesis):
+    argv = ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--n-probes", "1", "--split-probes"]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "split_probes needs at least 2 synthetic probes, got 1" in one_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("url", ["nope://x", "sqlite:////no/such/folder/search.db", "not a url"])
 def test_bad_storage_fails_before_the_search(url, tmp_path, capsys, no_synthesis):
     argv = ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--storage", url, "--out", str(tmp_path / "r")]

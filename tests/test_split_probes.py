@@ -47,6 +47,9 @@ def test_config_checks_and_records_the_setting():
     with pytest.raises(ValueError, match="split_probes must be True or False"):
         SearchConfig(target_macs=0.5, split_probes=1)
     assert "split_probes" not in SearchConfig(target_macs=0.5).to_dict()  # older searches keep their fingerprint
+    one = ProbeConfig(synthetic=SyntheticConfig(n=1))
+    with pytest.raises(ValueError, match="at least 2 synthetic probes, got 1"):  # before minutes of synthesis
+        SearchConfig(target_macs=0.5, split_probes=True, probes=one)
     config = SearchConfig(target_macs=0.5, split_probes=True)
     assert config.to_dict()["split_probes"] is True
     assert config_from_dict(config.to_dict()).split_probes is True

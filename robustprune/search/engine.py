@@ -155,6 +155,8 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not isinstance(self.probes, ProbeConfig):
             raise ValueError(f"probes must be a ProbeConfig, got {type(self.probes).__name__}")
+        if self.split_probes and self.probes.synthetic.n < 2:
+            raise ValueError(f"split_probes needs at least 2 synthetic probes, got {self.probes.synthetic.n}")
         if not 0 < self.max_increment <= 1:
             raise ValueError(f"max_increment must be in (0, 1], got {self.max_increment}")
         if not 0 < self.max_amount < 1:
