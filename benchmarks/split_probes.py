@@ -1,17 +1,19 @@
-"""Does fitting and scoring on separate probes (``SearchConfig.split_probes``) make the search pull its weight?
+"""Does fitting and scoring on separate probes (``SearchConfig.split_probes``) make the search better?
 
-    python -m benchmarks.split_probes                       # run the missing cells, then write the table
-    python -m benchmarks.split_probes --methods search progressive_uniform --models vgg11_bn
+    python -m benchmarks.split_probes --methods search      # the decision's cells: both arms, seed by seed
+    python -m benchmarks.split_probes --methods progressive_uniform oneshot_search search_random
     python -m benchmarks.split_probes --summarize-only
 
-Validation split only (results/PROTOCOL.md): the decision run. Runs the suite ``split_val`` (the four search-type
-methods of ``ablation_val`` with ``split_probes``) into results/split_val/, then writes results/split_val.md:
+Validation split only (results/PROTOCOL.md, amendment 10): the decision run. Two suites run in one run, on one host:
+``split_val`` (the four search-type methods of ``ablation_val`` with ``split_probes``) into results/split_val/, and
+its control arm ``split_val_off`` (``search`` without it) into results/split_val_off/, seed by seed so that the
+finished cells pair up. Then writes results/split_val.md:
 
-- the ablation's whole table (``benchmarks.ablation.ablation_markdown``) for these cells and ``ablation_val``'s
+- the amendment's decision, from ``search`` with the split against ``search`` without it (both arms of this run),
+  paired over seeds and images, both rules (amendment 9);
+- the ablation's whole table (``benchmarks.ablation.ablation_markdown``) for the split cells and ``ablation_val``'s
   one-shot baseline cells, which do not use the search's scoring and are evaluated on the same images: does the
-  allocation beat the same machinery with even steps, and the strongest one-shot baseline, with the split;
-- and each split method against the same method without it (``ablation_val``'s cells), paired over seeds and
-  images, both rules (amendment 9).
+  allocation beat the same machinery with even steps, and the strongest one-shot baseline, with the split.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from benchmarks._common import RESULTS, start
 from benchmarks.ablation import (
     METRICS,
     _groups,
+    _hosts_note,
     _per_image,
     ablation_markdown,
     finished_rows,
@@ -33,31 +36,44 @@ from benchmarks.ablation import (
 )
 from robustprune._io import atomic_write_text
 from robustprune._provenance import provenance
-from robustprune.bench import load_suite, run_suite
+from robustprune.bench import Suite, load_suite, run_suite, suite_settings
 from robustprune.evaluate.stats import compare
 from robustprune.search import SEARCH_VARIANTS
 
-NAME = "split_val"
-BEFORE = "ablation_val"  # the same cells without the split, and the one-shot baselines
+SPLIT, CONTROL = "split_val", "split_val_off"
+BEFORE = "ablation_val"  # the one-shot baseline cells and the unpruned models' rows, on the same images
 
 
-def _same_images(suite, before) -> None:
-    """The two suites must evaluate on the same images, or nothing here is paired."""
-    if (suite.eval, suite.paired) != (before.eval, before.paired):
-        raise SystemExit(f"suites {suite.name} and {before.name} evaluate differently; nothing would be paired")
+def comparable(suites: list[Suite]) -> None:
+    """The suites must evaluate on the same images and search alike but for ``split_probes``, or nothing is paired."""
+    first = suites[0]
+
+    def search(suite: Suite) -> dict:
+        return {k: v for k, v in suite.search.items() if k != "split_probes"}
+
+    for suite in suites[1:]:
+        if (suite.eval, suite.paired, search(suite)) != (first.eval, first.paired, search(first)):
+            raise SystemExit(
+                f"suites {first.name} and {suite.name} differ beyond split_probes; nothing would be paired"
+            )
 
 
-def against_unsplit(rows: list[dict], before_rows: list[dict], n_resamples: int = 10_000) -> list[str]:
-    """Each search-type method with the split against itself without it: per (model, target), clean / PGD / APGD
-    differences (points) with the pooled interval and the seed t-interval, and the both-rules tally."""
-    after, earlier = _groups(rows), _groups(before_rows)
+def checked_rows(suite: Suite, out) -> list[dict]:
+    """The suite's finished cells, each refused unless it was computed under the suite's settings."""
+    rows = finished_rows(suite, out)
+    expected = json.loads(json.dumps(suite_settings(suite)))
+    for row in rows:
+        if row.get("suite_settings") != expected:
+            raise SystemExit(f"a cell in {out}/cells was computed under other settings than suite {suite.name}")
+    return rows
+
+
+def against_control(rows: list[dict], control: list[dict], n_resamples: int = 10_000) -> tuple[list[str], dict]:
+    """Each method with the split against the same method without it: per (model, target), clean / PGD / APGD
+    differences (points) with the pooled interval and the seed t-interval. Returns the lines and, per
+    (method, metric), the both-rules verdict counts over pairs with at least two shared seeds."""
+    after, earlier = _groups(rows), _groups(control)
     lines = [
-        "## Each method with the split against itself without it",
-        "",
-        "Points (with split - without), on the same images and seeds: 95% bootstrap interval over seeds and images, "
-        "then the seed-level t-interval, each with its verdict (results/PROTOCOL.md, amendment 9). The last rows "
-        "count (model, target) pairs won, tied and lost under both rules.",
-        "",
         "| model | target | method | seeds | clean | PGD | APGD |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -81,13 +97,28 @@ def against_unsplit(rows: list[dict], before_rows: list[dict], n_resamples: int 
                 if len(shared) > 1:
                     tally.setdefault((method, metric), Counter())[result.both_rules_verdict] += 1
             lines.append(f"| {model} | {target:g} | {method} | {len(shared)} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | clean | PGD | APGD |", "|---|---|---|---|"]
-    for method in SEARCH_VARIANTS:
-        counts = [tally.get((method, metric)) for metric in METRICS]
-        if any(counts):
-            text = ["{}-{}-{}".format(*(c[v] for v in ("win", "tie", "loss"))) if c else "-" for c in counts]
-            lines.append(f"| {method} | " + " | ".join(text) + " |")
-    return [*lines, ""]
+    return [*lines, ""], tally
+
+
+def decision(tally: dict, search_cells: tuple[int, int], expected: int, pairs: int) -> str:
+    """Amendment 10's rule on ``search`` with against without the split, clean and PGD, under both rules."""
+    counts = {m: tally.get(("search", m), Counter()) for m in ("clean", "pgd")}
+    text = ", ".join(
+        f"{label} {c['win']}-{c['tie']}-{c['loss']} of {sum(c.values())} pairs"
+        for label, c in (("clean", counts["clean"]), ("PGD", counts["pgd"]))
+    )
+    if min(search_cells) < expected or any(sum(c.values()) < pairs for c in counts.values()):
+        return (
+            f"**Decision (amendment 10): not yet.** {search_cells[0]} and {search_cells[1]} of {expected} search "
+            f"cells (with, without the split); so far {text}."
+        )
+    net = [c["win"] - c["loss"] for c in counts.values()]
+    adopt = min(net) >= 0 and max(net) >= 2
+    return (
+        f"**Decision (amendment 10): {'adopt split_probes as the default' if adopt else 'keep split_probes off'}.** "
+        f"Search with against without the split, under both rules: {text} (wins - losses {net[0]:+d} clean, "
+        f"{net[1]:+d} PGD; the rule adopts at >= 0 on both and >= +2 on at least one)."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,30 +132,76 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+")
     args = parser.parse_args(argv)
     command = start("split_probes", argv)
-    suite, before = load_suite(NAME), load_suite(BEFORE)
-    _same_images(suite, before)
-    out, before_out = RESULTS / NAME, RESULTS / BEFORE
+    split, control, before = load_suite(SPLIT), load_suite(CONTROL), load_suite(BEFORE)
+    comparable([split, control, before])
+    out, control_out, before_out = RESULTS / SPLIT, RESULTS / CONTROL, RESULTS / BEFORE
     if not args.summarize_only:
-        part = part_of(suite, args.models, args.seeds, args.targets, args.methods)
-        run_suite(part, out, workers=args.workers, threads=args.threads)
-    rows = finished_rows(suite, out)
+        for seed in args.seeds or split.seeds:  # seed by seed, both arms: finished cells pair up as they come
+            run_suite(part_of(split, args.models, [seed], args.targets, args.methods), out, **_run(args))
+            if not args.methods or "search" in args.methods:
+                run_suite(part_of(control, args.models, [seed], args.targets), control_out, **_run(args))
+    rows = checked_rows(split, out)
     if not rows:
         sys.exit(f"no finished cells in {out}/cells")
-    before_rows = finished_rows(before, before_out)
-    baselines = [r for r in before_rows if r["method"] not in SEARCH_VARIANTS]
+    control_rows = checked_rows(control, control_out)
+    baselines = [r for r in checked_rows(before, before_out) if r["method"] not in SEARCH_VARIANTS]
     pairs = {(r["model"], r["target"]) for r in rows}
     table_rows = rows + [r for r in baselines if (r["model"], r["target"]) in pairs]
     originals = {model: original_row(before, model, before_out) for model in sorted({m for m, _ in pairs})}
+    compared, tally = against_control(rows, control_rows)
+    n_search = (sum(r["method"] == "search" for r in rows), len(control_rows))
+    expected = sum(1 for c in split.cells() if c[1] == "search")
+    all_pairs = len(split.models) * len(split.targets)
     prov = provenance()
-    text = ablation_markdown(table_rows, NAME, originals)
-    text += "\n" + "\n".join(against_unsplit(rows, before_rows))
-    text += (
-        f"\n{len(rows)} of {len(suite.cells())} cells of suite {NAME} finished; the one-shot baselines and the "
-        f"cells without the split are {BEFORE}'s. Table written by `{command}` at commit {prov['commit']} on "
-        f"{prov['machine']}, torch {prov['torch']}; each cell's JSON holds its own provenance.\n"
+    text = "\n".join(
+        [
+            "# Fitting and scoring on separate probes (`split_probes`): the decision run (validation)",
+            "",
+            decision(tally, n_search, expected, all_pairs),
+            "",
+            "## Each method with the split against itself without it (this run, this host)",
+            "",
+            "Points (with split - without), on the same images and seeds: 95% bootstrap interval over seeds and "
+            "images, then the seed-level t-interval, each with its verdict (results/PROTOCOL.md, amendment 9). "
+            "Pairs with one shared seed have no seed-level interval and are not counted.",
+            "",
+            *compared,
+            "| method | clean | PGD | APGD |",
+            "|---|---|---|---|",
+            *(
+                f"| {method} | "
+                + " | ".join(
+                    "{}-{}-{}".format(*(tally[(method, m)][v] for v in ("win", "tie", "loss")))
+                    if (method, m) in tally
+                    else "-"
+                    for m in METRICS
+                )
+                + " |"
+                for method in SEARCH_VARIANTS
+                if any((method, m) in tally for m in METRICS)
+            ),
+            "",
+            "## The ablation's table with the split",
+            "",
+            "The search-type methods with the split (this run) and ablation_val's one-shot baselines, which do not "
+            "use the search's scoring, on the same images.",
+            "",
+        ]
     )
-    atomic_write_text(RESULTS / f"{NAME}.md", text)
-    print(json.dumps({"cells": len(rows), "written": str(RESULTS / f"{NAME}.md")}))
+    text += ablation_markdown(table_rows, SPLIT, originals).split("\n", 1)[1]
+    text += (
+        f"\n{len(rows)} of {len(split.cells())} cells of suite {SPLIT} and {len(control_rows)} of "
+        f"{len(control.cells())} of {CONTROL} finished; the one-shot baselines are {BEFORE}'s. Table written by "
+        f"`{command}` at commit {prov['commit']} on {prov['machine']}, torch {prov['torch']}; each cell's JSON holds "
+        "its own provenance.\n"
+    )
+    text += _hosts_note(rows + control_rows)
+    atomic_write_text(RESULTS / f"{SPLIT}.md", text)
+    print(json.dumps({"cells": len(rows), "control cells": len(control_rows), "written": str(RESULTS / f"{SPLIT}.md")}))
+
+
+def _run(args) -> dict:
+    return {"workers": args.workers, "threads": args.threads}
 
 
 if __name__ == "__main__":

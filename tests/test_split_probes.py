@@ -9,7 +9,7 @@ import torch
 from robustprune import zoo
 from robustprune.probes.probeset import ProbeConfig, build_probes
 from robustprune.probes.synthetic import SyntheticConfig
-from robustprune.search import SearchConfig, engine
+from robustprune.search import SearchConfig, engine, progressive
 from robustprune.search.engine import config_from_dict
 from robustprune.search.objective import fit_and_score_probes
 from robustprune.search.progressive import ProgressiveSearch, step_evaluator
@@ -106,3 +106,72 @@ def test_the_split_changes_what_the_search_scores(cnn, tmp_path):
     with whole as b:
         rb = b.resume()
     assert ra.history[0].score != rb.history[0].score
+
+
+def test_the_split_applies_only_where_something_is_fitted_on_the_probes(cnn):
+    _, _, space, _ = cnn
+    mlp, mlp_spec = zoo.load("mlp")
+    # the mlp: a weight-only ranking (merge saliency) and merging: the split would only halve the scoring probes
+    assert not SearchConfig(target_params=0.5, split_probes=True).resolve(PruneSpace(mlp, mlp_spec)).split_probes
+    assert _config().resolve(space).split_probes  # BN: the criterion choice's Taylor pass and BN re-estimation
+    weight_only = _config(importance="l1", compensation=("merge",), rescore="off")
+    assert not weight_only.resolve(space).split_probes
+    assert _config(importance="l1", compensation=("bn",), rescore="off").resolve(space).split_probes
+    assert _config(importance="l1", compensation=("bias",), rescore="off").resolve(space).split_probes
+    assert not _config(split_probes=False).resolve(space).split_probes
+
+
+def test_an_explicit_ranking_and_the_criterion_choices_bn_fit_on_the_fit_half(cnn, monkeypatch, tmp_path):
+    model, spec, _, _ = cnn
+    seen = {"bn": []}
+    ranks, evaluator = progressive.all_scores, engine.Evaluator
+
+    def spy_scores(space, criterion, inputs=None, seed=0):
+        seen["inputs"] = inputs
+        return ranks(space, criterion, inputs=inputs, seed=seed)
+
+    def spy_evaluator(*args, bn_pixels=None, **kwargs):
+        seen["bn"].append(bn_pixels)
+        return evaluator(*args, bn_pixels=bn_pixels, **kwargs)
+
+    monkeypatch.setattr(progressive, "all_scores", spy_scores)
+    monkeypatch.setattr(engine, "Evaluator", spy_evaluator)
+    with ProgressiveSearch(model, spec, _config(steps=1), quiet=True, cache_dir=tmp_path) as run:  # auto
+        syn = run.probes.pixels["synthetic"]
+    assert len(seen["bn"]) == 3 and all(torch.equal(b, syn[:16]) for b in seen["bn"])  # one per criterion
+    config = _config(steps=1, importance="taylor_synthetic", rescore="off")
+    with ProgressiveSearch(model, spec, config, quiet=True, cache_dir=tmp_path):
+        pass
+    assert torch.equal(seen["inputs"], spec.normalize(syn[:16]))
+
+
+def test_a_worker_scores_on_the_same_halves_as_its_coordinator(cnn, tmp_path, monkeypatch):
+    from robustprune.search import storage as storage_mod
+    from robustprune.search import worker
+    from robustprune.search.job import find_job
+    from robustprune.search.samplers import make_sampler
+
+    model, spec, space, _ = cnn
+    url = f"journal:{tmp_path / 'search.log'}"
+    config = _config(steps=1, trials=2, importance="l1", rescore="off")
+    with ProgressiveSearch(model, spec, config, storage=url, cache_dir=tmp_path, quiet=True) as run:
+        syn = run.probes.pixels["synthetic"]
+        run.resume()
+        coordinator_bn = run.evaluator.bn_inputs
+    opened = storage_mod.open_storage(url)
+    base, job = find_job(opened, "robustprune", wait=0)
+    job_config = dataclasses.replace(config_from_dict(job["config"]).resolve(space), importance=job["importance"])
+    assert job_config.split_probes
+    probes = build_probes(model, spec, space.output_layer, job_config.probes, cache_dir=tmp_path)
+    seen = {}
+
+    def capture(study, objective, budget, check, decided):
+        seen["evaluator"] = objective.evaluator
+
+    monkeypatch.setattr(worker, "run_step_trials", capture)
+    sampler = make_sampler("tpe", seed=1)
+    worker._work_step(
+        opened, base, 1, f"{base}-step1", sampler, space, probes, job_config, lambda m: None, lambda: None
+    )
+    assert torch.equal(seen["evaluator"].probes.pixels["synthetic"], syn[16:])
+    assert torch.equal(seen["evaluator"].bn_inputs, coordinator_bn)

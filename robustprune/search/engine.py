@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from robustprune.compensate import overrides_applied
-from robustprune.criteria import CRITERIA, all_scores, rank_sum, taylor_scores
+from robustprune.criteria import CRITERIA, NEEDS_INPUTS, all_scores, rank_sum, taylor_scores
 from robustprune.criteria.base import Criterion
 from robustprune.probes.bn_statistics import bn_layers
 from robustprune.probes.probeset import ProbeConfig
@@ -212,6 +212,9 @@ class SearchConfig:
         if rescore == "auto":
             rescorable = importance in ("auto", *RESCORED_CRITERIA)  # merge saliency, l1, ...: nothing to redo
             rescore = "synthetic" if self.target.deepest <= RESCORE_AT_MOST and rescorable else "off"
+        # nothing fitted on the probes (a weight-only ranking, no BN or bias fit, no rescoring): the split would only
+        # halve the scoring probes
+        fits = importance in ("auto", *NEEDS_INPUTS) or bool({"bn", "bias"} & set(compensation)) or rescore != "off"
         return dataclasses.replace(
             self,
             importance=importance,
@@ -219,6 +222,7 @@ class SearchConfig:
             steps=steps,
             rescore=rescore,
             probes=self.probe_config,
+            split_probes=self.split_probes and fits,
         )
 
     @property
