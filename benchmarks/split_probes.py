@@ -168,18 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             *compared,
             "| method | clean | PGD | APGD |",
             "|---|---|---|---|",
-            *(
-                f"| {method} | "
-                + " | ".join(
-                    "{}-{}-{}".format(*(tally[(method, m)][v] for v in ("win", "tie", "loss")))
-                    if (method, m) in tally
-                    else "-"
-                    for m in METRICS
-                )
-                + " |"
-                for method in SEARCH_VARIANTS
-                if any((method, m) in tally for m in METRICS)
-            ),
+            *_tally_lines(tally),
             "",
             "## The ablation's table with the split",
             "",
@@ -198,6 +187,16 @@ def main(argv: list[str] | None = None) -> None:
     text += _hosts_note(rows + control_rows)
     atomic_write_text(RESULTS / f"{SPLIT}.md", text)
     print(json.dumps({"cells": len(rows), "control cells": len(control_rows), "written": str(RESULTS / f"{SPLIT}.md")}))
+
+
+def _tally_lines(tally: dict) -> list[str]:
+    """Per method, wins-ties-losses with against without the split on clean, PGD and APGD."""
+
+    def counts(key) -> str:
+        return "{}-{}-{}".format(*(tally[key][v] for v in ("win", "tie", "loss"))) if key in tally else "-"
+
+    methods = [m for m in SEARCH_VARIANTS if any((m, metric) in tally for metric in METRICS)]
+    return [f"| {m} | " + " | ".join(counts((m, metric)) for metric in METRICS) + " |" for m in methods]
 
 
 def _run(args) -> dict:

@@ -35,31 +35,30 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec) -> 
 
 
 def trace(model_name: str, target: float, seed: int, changes: dict) -> tuple[list[dict], dict]:
-    """Run the search a step at a time (as ``ProgressiveSearch._run_pending`` does); measure each committed step."""
+    """Run the search and measure each committed step (a ``callbacks`` hook: it runs before the next rescoring)."""
     model, spec = zoo.load(model_name)
     x, y, *_ = split("val")
     kind = "target_params" if model_name == "mlp" else "target_macs"
     config = dataclasses.replace(SearchConfig(**{kind: target}, seed=seed), **changes)
     rows = []
+
+    def measure(record) -> None:
+        _, pruned = run._export()  # the committed candidate, as the search would return it now
+        kept = record.kept_params if kind == "target_params" else record.kept_macs
+        val = accuracy(pruned.eval(), x, y, spec)
+        rows.append(
+            {
+                "step": record.step,
+                "kept": kept,
+                "objective": record.score,
+                "fidelity": record.proxies["fidelity"],
+                "val": val,
+            }
+        )
+
     start_time = time.time()
-    with ProgressiveSearch(model, spec, config, quiet=True) as run:
-        while run.pending and not run.stopped:
-            step_target = run.pending.pop(0)
-            study, trials = run.run_step(step_target)
-            record = run.commit(study, step_target, trials)
-            if record is not None:
-                _, pruned = run._export()
-                rows.append(
-                    {
-                        "step": record.step,
-                        "kept": record.kept_params if kind == "target_params" else record.kept_macs,
-                        "objective": record.score,
-                        "fidelity": record.proxies["fidelity"],
-                        "val": accuracy(pruned.eval(), x, y, spec),
-                    }
-                )
-            if record is not None and run.rescores(run.config) and run.pending:
-                run.rescore()
+    with ProgressiveSearch(model, spec, config, quiet=True, callbacks=[measure]) as run:
+        run.resume()
         chosen = {"importance": run.config.importance, "rescore": run.config.rescore}
     chosen["seconds"] = time.time() - start_time
     return rows, chosen
