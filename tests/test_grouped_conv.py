@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from robustprune.compensate import merge_overrides
+from robustprune.criteria import all_scores
 from robustprune.probes.probeset import ProbeConfig
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.search import SearchConfig, search
@@ -152,6 +153,22 @@ def test_channel_multiplier_and_grouped_conv1d_export_exactly():
     candidate = random_half(space, seed=1)
     assert len(candidate["a"]) == 8 and len(candidate["b"]) == 8 and len(candidate["c"]) == 4
     assert_exact(space, candidate)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "fpgm"])
+def test_magnitude_criteria_score_a_group_read_by_a_channel_multiplier(criterion):
+    # torch-pruning cannot slice the inputs of Conv2d(8, 16, groups=8); the producers alone score group "a"
+    torch.manual_seed(0)
+    space = PruneSpace(randomize_norms(Multiplier()), SPEC)
+    scores = all_scores(space, criterion)
+    for group in space.groups:
+        assert scores[group.name].shape == (group.size,) and torch.isfinite(scores[group.name]).all()
+    a = space.group("a")
+    weight = dict(space.model.named_modules())["a"].weight.detach()
+    if criterion == "l1":  # conv out-channel L1 and BN |gamma| (torch-pruning's terms), mean over the two
+        bn = dict(space.model.named_modules())[a.members[1]].weight.detach().abs()
+        expected = (weight.abs().flatten(1).sum(1) + bn) / 2
+        torch.testing.assert_close(scores["a"], expected / expected.mean())
 
 
 def test_cost_of_counts_rounds_a_blocked_group_down_as_keep_top_does():

@@ -31,10 +31,18 @@ def tp_scores(space: PruneSpace, index: int, criterion: str) -> tuple[torch.Tens
     The normalisation is done here so that an all-zero group gives zeros, not 0/0 = NaN.
     """
     group = space.groups[index]
+    full = pruning_group(space, index)
     try:
-        scores = tp_importance(criterion)(pruning_group(space, index))
+        scores = tp_importance(criterion)(full)
     except Exception as exc:  # noqa: BLE001 - a criterion that does not apply falls back to l1 (with a warning)
-        return None, f"{type(exc).__name__}: {exc}"
+        why = f"{type(exc).__name__}: {exc}"
+        without = _without_grouped_inputs(full)
+        if without is None:
+            return None, why
+        try:  # torch-pruning cannot slice a grouped conv's inputs (a depthwise conv with a channel multiplier)
+            scores = tp_importance(criterion)(without)
+        except Exception:  # noqa: BLE001 - report the first failure, the one on the whole group
+            return None, why
     if scores is None:
         return None, "it has no BatchNorm" if criterion == "bn_scale" else "torch-pruning returned no scores"
     if scores.numel() != group.size:
@@ -44,3 +52,18 @@ def tp_scores(space: PruneSpace, index: int, criterion: str) -> tuple[torch.Tens
         return None, "the scores are not finite"
     mean = scores.mean()
     return (scores / mean if mean > 0 else scores), ""
+
+
+def _without_grouped_inputs(group):
+    """torch-pruning's ``group`` without the grouped convs that read it (scored by their producers alone),
+    or None where it has none."""
+    items = [
+        item
+        for item in group.items
+        if not (item.dep.pruning_fn == tp.pruner.function.prune_conv_in_channels and item.dep.layer.groups > 1)
+    ]
+    if len(items) == len(group.items) or not items:
+        return None
+    without = tp.dependency.Group()
+    without._group, without._DG = items, group._DG  # the same items: their root_idxs come with them
+    return without
