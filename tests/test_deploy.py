@@ -52,6 +52,30 @@ def test_onnx_is_written_and_checked_against_the_model(tmp_path):
         check_onnx(path, other, SPEC)
 
 
+def test_onnx_tolerance_is_relative_to_the_largest_output(tmp_path):
+    # logits near 1e3: float32 rounding alone differs by ~1e-4 absolute between ONNX Runtime and torch
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 64, 3),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(64 * 64, 256),
+        nn.ReLU(),
+        nn.Linear(256, 3),
+    ).eval()
+    with torch.no_grad():
+        model[-1].weight *= 1e4
+    path = save_model(model, SPEC, tmp_path / "m.onnx", "onnx")  # checks the file itself
+    assert check_onnx(path, model, SPEC) <= 1e-6
+    with torch.no_grad():
+        model[-1].bias += 1.0  # 1 in ~1e3: still far above float32 rounding
+    with pytest.raises(DeployError, match="of the largest output"):
+        check_onnx(path, model, SPEC)
+
+
 def test_an_untraceable_model_fails_in_one_line_and_leaves_no_file(tmp_path):
     class Branchy(nn.Module):
         def forward(self, x):
