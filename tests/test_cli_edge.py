@@ -183,6 +183,12 @@ def test_floors_outside_the_proxy_range_are_rejected(floor, tmp_path, capsys, no
     assert not (tmp_path / "r").exists()
 
 
+def test_an_unknown_floor_is_named_as_a_floor(tmp_path, capsys, no_synthesis):
+    argv = ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--floor", "bogus=1"]
+    assert main([*argv, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "unknown proxies in floors: bogus" in one_line(capsys)
+
+
 def test_floors_inside_the_range_are_kept():
     assert SearchConfig(target_macs=0.5, floors={"fidelity": 0.9, "open_world": 0.2}).floors["fidelity"] == 0.9
 

@@ -32,6 +32,7 @@ from robustprune.search.objective import (
     COMPENSATIONS,
     DEFAULT_WEIGHTS,
     Evaluator,
+    check_proxy_names,
     check_weights,
     weighted_score,
 )
@@ -79,6 +80,7 @@ def _is_int(value) -> bool:
 def check_floors(floors: Mapping[str, float]) -> None:
     """Every floor must be a finite value inside its proxy's range: one outside can never be met
     (every step would cross it) or never be crossed."""
+    check_proxy_names(floors, "floors")
     for name, value in floors.items():
         (low, high), _better = PROXIES[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -162,7 +164,6 @@ class SearchConfig:
         if not 0 < self.max_amount < 1:
             raise ValueError(f"max_amount must be in (0, 1), got {self.max_amount}")
         check_weights(self.weights)
-        check_weights({**self.floors, "fidelity": 1.0})
         check_floors(self.floors)
         if self.compensation != "auto":
             if isinstance(self.compensation, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 
@@ -42,10 +42,15 @@ def weighted_score(proxies: Mapping[str, float], weights: Mapping[str, float]) -
     return total
 
 
-def check_weights(weights: Mapping[str, float]) -> None:
-    unknown = set(weights) - set(PROXIES)
+def check_proxy_names(names: Iterable[str], where: str) -> None:
+    """Every name must be a proxy; ``where`` names the setting in the error (``weights``, ``floors``)."""
+    unknown = set(names) - set(PROXIES)
     if unknown:
-        raise ValueError(f"unknown proxies in weights: {', '.join(sorted(unknown))}; known: {', '.join(PROXIES)}")
+        raise ValueError(f"unknown proxies in {where}: {', '.join(sorted(unknown))}; known: {', '.join(PROXIES)}")
+
+
+def check_weights(weights: Mapping[str, float]) -> None:
+    check_proxy_names(weights, "weights")
     for name, weight in weights.items():
         if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
             raise ValueError(f"objective weight {name!r} must be a finite number, got {weight!r}")
