@@ -5,6 +5,7 @@ import importlib
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +173,22 @@ def test_a_model_trained_on_unit_inputs_keeps_its_accuracy_with_its_own_spec(tmp
     assert main([*prune, "--target-params", "0.9", "--no-eval", "--quiet", "--out", str(run)]) == 0
     _, run_spec, _ = load_pruned(run, trust_code=True)
     assert run_spec == spec
+
+
+def test_a_module_in_the_current_folder_is_found_as_with_python_m(tmp_path, monkeypatch):
+    # the `robustprune` script puts its own folder on sys.path, not the current one as `python -m` does
+    (tmp_path / "rp_cwd_net.py").write_text(CIFAR_NET)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p and Path(p).resolve() != tmp_path.resolve()])
+    monkeypatch.delitem(sys.modules, "rp_cwd_net", raising=False)
+    namespace: dict = {}
+    exec(CIFAR_NET, namespace)
+    torch.save(namespace["build"]().state_dict(), tmp_path / "w.pt")
+    argv = ["baseline", "--model", "rp_cwd_net:build", "--weights", "w.pt", "--method", "l1_uniform", *CIFAR_FLAGS]
+    argv += ["--target-macs", "0.5"]
+    assert main([*argv, "--no-eval", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert sys.path[-1] == str(tmp_path) or Path(sys.path[-1]).resolve() == tmp_path.resolve()
+    sys.modules.pop("rp_cwd_net", None)
 
 
 def test_spec_file_and_flags_agree(tmp_path, cifar):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 import traceback
@@ -154,6 +155,15 @@ def _run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _current_folder_importable() -> None:
+    """``--model mymodule:build`` finds mymodule.py in the current folder, from the ``robustprune`` script as
+    from ``python -m robustprune`` (which puts that folder first); here it goes last, so no file there shadows
+    an installed package."""
+    here = os.getcwd()
+    if "" not in sys.path and not any(os.path.abspath(p) == here for p in sys.path if p):
+        sys.path.append(here)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success, 1 an unexpected (internal) error, 2 bad usage or input, 130 interrupted."""
     try:
@@ -163,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        _current_folder_importable()
         code = _run(args)
     except KeyboardInterrupt:  # while the heavy modules are imported or the parser is built
         print("robustprune: interrupted", file=sys.stderr)
