@@ -36,6 +36,20 @@ def test_recover_writes_a_loadable_run_with_new_weights(tmp_path):
     assert json.loads((out / "recover.json").read_text())["config"]["adv_fraction"] == 0.5
 
 
+def test_feature_layers_from_the_command_line(tmp_path, capsys):
+    source = tmp_path / "pruned"
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(source), "--quiet"]) == 0
+    run = ["recover", str(source), *TINY]
+    assert main([*run, "--out", str(tmp_path / "none"), "--features", "none"]) == 0
+    assert json.loads((tmp_path / "none" / "recover.json").read_text())["feature_layers"] == []
+    assert main([*run, "--out", str(tmp_path / "bogus"), "--features", "1,bogus"]) == 2
+    assert "feature layers not found in both the pruned and the original model: bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*run, "--out", str(tmp_path / "empty"), "--features", "a,,b"])
+    assert exc.value.code == 2
+
+
 def test_recover_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["recover", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *TINY]) == 2

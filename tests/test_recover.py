@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -12,9 +13,9 @@ from robustprune import InputSpec
 from robustprune.probes.synthetic import SyntheticConfig
 from robustprune.recover import RecoverConfig, RecoverResult, expand_model, merge_model, recover
 from robustprune.recover.checkpoint import CheckpointMismatchError
-from robustprune.recover.features import auto_feature_layers, kept_channels
+from robustprune.recover.features import FeatureLayerError, auto_feature_layers, kept_channels
 from robustprune.recover.inputs import augment
-from robustprune.recover.losses import depth_weights, kd_loss, sp_loss
+from robustprune.recover.losses import depth_weights, feature_loss, kd_loss, sp_loss
 from robustprune.recover.overparam import ExpandedConv, ExpandedLinear
 from robustprune.structure import PruneSpace, export, load_pruned
 
@@ -290,6 +291,90 @@ def test_unknown_kept_channels_use_adapters():
     result = recover(pruned, original, SPEC, dataclasses.replace(FAST, expand=1), quiet=True)
     assert result.adapted_layers == ["layers.0", "layers.1"]
     assert params(result.model) == params(pruned)  # adapters are dropped
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-style net: Linear layers on (N, H, W, C) features, no BatchNorm and no nn.Sequential blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.norm = nn.LayerNorm(6)
+        self.pw1, self.pw2 = nn.Linear(6, 12), nn.Linear(12, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = self.norm(self.stem(x).permute(0, 2, 3, 1))
+        x = x + self.pw2(torch.relu(self.pw1(x)))
+        return self.head(x.mean((1, 2)))
+
+
+def channels_last_pair():
+    torch.manual_seed(0)
+    original = ChannelsLast().eval()
+    space = PruneSpace(original, SPEC)
+    candidate = {g.name: tuple(range(0, g.size, 2)) for g in space.groups}
+    return original, export(space, candidate), candidate
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_channels_last_features_are_compared_on_their_channel_axis(known):
+    original, pruned, candidate = channels_last_pair()
+    config = dataclasses.replace(FAST, expand=1, steps=2)
+    result = recover(pruned, original, SPEC, config, candidate=candidate if known else None, quiet=True)
+    assert result.feature_layers == ["stem", "pw1", "pw2"]  # no BN, no blocks: the convs and linears
+    assert result.adapted_layers == ([] if known else ["stem", "pw1", "pw2"])  # each narrowed: an adapter
+    assert all(math.isfinite(v) for v in result.parts["feature"])
+
+
+def test_feature_loss_takes_the_kept_channels_on_the_given_axis():
+    teacher = {"a": torch.randn(2, 3, 3, 6)}
+    kept = {"a": [0, 2, 5]}
+    student = {"a": teacher["a"][..., kept["a"]] + 1.0}
+    loss = feature_loss(student, teacher, ["a"], kept, nn.ModuleDict(), {"a": -1})
+    assert loss.item() == pytest.approx(1.0)
+
+
+class GramBlock(nn.Module):
+    """Outputs (N, C, C): pruned, it narrows on two axes, so no channel axis can compare it."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, channels, 3, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x).flatten(2)
+        return f @ f.transpose(1, 2) / f.shape[-1]
+
+
+class GramHead(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, 3)
+
+    def forward(self, g):
+        return self.fc(g.mean(2))
+
+
+def gram_pair():
+    torch.manual_seed(0)
+    original = nn.Sequential(GramBlock(6), GramHead(6)).eval()
+    pruned = nn.Sequential(GramBlock(3), GramHead(3)).eval()
+    with torch.no_grad():
+        pruned[0].conv.weight.copy_(original[0].conv.weight[:3])
+        pruned[0].conv.bias.copy_(original[0].conv.bias[:3])
+        pruned[1].fc.weight.copy_(original[1].fc.weight[:, :3])
+        pruned[1].fc.bias.copy_(original[1].fc.bias)
+    return original, pruned
+
+
+def test_a_feature_layer_that_narrows_on_two_axes_is_refused_if_named_and_left_out_if_automatic():
+    original, pruned = gram_pair()
+    config = dataclasses.replace(FAST, expand=1, steps=1)
+    assert auto_feature_layers(original) == ["0", "1"]
+    assert recover(pruned, original, SPEC, config, quiet=True).feature_layers == ["1"]
+    with pytest.raises(FeatureLayerError, match="'0' gives outputs of shape"):
+        recover(pruned, original, SPEC, dataclasses.replace(config, features=("0",)), quiet=True)
 
 
 def test_same_seed_same_weights_other_seed_other_weights():

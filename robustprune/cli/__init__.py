@@ -83,6 +83,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.models import ModelRefError
     from robustprune.quantize.ptq import QuantizeError
     from robustprune.recover.checkpoint import CheckpointMismatchError
+    from robustprune.recover.features import FeatureLayerError
     from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
@@ -102,6 +103,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         UnreachableTargetError,
         QuantizeError,
         CheckpointMismatchError,
+        FeatureLayerError,
     )
 
 

@@ -61,6 +61,16 @@ def eps(text: str) -> float:
     return _unit_interval(text, "an L-inf radius in [0, 1] pixel space")
 
 
+def feature_layers(text: str) -> str | tuple[str, ...]:
+    """``auto``, ``none`` or a comma list of module names (RecoverConfig.features)."""
+    if text in ("auto", "none"):
+        return text
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"takes auto, none or a comma list of module names, got {text!r}")
+    return names
+
+
 def count_or_zero(text: str) -> int:
     value = _number(text, int)
     if value < 0:

@@ -35,6 +35,12 @@ CONFIG = (
     ),
     Flag("expand", type=c.positive_int, help="linear over-parameterization factor, 1 = off (default %(default)s)"),
     Flag(
+        "features",
+        type=c.feature_layers,
+        help="layers whose outputs the pruned model learns to match: auto (block outputs; else BatchNorms; else "
+        "every conv and linear but the last), none, or a comma list of module names (default %(default)s)",
+    ),
+    Flag(
         "adv_fraction",
         type=c.share,
         help="share of each batch replaced by PGD inputs against the original (default %(default)s)",

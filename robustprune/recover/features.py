@@ -13,6 +13,10 @@ from robustprune.structure.layers import LAYER_TYPES
 from robustprune.structure.space import PruneSpace
 
 
+class FeatureLayerError(ValueError):
+    """Feature layers that cannot supervise the pruned model: not in both models, or outputs that do not meet."""
+
+
 def _has_params(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
 
@@ -46,7 +50,8 @@ def resolve_feature_layers(features: str | tuple[str, ...], student: nn.Module, 
     teacher_names = {n for n, _ in teacher.named_modules()}
     missing = [n for n in names if n not in student_names or n not in teacher_names]
     if missing:
-        raise ValueError(f"feature layers not found in both the pruned and the original model: {', '.join(missing)}")
+        where = "the pruned and the original model"
+        raise FeatureLayerError(f"feature layers not found in both {where}: {', '.join(missing)}")
     return names
 
 

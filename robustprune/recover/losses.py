@@ -38,18 +38,21 @@ def depth_weights(count: int) -> list[float]:
     return [(i + 1) / total for i in range(count)]
 
 
-def make_adapter(student_channels: int, teacher_channels: int, dims: int, gen: torch.Generator) -> nn.Module:
-    """A 1x1 map from the student's channels to the original's, for features of ``dims`` dimensions (N, C, ...).
+def make_adapter(
+    student_channels: int, teacher_channels: int, dims: int, gen: torch.Generator, axis: int = 1
+) -> nn.Module:
+    """A 1x1 map from the student's channels to the original's, for features of ``dims`` dimensions whose
+    channels are on ``axis`` (1: (N, C, ...); -1 or ``dims - 1``: channels last, a Linear on the last axis).
 
     Initialized with the identity on the first min(c_s, c_t) channels plus small seeded noise,
     so training starts from "compare the leading channels" rather than from a random projection.
     """
-    if dims == 2:
+    if dims == 2 or axis in (-1, dims - 1):
         layer: nn.Module = nn.Linear(student_channels, teacher_channels, bias=False)
     elif dims in (3, 4):
         layer = (nn.Conv1d if dims == 3 else nn.Conv2d)(student_channels, teacher_channels, 1, bias=False)
     else:
-        raise ValueError(f"cannot adapt features of {dims} dimensions")
+        raise ValueError(f"cannot adapt features of {dims} dimensions with channels on axis {axis}")
     weight = torch.eye(teacher_channels, student_channels) + 0.01 * torch.randn(
         teacher_channels, student_channels, generator=gen
     )
@@ -64,16 +67,20 @@ def feature_loss(
     layers: Sequence[str],
     kept: Mapping[str, Sequence[int]],
     adapters: nn.ModuleDict,
+    axes: Mapping[str, int] | None = None,
 ) -> torch.Tensor:
-    """DFBF: depth-weighted mean L1 distance of feature maps, through the kept channels or the layer's adapter."""
+    """DFBF: depth-weighted mean L1 distance of feature maps, through the kept channels or the layer's adapter.
+
+    ``axes``: each layer's channel axis (default 1, as in (N, C, ...); -1 for channels-last outputs)."""
     total = None
     for weight, name in zip(depth_weights(len(layers)), layers, strict=True):
         s, t = student[name].float(), teacher[name].float()
         key = adapter_key(name)
+        axis = (axes or {}).get(name, 1)
         if key in adapters:
             s = adapters[key](s)
         elif name in kept:
-            t = t[:, kept[name]]
+            t = t.index_select(axis, torch.as_tensor(kept[name], device=t.device))
         term = weight * (s - t).abs().mean()
         total = term if total is None else total + term
     return total

@@ -18,7 +18,7 @@ from robustprune._progress import progress_bar
 from robustprune.probes.cache import weights_hash
 from robustprune.recover.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from robustprune.recover.config import RecoverConfig
-from robustprune.recover.features import captured, kept_channels, resolve_feature_layers
+from robustprune.recover.features import FeatureLayerError, captured, kept_channels, resolve_feature_layers
 from robustprune.recover.inputs import fresh_batch, mix_adversarial, pool_batch, synthetic_pool
 from robustprune.recover.losses import adapter_key, feature_loss, kd_loss, make_adapter, sp_loss
 from robustprune.recover.overparam import expand_model, merge_model
@@ -47,7 +47,7 @@ def _set_mode(student: nn.Module, bn: str) -> None:
                 m.eval()
 
 
-def _build_adapters(
+def _feature_plan(
     student: nn.Module,
     teacher: nn.Module,
     spec: InputSpec,
@@ -55,8 +55,13 @@ def _build_adapters(
     kept: dict[str, list[int]],
     device: torch.device,
     seed: int,
-) -> nn.ModuleDict:
-    """A 1x1 adapter for every feature layer whose kept channels are unknown and whose width differs."""
+    named: bool,
+) -> tuple[list[str], dict[str, int], nn.ModuleDict]:
+    """Per feature layer, how the pruned model's output meets the original's: the channel axis (the one
+    axis where their shapes differ, 1 where none does) and a 1x1 adapter where the kept channels are unknown.
+    ``kept`` loses the layers compared through an adapter. A layer whose outputs differ on more than the channel
+    axis cannot be compared: an error where the user ``named`` it, left out where it was chosen automatically.
+    Returns (the layers compared, their channel axes, the adapters)."""
     example = torch.zeros(2, *spec.shape, device=device)
     modes = [(m, m.training) for m in student.modules()]
     student.eval()
@@ -68,15 +73,27 @@ def _build_adapters(
         for m, flag in modes:
             m.training = flag
     gen = torch.Generator().manual_seed(seed)
-    adapters = nn.ModuleDict()
+    compared, axes, adapters = [], {}, nn.ModuleDict()
     for name in layers:
-        c_s, c_t = s[name].shape[1], t[name].shape[1]
-        if name in kept and len(kept[name]) == c_s:
+        s_shape, t_shape = tuple(s[name].shape), tuple(t[name].shape)
+        differ = [i for i, (a, b) in enumerate(zip(s_shape, t_shape, strict=False)) if a != b]
+        if len(s_shape) != len(t_shape) or len(differ) > 1 or differ == [0]:
+            if named:
+                raise FeatureLayerError(
+                    f"feature layer {name!r} gives outputs of shape {s_shape} in the pruned model and {t_shape} in "
+                    "the original, which differ on more than one channel axis; name other feature layers"
+                )
+            kept.pop(name, None)
+            continue
+        axis = differ[0] if differ else 1
+        compared.append(name)
+        axes[name] = axis
+        if name in kept and len(kept[name]) == s_shape[axis]:
             continue
         kept.pop(name, None)
-        if c_s != c_t:
-            adapters[adapter_key(name)] = make_adapter(c_s, c_t, s[name].dim(), gen)
-    return adapters.to(device)
+        if differ:
+            adapters[adapter_key(name)] = make_adapter(s_shape[axis], t_shape[axis], len(s_shape), gen, axis)
+    return compared, axes, adapters.to(device)
 
 
 def _batch(
@@ -101,6 +118,7 @@ def _losses(
     inputs: torch.Tensor,
     layers: list[str],
     kept: dict[str, list[int]],
+    axes: dict[str, int],
     adapters: nn.ModuleDict,
     config: RecoverConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -115,7 +133,7 @@ def _losses(
         parts["kd"] = kd_loss(s_logits, t_logits, config.temperature)
         total = total + config.kd_weight * parts["kd"]
     if layers and config.feature_weight > 0:
-        parts["feature"] = feature_loss(s_feats, t_feats, layers, kept, adapters)
+        parts["feature"] = feature_loss(s_feats, t_feats, layers, kept, adapters, axes)
         total = total + config.feature_weight * parts["feature"]
     if layers and config.sp_weight > 0:
         parts["sp"] = sp_loss([s_feats[n] for n in layers], [t_feats[n] for n in layers])
@@ -189,7 +207,8 @@ def recover(
         # maps the already exported candidate's kept channels; the search that found it verified the space
         space = PruneSpace(original, spec, exclude=exclude, verify=False) if candidate is not None else None
         kept = kept_channels(space, candidate, layers) if space is not None and layers else {}
-        adapters = _build_adapters(student, teacher, spec, layers, kept, run_on, config.seed)
+        named = isinstance(config.features, tuple)
+        layers, axes, adapters = _feature_plan(student, teacher, spec, layers, kept, run_on, config.seed, named)
     if config.feature_weight == 0:
         adapters = nn.ModuleDict()
     params = list(student.parameters()) + list(adapters.parameters())
@@ -240,7 +259,7 @@ def recover(
                     group["lr"] = _lr(config, step)
                 pixels = _batch(step, pool, teacher, spec, config, gen, run_on)
                 inputs = spec.normalize(pixels.to(run_on))
-                total, terms = _losses(student, teacher, inputs, layers, kept, adapters, config)
+                total, terms = _losses(student, teacher, inputs, layers, kept, axes, adapters, config)
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(total):
                     raise FloatingPointError(
