@@ -319,6 +319,32 @@ def test_the_model_is_traced_on_a_batch_only_and_a_flatten_that_runs_unbatched_i
     check_equivalence(model, spec, torch.rand(3, 3, 16, 16))
 
 
+class ResidualIntoFlatten(nn.Module):
+    """A residual add whose sum is flattened into the head: torch-pruning lists the stem's indices of the
+    shared group in another order than the block's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.block = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + torch.relu(self.block(x))
+        return self.head(torch.flatten(x, 1))
+
+
+def test_a_residual_sum_flattened_into_the_head_is_one_group_pruned_exactly():
+    spec = InputSpec(shape=(3, 8, 8), mean=(0.5,), std=(0.25,), num_classes=10)
+    torch.manual_seed(0)
+    model = ResidualIntoFlatten().eval()
+    space = PruneSpace(model, spec)  # verified: refused before, masks put on permuted channels of the stem
+    (group,) = space.groups
+    assert set(group.members) == {"stem", "block"}
+    assert all(cmap == tuple(range(8)) for cmap in group.channel_maps)
+    check_equivalence(model, spec, torch.rand(3, 3, 8, 8))
+
+
 def test_a_layer_called_twice_is_refused_in_one_line_naming_it():
     class Reused(nn.Module):
         def __init__(self):

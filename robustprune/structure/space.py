@@ -65,6 +65,16 @@ Candidate = Mapping[str, Sequence[int]]
 """Kept channel indices per group name; groups not named keep all channels."""
 
 
+def _in_root_order(item) -> tuple[int, ...]:
+    """A torch-pruning group item's indices ordered by the group channel each one belongs to (its root index):
+    torch-pruning may list them in another order (after a flatten that a residual add also feeds)."""
+    idxs = [int(i) for i in item.idxs]
+    roots = item.root_idxs
+    if roots is None or any(r is None for r in roots):
+        return tuple(idxs)
+    return tuple(i for _, i in sorted(zip((int(r) for r in roots), idxs, strict=True), key=lambda pair: pair[0]))
+
+
 def _trace_failure(exc: Exception) -> str:
     """What went wrong in torch-pruning's tracer, in a line; a reshape that splits the channel axis
     (ShuffleNet's channel shuffle) is named, since the error alone does not say so."""
@@ -130,7 +140,8 @@ class PruneSpace:
             size = len(raw[0].idxs)
             full = self.graph.get_pruning_group(root.target.module, root.handler, list(range(size)))
             members, maps, consumers, unsupported, params = [], [], {}, [], []
-            for dep, idxs in full:
+            for item in full.items:
+                dep, idxs = item.dep, _in_root_order(item)
                 module = dep.target.module
                 if isinstance(module, nn.Parameter) and "out_channels" in dep.handler.__name__:
                     params.append(module)  # e.g. ConvNeXt's layer scale: torch-pruning slices it with the group
@@ -143,9 +154,9 @@ class PruneSpace:
                         unsupported.append(name)
                     elif name not in members:
                         members.append(name)
-                        maps.append(tuple(int(i) for i in idxs))
+                        maps.append(idxs)
                 elif name not in consumers:
-                    consumers[name] = tuple(int(i) for i in idxs)  # its input channel of each group channel
+                    consumers[name] = idxs  # its input channel of each group channel
             if any(m in exclude for m in members + unsupported) or not (members or unsupported):
                 continue  # excluded: its channels stay whole; the other groups are unaffected
             if unsupported:
