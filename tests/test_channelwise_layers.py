@@ -82,6 +82,18 @@ def test_a_shared_slope_prelu_called_everywhere_is_element_wise():
     assert_masked_equals_export(space, random_half(space))
 
 
+@pytest.mark.parametrize("make", [lambda: nn.PReLU(), lambda: nn.PReLU(8), lambda: nn.ReLU()])
+def test_a_flatten_into_the_head_after_a_prelu_is_pruned_exactly(make):
+    # torch's prelu kernel reshapes its slope: read as a reshape of the channels, the flatten mapped none of them
+    torch.manual_seed(0)
+    chain = nn.Sequential(nn.Conv2d(3, 8, 3), make(), nn.Flatten(), nn.Linear(8 * 14 * 14, 5)).eval()
+    space = PruneSpace(chain, SPEC)  # verified: refused before when the PReLU had one slope
+    assert space.group("0").consumers == ("3",)
+    pruned = assert_masked_equals_export(space, random_half(space))
+    assert pruned[3].in_features == len(random_half(space)["0"]) * 14 * 14
+    assert isinstance(chain[1].forward, type(chain.forward))  # the slope's own forward is back
+
+
 def test_importance_reads_the_channelwise_layer_consumers_read():
     chain = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.PReLU(8), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 144, 5)

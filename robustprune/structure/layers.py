@@ -10,10 +10,12 @@ same number of channels in every block of both the group it reads and the group 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.spectral_norm import SpectralNorm
@@ -29,8 +31,22 @@ MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES + CHANNELWISE_TYPES
 
 def traced_forward(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
     """How torch-pruning runs the model while tracing: on the batch as given. Without it, it tries
-    ``model(*example)`` first (one unbatched sample) and falls back to ``model(example)``, hiding the error."""
-    return model(example)
+    ``model(*example)`` first (one unbatched sample) and falls back to ``model(example)``, hiding the error.
+
+    A PReLU with one shared slope runs as the leaky ReLU of that slope (the same graph, element-wise):
+    torch's prelu kernel reshapes the slope, which torch-pruning takes for a reshape of the channels, so a
+    flatten after it was mapped to no channel of the dense layer it feeds."""
+    layers = element_wise_layers(model)
+    own = [m.__dict__.get("forward") for m in layers]  # a forward set on the instance itself is put back
+    for module in layers:
+        module.forward = functools.partial(F.leaky_relu, negative_slope=float(module.weight.detach()))
+    try:
+        return model(example)
+    finally:
+        for module, forward in zip(layers, own, strict=True):
+            del module.forward
+            if forward is not None:
+                module.forward = forward
 
 
 def element_wise_layers(model: nn.Module) -> list[nn.Module]:
