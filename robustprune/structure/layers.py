@@ -165,7 +165,7 @@ def check_member(name: str, module: nn.Module) -> None:
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
         raise UnsupportedModelError(
             f"module '{name}' is a LayerNorm over {tuple(module.normalized_shape)}; only a LayerNorm over the "
-            "channels alone is supported"
+            f"channels alone is supported; exclude it (exclude=['{name}']) to keep its channels whole"
         )
 
 
