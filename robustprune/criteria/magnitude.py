@@ -31,12 +31,13 @@ def tp_scores(space: PruneSpace, index: int, criterion: str) -> tuple[torch.Tens
     The normalisation is done here so that an all-zero group gives zeros, not 0/0 = NaN.
     """
     group = space.groups[index]
-    full = pruning_group(space, index)
+    full = None
     try:
+        full = pruning_group(space, index)
         scores = tp_importance(criterion)(full)
     except Exception as exc:  # noqa: BLE001 - a criterion that does not apply falls back to l1 (with a warning)
         why = f"{type(exc).__name__}: {exc}"
-        without = _without_grouped_inputs(full)
+        without = _without_grouped_inputs(full) if full is not None else None
         if without is None:
             return None, why
         try:  # torch-pruning cannot slice a grouped conv's inputs (a depthwise conv with a channel multiplier)
