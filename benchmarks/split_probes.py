@@ -114,10 +114,17 @@ def decision(tally: dict, search_cells: tuple[int, int], expected: int, pairs: i
         )
     net = [c["win"] - c["loss"] for c in counts.values()]
     adopt = min(net) >= 0 and max(net) >= 2
+    outcome = (
+        " The other three search-type methods' split cells run next (`--methods progressive_uniform oneshot_search "
+        "search_random`), then the test table once more for the four search-type methods."
+        if adopt
+        else " So the other three search-type methods' split cells were not run (amendment 10 runs them only if "
+        "the split is adopted), and the claim's test table stands as run."
+    )
     return (
         f"**Decision (amendment 10): {'adopt split_probes as the default' if adopt else 'keep split_probes off'}.** "
         f"Search with against without the split, under both rules: {text} (wins - losses {net[0]:+d} clean, "
-        f"{net[1]:+d} PGD; the rule adopts at >= 0 on both and >= +2 on at least one)."
+        f"{net[1]:+d} PGD; the rule adopts at >= 0 on both and >= +2 on at least one).{outcome}"
     )
 
 

@@ -51,6 +51,8 @@ def test_the_decision_waits_for_every_cell_then_applies_the_rule():
     assert "adopt split_probes" in decision(tally((3, 10, 1), (1, 12, 1)), (42, 42), 42, 14)
     assert "keep split_probes off" in decision(tally((1, 13, 0), (1, 13, 0)), (42, 42), 42, 14)  # +1: not enough
     assert "keep split_probes off" in decision(tally((5, 8, 1), (0, 13, 1)), (42, 42), 42, 14)  # PGD net -1
+    assert "were not run" in decision(tally((5, 8, 1), (0, 13, 1)), (42, 42), 42, 14)  # says so in words
+    assert "were not run" not in decision(tally((3, 10, 1), (1, 12, 1)), (42, 42), 42, 14)
 
 
 def test_suites_that_differ_beyond_the_split_are_refused():
