@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from robustprune import zoo
+from robustprune.cli import eval as eval_cli
 from robustprune.cli import main
 from robustprune.data.fashion_mnist import fashion_mnist_available
 from robustprune.evaluate.harness import REPORT_KEYS, EvalSettings, evaluate
@@ -82,6 +83,16 @@ def test_missing_data_names_the_package(tmp_path, monkeypatch, capsys):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("content", [b"\x80PK weights", b'{"a": 1}', b"[1, 2]"])
+def test_json_never_replaces_a_file_that_is_not_an_eval_report(tmp_path, capsys, content):
+    out = tmp_path / "net.pt"  # e.g. the weights, named by mistake
+    out.write_bytes(content)
+    assert main(["eval", "--model", "zoo:mlp", "--json", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an eval report" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == content
+
+
 @needs_data
 def test_eval_json_has_all_keys_and_matches_manifest(tmp_path):
     out = tmp_path / "r.json"
@@ -96,6 +107,7 @@ def test_eval_json_has_all_keys_and_matches_manifest(tmp_path):
     assert report["robust_accuracy"]["fgsm"] < report["clean_accuracy"]
     assert report["params"] == sum(p.numel() for p in zoo.load("mlp")[0].parameters())
     assert report["provenance"]["model"] == "zoo:mlp" and report["provenance"]["seed"] == 0
+    assert eval_cli._is_eval_report(out)  # so a second eval --json here replaces it
 
 
 @pytest.mark.slow

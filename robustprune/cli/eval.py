@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from robustprune.cli import _common as c
@@ -38,7 +39,11 @@ def add_parser(add) -> None:
 
     p = add("eval", HELP, EXAMPLES)
     c.add_model_args(p, allow_code=True)
-    p.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT (replaced if it exists)")
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        help="write the report as JSON to OUT (an earlier eval report there is replaced; any other file is kept)",
+    )
     c.add_input_spec_args(p)
     c.add_eval_data_args(p)
     p.add_argument("--original", metavar="REF", help="the unpruned model: agreement with it on --data")
@@ -62,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
 
         if out.name in OWNED_FILES and run_kind(out.parent) is not None:
             raise c.UsageError(f"--json {out} is a file of a robustprune run folder; choose another file")
+        if out.exists() and not _is_eval_report(out):
+            raise c.UsageError(
+                f"--json {out} exists and is not an eval report (only those are replaced); choose another file"
+            )
     try:
         settings = build(EvalSettings, values(args, SETTINGS), latency=not args.no_latency)
     except ValueError as exc:
@@ -130,3 +139,12 @@ def _load_run_folder(args: argparse.Namespace):
         raise c.UsageError(f"{folder} is a folder but not a run folder (no spec.json)")
     model, spec, _data = load_pruned(folder, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
     return model.to(args.device), spec
+
+
+def _is_eval_report(path: Path) -> bool:
+    """``path`` holds a JSON report an earlier eval wrote, so replacing it loses nothing the user made."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(report, dict) and {"clean_accuracy", "provenance"} <= report.keys()
