@@ -168,6 +168,7 @@ def test_a_channel_shuffle_is_refused_in_one_line_naming_it():
     with pytest.raises(UnsupportedModelError, match="channel shuffle") as info:  # torch-pruning's tracer fails
         PruneSpace(torchvision_model("shufflenet_v2_x0_5").eval(), TV_SPEC)
     assert "\n" not in str(info.value)
+    assert "(after stage" in str(info.value)  # the modules feeding the reshape, so the user can find it
 
 
 class MixedKernels(nn.Module):

@@ -80,11 +80,50 @@ def _trace_failure(exc: Exception) -> str:
     (ShuffleNet's channel shuffle) is named, since the error alone does not say so."""
     frames = [f.name for f in traceback.extract_tb(exc.__traceback__)]
     if "update_reshape_index_mapping" in frames:
+        site = _reshape_site(exc)
         return (
-            "a reshape splits or regroups the channel axis (a channel shuffle, as in ShuffleNet), which its "
-            f"index mapping does not support (Torch-Pruning issue #14) [{exc.__class__.__name__}: {exc}]"
+            f"a reshape{site} splits or regroups the channel axis (a channel shuffle, as in ShuffleNet), which its "
+            f"index mapping does not support (Torch-Pruning issue #14); --exclude cannot skip a reshape "
+            f"[{exc.__class__.__name__}: {exc}]"
         )
     return f"{exc.__class__.__name__}: {exc}"
+
+
+def _reshape_site(exc: Exception) -> str:
+    """' in BLOCK (after A, B)': the modules whose outputs feed the reshape torch-pruning failed on, read
+    off its frame, and the block holding them all; '' where the frame does not say."""
+    tb, graph, node = exc.__traceback__, None, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "update_reshape_index_mapping":
+            graph, node = tb.tb_frame.f_locals.get("graph"), tb.tb_frame.f_locals.get("reshape_node")
+        tb = tb.tb_next
+    names = getattr(graph, "_module2name", None)
+    if not names or node is None:
+        return ""
+    merging = (tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT)
+    feeding, seen, stack = [], set(), [(n, False) for n in getattr(node, "inputs", [])]
+    while stack and len(seen) < 1000:  # back through unnamed ops (view, transpose, cat) to the nearest modules
+        prev, merged = stack.pop()
+        if id(prev) in seen:
+            continue
+        seen.add(id(prev))
+        name = names.get(getattr(prev, "module", None))
+        kind = getattr(prev, "type", None)
+        if name:
+            feeding.append(name)
+        elif not (merged and kind == tp.ops.OPTYPE.RESHAPE):  # a reshape beyond a cat or split is another site
+            stack.extend((n, merged or kind in merging) for n in getattr(prev, "inputs", []))
+    if not feeding:
+        return ""
+    feeding = sorted(set(feeding))
+    parts = [n.split(".") for n in feeding]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) > 1:
+            break
+        common.append(level[0])
+    block = ".".join(common) if len(feeding) > 1 else ""
+    return (f" in {block}" if block else "") + f" (after {', '.join(feeding)})"
 
 
 class PruneSpace:
