@@ -67,6 +67,7 @@ def start(folder: str | os.PathLike, options: str = "") -> str:
     options = f"{settings} {options}".strip()
     _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w", "-o", options, "start"])
     (folder / "port").write_text(str(port))
+    (folder / "options").write_text(options)  # for up()
     _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE])
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
 
@@ -78,6 +79,20 @@ def restart(folder: str | os.PathLike) -> None:
     # would keep _run waiting for ever
     command = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "server.log")]
     _run([*command, "-m", "immediate", "-w", "restart"])
+
+
+def down(folder: str | os.PathLike) -> None:
+    """Stop the server started in ``folder`` as a crash would, keeping its files for up()."""
+    bin_dir, folder = find_bin(), Path(folder).resolve()
+    _run([str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"])
+
+
+def up(folder: str | os.PathLike) -> None:
+    """Start again, on the same port, the server down() stopped."""
+    bin_dir, folder = find_bin(), Path(folder).resolve()
+    options = (folder / "options").read_text()
+    command = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "server.log")]
+    _run([*command, "-w", "-o", options, "start"])
 
 
 def stop(folder: str | os.PathLike) -> None:

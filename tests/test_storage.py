@@ -216,6 +216,32 @@ def test_bad_storage_url_is_one_line_before_any_work(url, cache_dir):
     assert not (cache_dir / "unused").exists(), "no probes were built"
 
 
+def test_a_postgresql_server_down_for_seconds_pauses_the_process_instead_of_ending_it(capsys):
+    import importlib.util
+    import tempfile
+    import threading
+
+    from tests import pgserver
+
+    if importlib.util.find_spec("psycopg") is None or pgserver.find_bin() is None:
+        pytest.skip("needs psycopg and the PostgreSQL server binaries (apt-get install postgresql)")
+    folder = tempfile.mkdtemp(prefix="robustprune-pg-")  # not under pytest's 0700 folders: the server user reads it
+    url = pgserver.start(folder)  # a server of its own: stopping the shared one would cut other tests
+    back = threading.Timer(3.0, pgserver.up, args=(folder,))  # refused for 3 s, then up again
+    try:
+        study = optuna.create_study(storage=storage_mod.open_storage(url), study_name="down")
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+        pgserver.down(folder)
+        back.start()
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)  # waits for the server
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+        assert "storage unreachable" in capsys.readouterr().err  # said once, not silently stuck
+    finally:
+        if back.is_alive():
+            back.join()
+        pgserver.stop(folder)
+
+
 def test_a_postgresql_restart_between_two_calls_does_not_end_the_process():
     import importlib.util
     import tempfile

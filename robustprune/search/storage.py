@@ -33,12 +33,17 @@ from optuna.storages._heartbeat import BaseHeartbeat  # not exported by optuna.s
 from optuna.study import StudyDirection
 from torch import nn
 
+from robustprune._progress import write_line
+
 #: Seconds between heartbeats of a running trial and of a search's owner.
 HEARTBEAT_INTERVAL = 10
 #: A trial or owner whose last heartbeat is older than this (seconds) belongs to a process that died.
 GRACE_PERIOD = 60
 #: Opening a new SQLite file races on table creation; the loser retries this many times.
 OPEN_ATTEMPTS = 20
+#: A database server that refuses new connections (restarting, a network blip) is tried again for this long
+#: (seconds) before a search or worker gives up; as long as the grace period, after which trials count as dead.
+RECONNECT_SECONDS = GRACE_PERIOD
 
 
 class StorageError(ValueError):
@@ -203,7 +208,7 @@ def open_storage(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
         for attempt in range(OPEN_ATTEMPTS):
             try:
-                return RDBStorage(
+                opened = RDBStorage(
                     storage,
                     # a server restart between two calls reconnects (SQLAlchemy tests each pooled connection
                     # before use) instead of failing the next call on a closed connection
@@ -212,6 +217,9 @@ def open_storage(
                     grace_period=GRACE_PERIOD,
                     heartbeat_stale_trial_callback=callback,
                 )
+                if not storage.startswith("sqlite"):  # opened: a server that is down from now on is waited for
+                    reconnect_patiently(opened.engine, RECONNECT_SECONDS)
+                return opened
             except Exception as exc:
                 if attempt + 1 < OPEN_ATTEMPTS and _creation_race(exc):
                     time.sleep(0.05 * (attempt + 1))  # another process is creating the schema: let it finish
@@ -221,6 +229,29 @@ def open_storage(
                     reason = "PostgreSQL needs psycopg: pip install 'robustprune[distributed]'"
                 raise StorageError(f"cannot open storage {_describe(storage)!r}: {reason}") from exc
     raise AssertionError("unreachable")
+
+
+def reconnect_patiently(engine, seconds: float) -> None:
+    """Make ``engine`` try a refused new connection again for up to ``seconds``, so that a database server
+    restarting (or a network blip) pauses a search instead of ending it. Only connecting is retried: nothing
+    was sent, so nothing can run twice. A cut in the middle of a call still fails it (resumable)."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):
+        deadline, delay, told = time.monotonic() + seconds, 0.5, False
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if not told:
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    write_line(f"storage unreachable ({reason}); trying again for up to {seconds:.0f} s")
+                    told = True
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
 
 
 def _creation_race(exc: Exception) -> bool:
