@@ -329,6 +329,20 @@ def test_merge_exact_for_duplicated_linear_neuron(factor):
     check_merge_exact(space, {"0": [0, 1, 2, 4]}, inputs(7, shape=MLP_SPEC.shape))
 
 
+def test_merge_partners_share_a_per_channel_prelu_slope():
+    """Channel 3 computes twice channel 1 before the PReLU; after it only if both have the same slope."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.PReLU(5), nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).eval()
+    duplicate(model[0], None, src=1, dst=3, factor=2.0)
+    x = inputs(7, shape=MLP_SPEC.shape)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.05, 0.2, 0.35, 0.2, 0.5]))  # channels 1 and 3 share 0.2
+    check_merge_exact(PruneSpace(model, MLP_SPEC), {"0": [0, 1, 2, 4]}, x)
+    with torch.no_grad():
+        model[1].weight[3] = 0.4  # now no kept channel has channel 3's slope: merging it would be wrong
+    assert merge_overrides(PruneSpace(model, MLP_SPEC), {"0": [0, 1, 2, 4]}) == {}
+
+
 def test_merge_threshold_and_no_removal(mlp_space):
     assert merge_overrides(mlp_space, {}) == {}
     assert merge_overrides(mlp_space, {g.name: range(g.size) for g in mlp_space.groups}) == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from robustprune.structure.analysis import consumer_columns, incoming_vectors
+from robustprune.structure.analysis import activation_slopes, consumer_columns, incoming_vectors
 from robustprune.structure.space import Candidate, PruneSpace
 
 _EPS = 1e-12
@@ -28,7 +28,9 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
     with c > 0 and the activation is positively homogeneous (ReLU, leaky ReLU), the
     channel j computes exactly c times channel i, so the merge is exact; for an exact
     duplicate s = 1. (The projection <v_j, v_i> / ||v_i||^2 = cos * s would agree on
-    such pairs and shrink the others.)
+    such pairs and shrink the others.) A per-channel PReLU among the group's members makes a
+    channel's activation its own: only kept channels with the same slopes are partners (the merge
+    is exact only then), and a removed channel with none is not merged.
 
     Similarities come from the original weights and merges only add to consumer input
     slices, so groups are independent and the order does not matter. Returns overrides
@@ -49,6 +51,11 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
         norms = v.norm(dim=1)
         unit = v / norms.clamp_min(_EPS)[:, None]
         cos = unit[removed] @ unit[kept].T  # (removed, kept)
+        slopes = activation_slopes(space, index)
+        if slopes is not None:  # a partner must share the removed channel's activation
+            gap = (slopes[removed][:, None, :] - slopes[kept][None, :, :]).abs().amax(dim=2)
+            tolerance = 1e-6 * slopes.abs().amax().clamp_min(1.0)
+            cos = cos.masked_fill(gap > tolerance, float("-inf"))
         best = cos.argmax(dim=1)
         consumers = consumer_columns(space, index)
         for r, j in enumerate(removed):

@@ -171,6 +171,19 @@ def effective_incoming(space: PruneSpace, index: int) -> tuple[torch.Tensor, tor
     return w, bias_terminal if any(u.terminal for u in units) else bias_all
 
 
+def activation_slopes(space: PruneSpace, index: int) -> torch.Tensor | None:
+    """(size, k) float64: per channel of group ``index``, its negative-side slope in each of the k per-channel
+    PReLUs among the group's members; None when the group passes through none."""
+    group = space.groups[index]
+    modules = dict(space.model.named_modules())
+    columns = [
+        modules[name].weight.detach().to("cpu", torch.float64)[list(channel_map)]
+        for name, channel_map in zip(group.members, group.channel_maps, strict=True)
+        if isinstance(modules[name], nn.PReLU)
+    ]
+    return torch.stack(columns, dim=1) if columns else None
+
+
 def incoming_vectors(space: PruneSpace, index: int) -> torch.Tensor:
     """(size, D + units) float64: per unit [effective rows, effective bias], concatenated over units."""
     size = space.groups[index].size
