@@ -286,3 +286,18 @@ def test_recover_of_a_cifar_shaped_run_uses_the_run_folders_spec(tmp_path, cifar
     assert main(["recover", str(run), "--out", str(recovered), *original, *tiny]) == 0
     _, spec, _ = load_pruned(recovered, trust_code=True)
     assert spec == CIFAR_SPEC  # no flags given to recover: the original got the run folder's spec
+
+
+@pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed")
+@pytest.mark.parametrize(("ref", "told"), [("mypkg.nets:build", True), ("zoo:mlp", False)])
+def test_a_users_model_fitting_fashion_mnist_is_told_its_numbers_are_on_fashion_mnist(monkeypatch, capsys, ref, told):
+    import argparse
+
+    from robustprune.cli import _output
+    from robustprune.evaluate import harness
+
+    monkeypatch.setattr(harness, "evaluate", lambda *a, **k: {"clean_accuracy": 0.5})  # what it says, not the eval
+    model, spec = zoo.load("mlp")
+    args = argparse.Namespace(model=ref, data=None, no_eval=False, seed=0, eps=0.1, data_root=None, quiet=False)
+    assert _output.report_for_run(model, spec, ref, args) == {"clean_accuracy": 0.5}
+    assert ("on Fashion-MNIST's test split" in capsys.readouterr().err) == told

@@ -121,7 +121,7 @@ def evaluate(
 
     # stages: clean, fgsm, pgd, 40 corruption sets, ood, latency
     bar = progress_bar(45 + int(settings.latency), "evaluating", quiet=quiet or progress is not None, unit="stage")
-    say(f"clean accuracy and calibration on {len(x_test):,} {settings.split} images")
+    say(f"clean accuracy and calibration on {len(x_test):,} Fashion-MNIST {settings.split} images")
     logits = predict_logits(model, spec, x_test, device=device)
     report: dict = {"clean_accuracy": accuracy(logits, y_test), "ece": expected_calibration_error(logits, y_test)}
     bar.update(1)
