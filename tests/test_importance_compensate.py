@@ -155,6 +155,22 @@ def test_merge_saliency_duplicate_is_free_and_formula():
     assert s[1] > 0
 
 
+def test_merge_saliency_counts_a_duplicate_free_only_with_the_same_prelu_slope():
+    model = nn.Sequential(nn.Linear(4, 3), nn.PReLU(3), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0], [1.0, 0, 0, 0]]))
+        model[0].bias.copy_(torch.tensor([0.5, -1.0, 0.5]))
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 4.0]]))
+        model[1].weight.copy_(torch.tensor([0.25, 0.1, 0.25]))
+    spec = InputSpec(shape=(4,), mean=(0.0,), std=(1.0,), num_classes=2)
+    s = channel_scores(PruneSpace(model, spec), "0", "merge_saliency")
+    assert s[0] == 0 and s[2] == 0  # duplicates with one slope: removing either is free
+    with torch.no_grad():
+        model[1].weight[2] = 0.5  # channel 2 now computes something else for negative inputs
+    s = channel_scores(PruneSpace(model, spec), "0", "merge_saliency")
+    assert s[0] > 0 and s[2] > 0
+
+
 def test_merge_saliency_bias_guard():
     model = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 2)).eval()
     with torch.no_grad():
