@@ -20,7 +20,11 @@ def add_parser(add) -> None:
     from robustprune.bench import run_suite
 
     p = add("bench", HELP, EXAMPLES)
-    p.add_argument("--suite", required=True, help="a packaged suite by name (quick, full, aim, rescore, ablation, ablation_val, split_val, split_val_off) or a suite JSON file")
+    p.add_argument(
+        "--suite",
+        required=True,
+        help="a packaged suite by name (quick, full, ablation, ...: an unknown name lists them) or a suite JSON file",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--eval-device", help="run the real-data evaluation there, e.g. cuda (pruning stays on the CPU)")
     p.add_argument("--search-device", help="run the search and its synthesis there, e.g. cuda")
