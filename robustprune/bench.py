@@ -30,7 +30,7 @@ import torch
 from robustprune import zoo
 from robustprune._io import atomic_write_json, claim
 from robustprune._progress import progress_bar, write_line
-from robustprune._provenance import outputs_excluded
+from robustprune._provenance import outputs_excluded, provenance
 from robustprune.baselines import INPUT_CRITERIA, METHODS, baseline
 from robustprune.bench_tables import write_outputs
 from robustprune.compensate import apply_overrides, bn_reestimate_overrides
@@ -549,6 +549,27 @@ def _run_cell_in_worker(
     )
 
 
+def _original_from_sibling(suite: Suite, model: str, out: Path) -> dict | None:
+    """The unpruned ``model``'s report from a results folder beside ``out`` whose suite evaluated it with the same
+    settings, at this commit on this machine and torch version (it depends on nothing else); None if there is none."""
+    here = provenance()
+    for path in sorted(out.parent.glob(f"*/cells/{model}__original.json")):
+        if path.parent.parent == out:
+            continue
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        made = report.get("provenance", {})
+        if (report.get("suite_settings") or {}).get("eval") != json.loads(json.dumps(suite.eval)):
+            continue
+        if any(made.get(key) != here[key] for key in ("commit", "machine", "torch")):
+            continue
+        report.pop("suite_settings")
+        return report
+    return None
+
+
 def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
     """Write the summary files from the finished cells in ``out`` (all of them, or those done so far)."""
     out = Path(out)
@@ -560,8 +581,10 @@ def summarize_suite(suite: Suite, out: str | Path) -> list[dict]:
     for model in suite.models:
         path = cells_dir / f"{model}__original.json"
         if not path.is_file():
-            net, spec = zoo.load(model)
-            report = evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
+            report = _original_from_sibling(suite, model, out)
+            if report is None:
+                net, spec = zoo.load(model)
+                report = evaluate(net, spec, settings=EvalSettings(**suite.eval), model_ref=f"zoo:{model}", quiet=True)
             atomic_write_json(path, {**report, "suite_settings": suite_settings(suite)})
         _check_settings(suite, path)
         originals[model] = json.loads(path.read_text())

@@ -463,3 +463,28 @@ def test_excluded_modules_keep_their_channels_and_the_run_folder_records_them(tm
     assert data["exclude"] == ["4"]
     assert model[4].out_channels == original[4].out_channels  # group '4' (conv 4 and its BN) stays whole
     assert model[0].out_channels < original[0].out_channels  # the others are pruned
+
+
+def test_an_unpruned_models_report_is_reused_only_from_a_sibling_with_the_same_evaluation(tmp_path):
+    from robustprune._provenance import provenance
+    from robustprune.bench import _original_from_sibling
+
+    suite = robustprune.bench.load_suite("quick")
+    report = {"clean_accuracy": 0.9, "provenance": json.loads(json.dumps(provenance()))}
+    cells = tmp_path / "other" / "cells"
+    cells.mkdir(parents=True)
+
+    def stored(eval_settings: dict, **made) -> None:
+        row = {**report, "provenance": {**report["provenance"], **made}, "suite_settings": {"eval": eval_settings}}
+        (cells / "mlp__original.json").write_text(json.dumps(row))
+
+    stored(suite.eval)
+    assert _original_from_sibling(suite, "mlp", tmp_path / "this") == report
+    assert _original_from_sibling(suite, "cnn", tmp_path / "this") is None  # another model
+    assert _original_from_sibling(suite, "mlp", tmp_path / "other") is None  # its own folder is not a sibling
+    stored({**suite.eval, "seed": 1})
+    assert _original_from_sibling(suite, "mlp", tmp_path / "this") is None  # evaluated otherwise
+    stored(suite.eval, machine="another host")
+    assert _original_from_sibling(suite, "mlp", tmp_path / "this") is None
+    stored(suite.eval, commit="0" * 40)
+    assert _original_from_sibling(suite, "mlp", tmp_path / "this") is None
