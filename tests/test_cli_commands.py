@@ -174,6 +174,28 @@ def test_export_and_plot_never_replace_files_they_were_not_asked_to(search_run, 
     assert own.read_bytes() == before
     assert main(["plot", str(search_run), "--out", str(taken), "--quiet"]) == 2
     assert "--out takes a folder" in capsys.readouterr().err
+    # the input-spec file written beside --out is the user's too
+    fresh = tmp_path / "fresh.pt"
+    sidecar = tmp_path / "fresh.pt.inputspec.json"
+    sidecar.write_text('{"mine": true}')
+    assert main(["export", str(search_run), "--format", "state_dict", "--out", str(fresh), "--quiet"]) == 2
+    assert sidecar.read_text() == '{"mine": true}' and not fresh.exists()
+
+
+def test_export_from_spec_and_weights_takes_only_the_run_folders_files(search_run, tmp_path, capsys):
+    other = search_run / "zeroed.pt"  # another weights file in the run folder: never exported in pruned.pt's place
+    other.write_bytes((search_run / "pruned.pt").read_bytes())
+    out = tmp_path / "sd.pt"
+    spec = str(search_run / "spec.json")
+    try:
+        base = ["export", "--format", "state_dict", "--out", str(out), "--quiet"]
+        assert main([*base, "--spec", spec, "--weights", str(other)]) == 2
+        assert main([*base, str(search_run), "--spec", spec, "--weights", str(search_run / "pruned.pt")]) == 2
+        assert "not both" in capsys.readouterr().err
+        assert not out.exists()
+        assert main([*base, "--spec", spec, "--weights", str(search_run / "pruned.pt")]) == 0
+    finally:
+        other.unlink()
 
 
 def test_plot_of_a_latency_only_search(search_run, tmp_path):

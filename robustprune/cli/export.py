@@ -46,14 +46,21 @@ def run(args: argparse.Namespace) -> int:
     from robustprune.quantize.run import is_quantized_run
     from robustprune.structure import load_pruned
 
+    if args.run and (args.spec or args.weights):
+        raise c.UsageError("give the run folder or --spec/--weights, not both")
     if args.run:
         source = Path(args.run)
     elif args.spec and args.weights:
-        if Path(args.spec).parent != Path(args.weights).parent or Path(args.spec).name != "spec.json":
+        spec_file, weights_file = Path(args.spec), Path(args.weights)
+        if (
+            spec_file.resolve().parent != weights_file.resolve().parent
+            or spec_file.name != "spec.json"
+            or weights_file.name != "pruned.pt"
+        ):
             raise c.UsageError(
                 "--spec and --weights must be spec.json and pruned.pt of one folder (or give the folder)"
             )
-        source = Path(args.spec).parent
+        source = spec_file.parent
     else:
         raise c.UsageError("give a run folder, or --spec spec.json --weights pruned.pt")
     c.check_run_source(source)
@@ -63,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
             "(load it with robustprune.quantize.load_quantized); export takes float run folders"
         )
     out = c.check_output_path(args.out)
-    if out.exists() and not args.overwrite:
-        raise c.UsageError(f"{out} exists; give --overwrite to replace it, or choose another --out")
+    sidecar = out.with_name(out.name + ".inputspec.json")
+    for path in (out, sidecar):
+        if path.exists() and not args.overwrite:
+            raise c.UsageError(f"{path} exists; give --overwrite to replace it, or choose another --out")
     if out.resolve().parent == source.resolve() and out.name in c.RUN_FILES:
         raise c.UsageError(f"{out} is a file of the run folder being exported; choose another --out")
     model, spec, _data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
     save_model(model, spec, out, args.format)
-    atomic_write_json(out.with_name(out.name + ".inputspec.json"), spec.to_dict())
+    atomic_write_json(sidecar, spec.to_dict())
     if not args.quiet:
         print(f"wrote {out} ({args.format}) and {out.name}.inputspec.json")
     return 0
