@@ -139,6 +139,16 @@ def test_calibration_sources(monkeypatch):
     assert seen["config"] == SEARCH_PROBES.seeded(3).synthetic  # the search's own probes: a cache hit after it
     with pytest.raises(ValueError, match="calibration"):
         calibration_inputs("imagenet", None, SPEC)
+    # one-line refusals the CLI reports with exit 2: too few inputs, real images from the validation split
+    with pytest.raises(QuantizeError, match="at least 2"):
+        calibration_inputs("gaussian", None, SPEC, n=1)
+    fm = InputSpec((1, 28, 28), (0.29,), (0.35,), 10)
+    with pytest.raises(QuantizeError, match="validation split"):
+        calibration_inputs("real", None, fm, n=55_001)
+    # gaussian pixels ~ N(mean, std) within the spec's own pixel range (0-255 here), not [0, 1]
+    bytes_spec = InputSpec((3, 8, 8), (120.0,) * 3, (60.0,) * 3, 10, (0.0, 255.0))
+    wide = calibration_inputs("gaussian", None, bytes_spec, n=64, seed=0)
+    assert wide.max() > 200 and abs(float(((wide - 120.0) / 60.0).mean())) < 0.1
 
 
 def test_xnnpack_without_executorch_says_where_the_quantizer_is():

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from robustprune.data.fashion_mnist import fits_fashion_mnist
+from robustprune.data.fashion_mnist import TRAIN_IMAGES, fits_fashion_mnist
 from robustprune.quantize.ptq import QuantizeError
 from robustprune.spec import InputSpec
 
@@ -76,7 +76,12 @@ def calibration_inputs(
         raise ValueError(f"unknown calibration {source!r}; choose one of: {', '.join(CALIBRATIONS)}")
     n = DEFAULT_N[source] if n is None else n
     if n < 2:
-        raise ValueError(f"calibration needs at least 2 inputs, got {n}")
+        raise QuantizeError(f"calibration needs at least 2 inputs, got {n}")
+    if source == "real" and n > TRAIN_IMAGES:
+        raise QuantizeError(
+            f"calibration 'real' takes at most the {TRAIN_IMAGES:,} training images before the validation split "
+            f"train[{TRAIN_IMAGES}:], asked for {n:,}"
+        )
     if source == "real" and not fits_fashion_mnist(spec):
         raise QuantizeError(
             f"calibration 'real' is Fashion-MNIST train images, which do not fit this model (input {spec.shape}, "
@@ -93,17 +98,15 @@ def calibration_inputs(
             config = dataclasses.replace(config, n=n)
         return cached_generate(model, spec, config, cache_dir=cache_dir, progress=progress).pixels[:n].float()
     if source == "gaussian":
-        # normalized inputs ~ N(0, 1), i.e. pixels ~ N(mean, std) per channel, clipped to the pixel range
+        # normalized inputs ~ N(0, 1), i.e. pixels ~ N(mean, std) per channel, clipped to the spec's pixel range
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, *spec.shape, generator=g)
         mean = torch.tensor(spec.mean).view(-1, *([1] * (len(spec.shape) - 1)))
         std = torch.tensor(spec.std).view(-1, *([1] * (len(spec.shape) - 1)))
-        return (mean + std * z).clamp(0.0, 1.0)
+        return (mean + std * z).clamp(*spec.value_range)
     from robustprune.data.fashion_mnist import load_fashion_mnist
 
     images, _labels = load_fashion_mnist("train", data_root)
-    if n > len(images):
-        raise ValueError(f"only {len(images)} training images, asked for {n}")
     return images[:n].float()
 
 
