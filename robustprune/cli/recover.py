@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     _output.save_run(args, out, lambda staging: result.save(staging, model_ref=data.get("model")))
-    report = _output.report_for_run(result.model, spec, f"{reference} (recovered)", args, original=original)
+    # evaluated where it was trained (--device): both come back on the device they were loaded on, the CPU
+    recovered, original = result.model.to(args.device), original.to(args.device)
+    report = _output.report_for_run(recovered, spec, f"{reference} (recovered)", args, original=original)
     report["provenance"].update(method="recover", source=str(source), recover=result.summary())
     return _output.finish_run(
         args, out, "recovered", report, "pruned.pt, spec.json, recover.json, recover_loss.png, report.json"
