@@ -30,13 +30,17 @@ def _reload(path, fmt):
 @pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "state_dict"])
 def test_torch_formats_reload_exactly_for_any_batch(tmp_path, fmt):
     model = _model()
-    path = save_model(model, SPEC, tmp_path / "m", fmt)
+    path = save_model(model, SPEC, tmp_path / "m.pt", fmt)
     loaded = _reload(path, fmt)
     for n in (1, 7):
         x = torch.randn(n, *SPEC.shape)
         with torch.no_grad():
             assert torch.allclose(loaded(x), model(x), atol=1e-6)
-    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary file left
+    (tmp_path / "again").mkdir()
+    again = save_model(model, SPEC, tmp_path / "again" / "m.pt", fmt)
+    if fmt != "torchscript":  # TorchScript names each trace in a process anew (___torch_mangle_N)
+        assert again.read_bytes() == path.read_bytes()  # the same model, the same bytes (no temporary name inside)
 
 
 def test_onnx_is_written_and_checked_against_the_model(tmp_path):
@@ -44,7 +48,9 @@ def test_onnx_is_written_and_checked_against_the_model(tmp_path):
     pytest.importorskip("onnxscript")
     model = _model()
     path = save_model(model, SPEC, tmp_path / "m.onnx", "onnx")
+    model.train()
     assert check_onnx(path, model, SPEC, batch_size=9) <= 1e-4
+    assert model.training  # checked in eval mode, handed back in its own
     other = _model()
     with torch.no_grad():
         other[-1].bias += 1.0

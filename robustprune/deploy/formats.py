@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from robustprune._io import staged_file
+from robustprune._modes import eval_mode
 from robustprune.spec import InputSpec
 
 __all__ = ["FORMATS", "DeployError", "check_onnx", "save_model"]
@@ -52,7 +53,8 @@ def _write(work: nn.Module, example: torch.Tensor, spec: InputSpec, tmp: Path, f
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # trace is deprecated but still the portable format
-            torch.jit.save(torch.jit.trace(work, example), str(tmp))
+            with open(tmp, "wb") as file:  # a file object: the archive's folder is not named after the temp file
+                torch.jit.save(torch.jit.trace(work, example), file)
     elif fmt == "torch-export":
         program = torch.export.export(work, (example,), dynamic_shapes=({0: _batch_dim()},))
         with open(tmp, "wb") as file:  # a file object: torch warns about a path not ending in .pt2
@@ -61,7 +63,8 @@ def _write(work: nn.Module, example: torch.Tensor, spec: InputSpec, tmp: Path, f
         _save_onnx(work, example, tmp)
         check_onnx(tmp, work, spec)
     else:
-        torch.save(work.state_dict(), tmp)
+        with open(tmp, "wb") as file:  # the same model gives the same bytes
+            torch.save(work.state_dict(), file)
 
 
 def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -95,8 +98,8 @@ def check_onnx(path: str | os.PathLike, model: nn.Module, spec: InputSpec, batch
     inputs = spec.normalize(pixels)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0])
-    with torch.no_grad():
-        want = model.eval()(inputs)
+    with torch.no_grad(), eval_mode(model):  # the caller's model keeps its mode
+        want = model(inputs.to(next(model.parameters(), inputs).device)).cpu()
     diff = float((got - want).abs().max())
     relative = diff / max(1.0, float(want.abs().max()))
     if not relative <= ONNX_TOLERANCE:  # a NaN fails too

@@ -141,8 +141,8 @@ def quantize_int8(
 def save_quantized(program: torch.export.ExportedProgram, path: str | os.PathLike) -> Path:
     """Write the program atomically (``torch.export.save``)."""
     path = Path(path)
-    with staged_file(path) as tmp:  # keeps the .pt2 suffix torch.export.save expects
-        torch.export.save(program, str(tmp))
+    with staged_file(path) as tmp, open(tmp, "wb") as file:  # a file object: the same program, the same bytes
+        torch.export.save(program, file)
     return path
 
 
