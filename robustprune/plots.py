@@ -6,15 +6,17 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
 from robustprune._io import PLOT_NAMES, PLOT_SUFFIXES, staged_file
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 COLUMN = (3.5, 2.6)  # inches: one paper column
 WIDE = (7.0, 2.8)
+
+
+def _figure(size: tuple[float, float], **kwargs) -> Figure:
+    """A figure outside pyplot: drawing never changes the caller's matplotlib backend or open figures."""
+    return Figure(figsize=size, **kwargs)
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -25,7 +27,6 @@ def _save(fig, path: Path) -> list[Path]:
         with staged_file(target) as tmp:  # two runs summarizing into one folder must not share a temp name
             fig.savefig(tmp, dpi=200, bbox_inches="tight")
         written.append(target)
-    plt.close(fig)
     return written
 
 
@@ -43,7 +44,8 @@ def _load_run(run: str | Path | Mapping) -> tuple[dict, list[dict], dict]:
 def plot_search_front(run, path: str | Path, label: str | None = None) -> list[Path]:
     """The search's candidates in proxy space: MAC reduction vs fidelity and vs robust fidelity."""
     _history, front, _spec = _load_run(run)
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
+    fig = _figure(WIDE, layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
     x = [100 * p["compression"] for p in front]
     for ax, key, name in (
         (axes[0], "fidelity", "fidelity (synthetic)"),
@@ -64,7 +66,8 @@ def plot_step_trace(run, path: str | Path) -> list[Path]:
     history, _front, _spec = _load_run(run)
     steps = history["steps"]
     k = [s["step"] for s in steps]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=WIDE, layout="constrained")
+    fig = _figure(WIDE, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
     # a step's MAC or params target; a latency-only target (ms against a table) is not on this axis
     targets = [
         s["target"].get("macs") if s["target"].get("macs") is not None else s["target"].get("params") for s in steps
@@ -95,7 +98,8 @@ def plot_group_amounts(run, path: str | Path) -> list[Path]:
     removed = [1 - len(g["keep"]) / g["size"] for g in groups.values()]
     total = sum(g["size"] for g in groups.values())
     uniform = 1 - sum(len(g["keep"]) for g in groups.values()) / total
-    fig, ax = plt.subplots(figsize=(max(3.5, 0.28 * len(names) + 1), 2.8))
+    fig = _figure((max(3.5, 0.28 * len(names) + 1), 2.8))
+    ax = fig.subplots()
     ax.bar(range(len(names)), [100 * r for r in removed], color="tab:blue", label="search")
     ax.axhline(100 * uniform, color="tab:red", ls="--", lw=1, label="same channel share, uniform")
     ax.set_xticks(range(len(names)))
@@ -120,7 +124,8 @@ def plot_methods(
     """Real-data accuracy vs MAC reduction, one series per method; rows need keys
     method, kept_macs, clean_accuracy, pgd (fractions). ``originals``: {"clean_accuracy", "pgd"} reference lines."""
     rows = list(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(WIDE[0], WIDE[1] + 0.6), sharex=True, layout="constrained")
+    fig = _figure((WIDE[0], WIDE[1] + 0.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "search", m))
     markers = "os^vD<>p*"
     for i, method in enumerate(methods):
@@ -147,7 +152,8 @@ def plot_methods(
 
 def plot_compare(runs: list[str | Path], path: str | Path) -> list[Path]:
     """Several search runs' fronts on one figure (label = run folder name)."""
-    fig, axes = plt.subplots(1, 2, figsize=WIDE, sharex=True, layout="constrained")
+    fig = _figure(WIDE, layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
     for run in runs:
         _history, front, _spec = _load_run(run)
         x = [100 * p["compression"] for p in front]

@@ -510,3 +510,21 @@ def test_an_unpruned_models_report_is_reused_only_from_a_sibling_with_the_same_e
     assert _original_from_sibling(suite, "mlp", tmp_path / "this") is None
     stored(suite.eval, commit="0" * 40)
     assert _original_from_sibling(suite, "mlp", tmp_path / "this") is None
+
+
+def test_drawing_leaves_the_callers_matplotlib_backend_alone(search_run, tmp_path):
+    script = f"""
+import matplotlib
+matplotlib.use("pdf")  # a notebook's or script's own backend
+from torch import nn
+from robustprune.plots import plot_run
+from robustprune.recover import RecoverConfig
+from robustprune.recover.result import RecoverResult
+plot_run({str(search_run)!r}, {str(tmp_path / "plots")!r})
+RecoverResult(nn.Linear(2, 2), [1.0, 0.5], {{}}, 1.0, RecoverConfig()).plot({str(tmp_path / "loss.png")!r})
+print(matplotlib.get_backend())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pdf"
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "plots" / "front.png").is_file()

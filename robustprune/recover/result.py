@@ -73,14 +73,12 @@ class RecoverResult:
 
     def plot(self, path: str | Path) -> Path:
         """The loss curve (total and each term, log scale) as a PNG at ``path``."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # outside pyplot: the caller's backend and figures stay as they are
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(5.0, 3.2))
+        fig = Figure(figsize=(5.0, 3.2))
+        ax = fig.subplots()
         steps = range(1, len(self.losses) + 1)
         ax.plot(steps, self.losses, label="total", color="black", linewidth=1.2)
         for name, values in self.parts.items():
@@ -93,5 +91,4 @@ class RecoverResult:
         ax.legend(fontsize=7)
         with staged_file(path) as tmp:
             fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        plt.close(fig)
         return path
