@@ -62,6 +62,21 @@ def test_recover_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize("command", ["recover", "search"])
+def test_a_checkpoint_dir_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, command):
+    taken = tmp_path / "x.pt"
+    taken.write_bytes(b"a file")
+    if command == "recover":
+        argv = ["recover", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--checkpoint-dir", str(taken)]
+    else:
+        flags = ["--recover", "--recover-checkpoint-dir", str(taken / "inside")]
+        argv = ["search", "--model", "zoo:mlp", "--target-params", "0.5", "--out", str(tmp_path / "o"), *flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is a file; it takes a folder" in err and len(err.strip().splitlines()) == 1
+    assert taken.read_bytes() == b"a file" and not (tmp_path / "o").exists()
+
+
 def test_search_then_recover_writes_one_run_with_both_stages(tmp_path):
     out = tmp_path / "run"
     search = ["search", "--model", "zoo:mlp", "--target-params", "0.8", "--trials", "1", "--steps", "1"]

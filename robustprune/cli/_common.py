@@ -260,6 +260,23 @@ def check_run_parent(out: Path) -> None:
     check_writable_file(out / ".probe" if out.is_dir() else out)
 
 
+def check_folder_flag(flag: str, path: str | None) -> None:
+    """A folder flag (``--checkpoint-dir``): a folder, or creatable and writable, checked before any work."""
+    from robustprune._io import _probe_writable
+
+    if path is None:
+        return
+    existing = Path(path).absolute()
+    while not existing.exists() and existing.parent != existing:  # missing folders above it are made too
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {path}: {existing} is a file; it takes a folder")
+    try:
+        _probe_writable(existing)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {path}: {exc}") from None
+
+
 def check_run_source(folder: Path) -> None:
     """``folder`` is a run folder: it holds spec.json and pruned.pt."""
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     c.check_device(args.device)
+    c.check_folder_flag("--checkpoint-dir", args.checkpoint_dir)
     source, out, pruned, spec, data = c.open_source_run(args, "recover")
     reference, original = c.load_original(args, source, data, spec)
     candidate = candidate_of(data)

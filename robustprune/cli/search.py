@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         if stray:
             raise c.UsageError(f"{stray[0]} sets the recovery after the search: give --recover too, or drop it")
     c.check_device(args.device)
+    c.check_folder_flag("--recover-checkpoint-dir", args.recover_checkpoint_dir)
     # --recover: the rerun of an interrupted run finds the search it saved before recovering
     out = c.check_run_dir(args, ("search+recover", "search") if args.recover else "search")
     c.check_storage(args.storage)
