@@ -137,6 +137,31 @@ def test_expanded_model_equals_compact_at_init(factory, shape, expand):
         assert torch.equal(v, before[k])
 
 
+class Attention(nn.Module):
+    """Self-attention over 4 tokens: nn.MultiheadAttention reads its out_proj's .weight directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.head = nn.Linear(3, 8), nn.Linear(8, 2)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_expansion_leaves_the_layers_attention_reads_by_weight():
+    torch.manual_seed(0)
+    compact = Attention().eval()
+    expanded = expand_model(compact, 2, seed=0).eval()
+    x = torch.randn(5, 4, 3)
+    with torch.no_grad():
+        assert (expanded(x) - compact(x)).abs().max().item() <= 1e-5
+    assert type(expanded.attn.out_proj) is type(compact.attn.out_proj)  # kept: attention reads its .weight
+    assert isinstance(expanded.embed, ExpandedLinear) and isinstance(expanded.head, ExpandedLinear)
+    assert isinstance(merge_model(expanded).embed, nn.Linear)
+
+
 def test_expansion_trains_the_whole_chain_not_a_padded_copy():
     conv = nn.Conv2d(4, 3, 3, bias=False)
     chain = expand_model(nn.Sequential(conv), 4, seed=0)[0]

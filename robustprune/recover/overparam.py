@@ -138,8 +138,15 @@ def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
+def _reads_child_weights(module: nn.Module) -> bool:
+    """A module whose forward reads its children's ``.weight`` directly (attention's output projection)."""
+    return isinstance(module, nn.MultiheadAttention)
+
+
 def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every Conv1d/Conv2d/Linear replaced by its expanded chain (same function).
+    Layers of a subclass, and those a parent reads by ``.weight`` (``nn.MultiheadAttention``'s output
+    projection), stay as they are: a chain has no ``.weight``.
 
     ``expand`` >= 1 is the width multiplier of the hidden channels. Modules are visited in
     ``named_modules`` order with one seeded generator, so a seed gives the same chain.
@@ -148,7 +155,13 @@ def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
         raise ValueError(f"expand must be an integer >= 1, got {expand!r}")
     expanded = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(seed)
-    targets = [(n, m) for n, m in expanded.named_modules() if isinstance(m, (*_CONVS, nn.Linear)) and n]
+    modules = list(expanded.named_modules())
+    inside = {f"{n}.{c}" if n else c for n, m in modules if _reads_child_weights(m) for c, _ in m.named_children()}
+    targets = [
+        (n, m)
+        for n, m in modules
+        if type(m) in (*_CONVS, nn.Linear) and n and n not in inside  # subclasses may do more than their weights
+    ]
     for name, module in targets:
         chain = ExpandedConv(module, expand, gen) if isinstance(module, _CONVS) else ExpandedLinear(module, expand, gen)
         chain.train(module.training)
