@@ -129,3 +129,20 @@ def test_evaluate_leaves_model_untouched():
     evaluate(model, spec, settings=EvalSettings(n_attack=50, n_corruption=50, n_ood=50, latency=False), quiet=True)
     assert model.training
     assert all((before[k] == v).all() for k, v in model.state_dict().items())
+
+
+@needs_data
+def test_fashion_mnist_reaches_a_model_of_another_pixel_range_as_its_own_pixels():
+    from robustprune import InputSpec
+    from robustprune.evaluate.paired import PairedSettings, correctness
+
+    model, spec = zoo.load("mlp")
+    low, high = 0.0, 255.0  # the same model, described for pixels in 0..255: inputs are normalized the same
+    bytes_spec = InputSpec(spec.shape, tuple(m * high for m in spec.mean), tuple(s * high for s in spec.std),
+                           spec.num_classes, (low, high))  # fmt: skip
+    settings = EvalSettings(n_attack=20, n_corruption=10, n_ood=50, latency=False)
+    unit, scaled = (evaluate(model, s, settings=settings, quiet=True) for s in (spec, bytes_spec))
+    assert scaled["clean_accuracy"] == pytest.approx(unit["clean_accuracy"], abs=1e-9)
+    assert scaled["ood_auroc"] == pytest.approx(unit["ood_auroc"], abs=1e-6)
+    paired = PairedSettings(split="val", n_pgd=10, n_apgd=1, apgd=False)
+    assert torch.equal(correctness(model, bytes_spec, paired)["clean"], correctness(model, spec, paired)["clean"])

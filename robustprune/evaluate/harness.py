@@ -114,6 +114,7 @@ def evaluate(
             f"Fashion-MNIST evaluation needs a (1, 28, 28) input with 10 classes; spec has "
             f"shape {spec.shape} and {spec.num_classes} classes: evaluate on your own data (--data PATH)"
         )
+    spec = spec.unit_range()[0]  # Fashion-MNIST pixels are in [0, 1]: the same model inputs as the spec's range
     say = progress or (lambda m: _log(m, quiet))
     start = time.time()
     x_test, y_test = load_eval_split(settings.split, root)

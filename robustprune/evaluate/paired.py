@@ -54,6 +54,8 @@ def correctness(
     ``images`` (pixels, labels) replaces the Fashion-MNIST split, e.g. for tests.
     """
     settings = settings or PairedSettings()
+    if images is None:  # Fashion-MNIST pixels are in [0, 1]: the same model inputs as the spec's own range
+        spec = spec.unit_range()[0]
     x, y = images if images is not None else load_eval_split(settings.split, root)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.image_seed))
     out = {"clean": robust_correct(model, spec, x, y, attack=None, device=device)}
