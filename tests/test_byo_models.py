@@ -115,6 +115,9 @@ def test_npz_and_pt_hold_the_same_data_and_bad_files_are_one_line(tmp_path):
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     torch.save([x, y], tmp_path / "list.pt")
     (tmp_path / "empty").mkdir()
+    np.savez(tmp_path / "text_labels.npz", x=x.numpy(), y=np.array(["a", "b", "c", "b", "a"]))
+    torch.save({"x": [[0.5, 0.5], [0.5]], "y": y}, tmp_path / "ragged.pt")
+    torch.save({"x": x.to_sparse(), "y": y}, tmp_path / "sparse.pt")
     cases = {
         "no_x.npz": "has no 'x' (keys: images)",
         "labels.npz": "labels span 0..3; the model has 3 classes",
@@ -124,6 +127,9 @@ def test_npz_and_pt_hold_the_same_data_and_bad_files_are_one_line(tmp_path):
         "list.pt": "must hold a dict with x",
         "empty": "holds no images",
         "data.csv": "evaluation data not found",
+        "text_labels.npz": "y is not an array of integer labels",
+        "ragged.pt": "x is not an array of numbers",
+        "sparse.pt": "x must be a dense array",
     }
     for name, message in cases.items():
         with pytest.raises(DataError, match=re.escape(message)) as info:
@@ -311,6 +317,9 @@ def test_user_files_that_are_almost_right_get_the_right_reason(tmp_path):
     for dtype in (np.int64, np.uint16):  # numpy's default integers and 16-bit pixels
         x, _ = check_user_data("x.npz", np.full((2, 1, 8, 8), 200, dtype=dtype), np.array([0, 1]), wide)
         assert x.dtype == torch.float32 and torch.all(x == 200.0)
+    # a hair outside the range (rounding in the user's pipeline) is accepted and clipped, as the attacks need
+    x, _ = check_user_data("x.npz", np.full((2, 1, 8, 8), 255.00005, dtype=np.float32), np.array([0, 1]), wide)
+    assert float(x.max()) == 255.0
     with pytest.raises(SpecError, match=r"mean has 2 values; expected 1 \(one per channel"):
         InputSpec((1, 8, 8), (0.1, 0.2), (0.25,), 5)
 

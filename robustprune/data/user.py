@@ -70,7 +70,12 @@ def check_user_data(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x and y as tensors, checked against ``spec`` (shape, finite values inside the pixel range, labels in range);
     ``path`` names the source in the DataError."""
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    try:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:  # strings, ragged lists, sparse
+        raise DataError(f"{path}: x is not an array of numbers ({type(exc).__name__})") from None
+    if x.layout != torch.strided:
+        raise DataError(f"{path}: x must be a dense array, got a {x.layout} tensor")
     if x.dtype == torch.bool or x.is_complex():
         raise DataError(f"{path}: x must hold numbers, got dtype {x.dtype}")
     x = x.to(torch.float32)
@@ -88,9 +93,13 @@ def check_user_data(
             f"{path}: x spans [{x.min():.3g}, {x.max():.3g}], outside the spec's pixel range [{low:g}, {high:g}]; "
             "give pixels, not normalized inputs (or set --value-range)"
         )
+    x = x.clamp(low, high)  # within the tolerance above: the attacks take the range strictly
     if y is None:
         return x, None
-    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    try:
+        y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"{path}: y is not an array of integer labels ({type(exc).__name__})") from None
     if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1 or len(y) != len(x):
         raise DataError(f"{path}: y must be {len(x)} integer labels, got dtype {y.dtype} and shape {tuple(y.shape)}")
     y = y.to(torch.int64)
