@@ -92,6 +92,32 @@ def test_sixteen_bit_images_are_scaled_by_their_depth_and_wider_ones_refused(tmp
         load_user_data(tmp_path, spec)
 
 
+def test_class_folders_are_read_at_any_depth_and_an_empty_one_is_refused(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name / "sub").mkdir(parents=True)
+    _png(tmp_path / "a" / "sub" / "deep.png", 10)  # as torchvision's ImageFolder: found, labelled a
+    _png(tmp_path / "b" / "top.png", 20)
+    _png(tmp_path / "b" / "sub" / ".hidden.png", 30)
+    x, y = load_user_data(tmp_path, GREY)
+    assert y.tolist() == [0, 1] and x.shape[0] == 2
+    (tmp_path / "0_empty").mkdir()  # sorts first: every label would shift by one
+    with pytest.raises(DataError, match="class folder 0_empty holds no images"):
+        load_user_data(tmp_path, GREY)
+
+
+def test_ood_data_keeps_no_labels_and_may_have_more_classes(tmp_path):
+    x = torch.rand(4, 1, 8, 8)
+    np.savez(tmp_path / "other.npz", x=x.numpy(), y=np.array([0, 5, 9, 7]))  # another dataset's labels
+    for c in range(5):  # five class folders for a three-class model
+        (tmp_path / "folders" / str(c)).mkdir(parents=True)
+        _png(tmp_path / "folders" / str(c) / "1.png", 40 * c)
+    for path in (tmp_path / "other.npz", tmp_path / "folders"):
+        got, labels = load_user_data(path, GREY, labels=False)
+        assert labels is None and got.shape[1:] == (1, 8, 8)
+        with pytest.raises(DataError):
+            load_user_data(path, GREY)  # as evaluation data they are refused
+
+
 def test_images_beside_class_folders_are_refused_not_dropped(tmp_path):
     (tmp_path / "cat").mkdir()
     _png(tmp_path / "cat" / "1.png", 10)

@@ -392,9 +392,9 @@ def check_user_data(args: argparse.Namespace, spec) -> None:
 
     if getattr(args, "ood", None) and not getattr(args, "data", None):
         raise UsageError("--ood needs --data (Fashion-MNIST brings its own OOD sets)")
-    for path in (getattr(args, "data", None), getattr(args, "ood", None)):
+    for path, labels in ((getattr(args, "data", None), True), (getattr(args, "ood", None), False)):
         if path and not getattr(args, "no_eval", False):
-            load_user_data(path, spec)
+            load_user_data(path, spec, labels=labels)
 
 
 def load_model_from_args(args: argparse.Namespace, prune: bool = False):

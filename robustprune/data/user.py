@@ -19,16 +19,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
-def load_user_data(path: str | os.PathLike, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_user_data(
+    path: str | os.PathLike, spec: InputSpec, labels: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(x, y)`` from ``path``: x float32 ``(N, *spec.shape)`` in ``spec.value_range``, y int64 ``(N,)`` or None.
 
     ``path`` is a folder with one subfolder of images per class (classes in sorted name order, as torchvision's
-    ImageFolder; images directly in the folder: unlabeled), or an ``.npz`` / ``.pt`` file holding ``x`` (already
-    in the spec's pixel range) and optionally ``y``. Raises DataError (one line) on anything unusable.
+    ImageFolder, images found at any depth in them; images directly in the folder: unlabeled), or an ``.npz`` /
+    ``.pt`` file holding ``x`` (already in the spec's pixel range) and optionally ``y``. ``labels=False`` (OOD
+    sets) ignores any labels and class folders' count. Raises DataError (one line) on anything unusable.
     """
     path = Path(path)
     if path.is_dir():
-        x, y = _read_image_folder(path, spec)
+        x, y = _read_image_folder(path, spec, labels)
     elif path.suffix == ".npz" and path.is_file():
         x, y = _read_npz(path)
     elif path.suffix == ".pt" and path.is_file():
@@ -37,7 +40,7 @@ def load_user_data(path: str | os.PathLike, spec: InputSpec) -> tuple[torch.Tens
         raise DataError(f"evaluation data not found: {path}")
     else:
         raise DataError(f"{path}: evaluation data is an image folder, an .npz or a .pt file of x (and y)")
-    return check_user_data(path, x, y, spec)
+    return check_user_data(path, x, y if labels else None, spec)
 
 
 def _read_npz(path: Path) -> tuple[object, object]:
@@ -108,7 +111,7 @@ def check_user_data(
     return x, y
 
 
-def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _read_image_folder(root: Path, spec: InputSpec, labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images under ``root/<class>/`` (labels by sorted class name) or directly in ``root`` (no labels)."""
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
@@ -119,8 +122,14 @@ def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch
                 f"({loose[0].name}, ...): "
                 "move each into its class folder, or remove the class folders for unlabeled data"
             )
-        files = [(f, label) for label, folder in enumerate(classes) for f in _images(folder)]
-        if len(classes) > spec.num_classes:
+        files = [(f, label) for label, folder in enumerate(classes) for f in _images(folder, recursive=True)]
+        empty = sorted({c.name for c in classes} - {classes[label].name for _, label in files})
+        if empty and labels:  # every later class's label would shift by one
+            raise DataError(
+                f"{root}: class folder{'s' * (len(empty) > 1)} {', '.join(empty)} hold{'s' * (len(empty) == 1)} no "
+                "images, which would shift the labels of the classes after it; remove it or add its images"
+            )
+        if len(classes) > spec.num_classes and labels:
             raise DataError(f"{root} has {len(classes)} class folders; the model has {spec.num_classes} classes")
     else:
         files = [(f, None) for f in _images(root)]
@@ -131,10 +140,16 @@ def _read_image_folder(root: Path, spec: InputSpec) -> tuple[torch.Tensor, torch
     return x, y
 
 
-def _images(folder: Path) -> list[Path]:
-    """The images in ``folder``; hidden files (macOS ``._x.png`` resource forks) are skipped, as hidden folders are."""
+def _images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The images in ``folder`` (and below it when ``recursive``); hidden files (macOS ``._x.png`` resource forks)
+    and hidden folders are skipped."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(
-        f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+        f
+        for f in found
+        if f.is_file()
+        and f.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
     )
 
 

@@ -169,7 +169,7 @@ def _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, p
     if original is not None:
         check_original(original, spec)
     if isinstance(ood, str | Path):
-        ood = {Path(ood).name: load_user_data(ood, spec)[0]}
+        ood = {Path(ood).name: load_user_data(ood, spec, labels=False)[0]}  # another dataset's labels mean nothing here
     return evaluate_user_data(
         model, spec, x, y, settings, device, name, model_ref, original=original, ood=ood, quiet=quiet, progress=progress
     )
