@@ -118,6 +118,15 @@ def test_ood_data_keeps_no_labels_and_may_have_more_classes(tmp_path):
             load_user_data(path, GREY)  # as evaluation data they are refused
 
 
+def test_an_image_over_pillows_size_limit_is_a_one_line_refusal(tmp_path, monkeypatch):
+    from PIL import Image
+
+    _png(tmp_path / "big.png", 10)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # an 8x8 image then counts as a decompression bomb
+    with pytest.raises(DataError, match=r"could not read image .*big.png \(DecompressionBombError\)"):
+        load_user_data(tmp_path, GREY)
+
+
 def test_images_beside_class_folders_are_refused_not_dropped(tmp_path):
     (tmp_path / "cat").mkdir()
     _png(tmp_path / "cat" / "1.png", 10)

@@ -114,6 +114,9 @@ def test_truncated_idx_raises_value_error(tmp_path):
     _write_gz(tmp_path / label_name, _idx_bytes(np.zeros(count, dtype=np.uint8)))
     with pytest.raises(ValueError, match="truncated"):
         fm.load_fashion_mnist(root=tmp_path)
+    _write_gz(tmp_path / image_name, bytes([0, 0, 0x08, 3, 0, 0]))  # cut inside the header
+    with pytest.raises(ValueError, match="truncated inside its header"):
+        fm.load_fashion_mnist(root=tmp_path)
 
 
 def test_garbage_idx_raises_value_error(tmp_path):

@@ -66,8 +66,10 @@ def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
     dims = raw[3]
     if dims != expected_dims:
         raise DataError(f"{path} has {dims} dimensions, expected {expected_dims}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     offset = 4 + 4 * dims
+    if len(raw) < offset:
+        raise DataError(f"{path} is truncated inside its header; reinstall it: {INSTALL_HINT}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     data = np.frombuffer(raw, dtype=np.uint8, offset=offset)
     if data.size != int(np.prod(shape)):
         raise DataError(f"{path} is truncated: header says {shape}, found {data.size} bytes of data")

@@ -183,7 +183,7 @@ def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
             else:
                 image = image.convert(_MODES[channels]).resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as exc:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:  # a bomb is no OSError
         raise DataError(f"could not read image {path} ({type(exc).__name__})") from None
     pixels = torch.from_numpy(np.ascontiguousarray(array.reshape(height, width, channels))).permute(2, 0, 1)
     low, high = spec.value_range
