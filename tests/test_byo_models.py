@@ -193,6 +193,9 @@ def test_unlabeled_data_reports_agreement_with_the_original():
     assert labeled["corruption_accuracy"] == report["agreement"]["corruption"]
     bare = rp.evaluate(model, GREY, data=(x, None), settings=SETTINGS, quiet=True)
     assert bare["agreement"] is None and bare["robust_accuracy"] is None and bare["params"] > 0
+    # OOD tensors given in code are checked as files are: normalized inputs are not pixels
+    with pytest.raises(DataError, match="OOD set 'normalized'.*outside the spec's pixel range"):
+        rp.evaluate(model, GREY, data=(x, None), ood={"normalized": GREY.normalize(x)}, settings=SETTINGS, quiet=True)
 
 
 def test_another_pixel_range_measures_the_same_as_unit_pixels(tmp_path):

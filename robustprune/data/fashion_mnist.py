@@ -110,7 +110,7 @@ def load_eval_split(split: str = "test", root: str | os.PathLike | None = None) 
     if split == "test":
         return load_fashion_mnist("test", root)
     x, y = load_fashion_mnist("train", root)
-    return x[TRAIN_IMAGES:], y[TRAIN_IMAGES:]
+    return x[TRAIN_IMAGES:].clone(), y[TRAIN_IMAGES:].clone()  # a view would keep all 60,000 images alive
 
 
 def fits_fashion_mnist(spec) -> bool:

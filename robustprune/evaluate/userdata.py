@@ -19,6 +19,7 @@ from torch import nn
 from robustprune._progress import progress_bar, write_line
 from robustprune._provenance import provenance
 from robustprune.data.corruptions import CORRUPTIONS, SEVERITIES
+from robustprune.data.user import check_user_data
 from robustprune.evaluate.cost import count_macs_params, latency_ms
 from robustprune.evaluate.metrics import (
     accuracy,
@@ -57,7 +58,10 @@ def evaluate_user_data(
     say = progress or ((lambda m: None) if quiet else (lambda m: write_line(f"[eval] {m}")))
     start = time.time()
     unit, x = spec.unit_range(x)
-    ood = {name: spec.unit_range(pixels)[1] for name, pixels in (ood or {}).items()}
+    ood = {  # API callers' tensors get the checks files get (shape, finite, inside the pixel range)
+        name: spec.unit_range(check_user_data(f"OOD set {name!r}", pixels, None, spec)[0])[1]
+        for name, pixels in (ood or {}).items()
+    }
     report: dict = {key: None for key in REPORT_KEYS}
     report[AGREEMENT] = None
     say(f"{'labeled' if y is not None else 'unlabeled'} data: {len(x):,} inputs from {data_name}")
