@@ -154,3 +154,16 @@ def test_eval_data_reaches_recover_and_no_flag_stands_for_a_longer_one(tmp_path,
     with pytest.raises(SystemExit) as exc:  # an abbreviation of --data-root is not taken for it
         main(["eval", "--model", "zoo:mlp", "--data-ro", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_a_diverging_recovery_is_one_line_naming_the_flags_that_bring_it_back(tmp_path, capsys):
+    source = tmp_path / "pruned"
+    base = ["baseline", "--model", "zoo:mlp", "--method", "l1_uniform", "--target-params", "0.5", "--no-eval"]
+    assert main([*base, "--out", str(source), "--quiet"]) == 0
+    capsys.readouterr()
+    tiny = [a if a != "2" else "3" for a in TINY[:2]] + TINY[2:]  # three steps: it blows up on the second
+    assert main(["recover", str(source), "--out", str(tmp_path / "r"), "--lr", "1e30", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "recovery diverged" in err and "--lr: 1e+30" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["recover", str(source), "--out", str(tmp_path / "r"), "--lr", "0", *TINY])  # refused by argparse

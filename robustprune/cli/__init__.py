@@ -84,6 +84,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from robustprune.quantize.ptq import QuantizeError
     from robustprune.recover.checkpoint import CheckpointMismatchError
     from robustprune.recover.features import FeatureLayerError
+    from robustprune.recover.run import RecoveryDivergedError
     from robustprune.search.storage import StorageError
     from robustprune.spec import SpecError
     from robustprune.structure.space import UnsupportedModelError
@@ -104,6 +105,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         QuantizeError,
         CheckpointMismatchError,
         FeatureLayerError,
+        RecoveryDivergedError,
     )
 
 

@@ -33,6 +33,12 @@ CONFIG = (
         type=c.positive_int,
         help="Adam steps inverting each pool image (default %(default)s)",
     ),
+    Flag("lr", type=c.positive_float, help="peak learning rate (SGD, cosine; default %(default)s)"),
+    Flag(
+        "feature_weight",
+        type=c.nonnegative_float,
+        help="weight of the feature-map matching loss, 0 = logits only (default %(default)s)",
+    ),
     Flag("expand", type=c.positive_int, help="linear over-parameterization factor, 1 = off (default %(default)s)"),
     Flag(
         "features",

@@ -27,6 +27,10 @@ from robustprune.spec import InputSpec, validate_model
 from robustprune.structure.space import PruneSpace
 
 
+class RecoveryDivergedError(FloatingPointError):
+    """The distillation loss became NaN or infinite; the message names the settings that bring it back."""
+
+
 def _device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -262,8 +266,9 @@ def recover(
                 total, terms = _losses(student, teacher, inputs, layers, kept, axes, adapters, config)
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(total):
-                    raise FloatingPointError(
-                        f"recovery diverged at step {step} (loss {float(total)}); lower lr or the loss weights"
+                    raise RecoveryDivergedError(
+                        f"recovery diverged at step {step} (loss {float(total)}); lower the learning rate "
+                        f"(lr, --lr: {config.lr:g}) or the feature weight (--feature-weight: {config.feature_weight:g})"
                     )
                 total.backward()
                 if config.grad_clip > 0:
