@@ -242,6 +242,7 @@ def test_eval_data_refusals_are_one_line(tmp_path, cifar, capsys):
         (["--data", str(tmp_path / "grey.npz")], "the model's spec needs (N, 3, 32, 32)"),
         (["--data", str(tmp_path / "nothing.npz")], "evaluation data not found"),
         (["--ood", str(tmp_path / "grey.npz")], "--ood needs --data"),
+        (["--data", str(tmp_path / "grey.npz"), "--data-root", str(tmp_path)], "--data-root locates Fashion-MNIST"),
         ([], "Fashion-MNIST evaluation needs a (1, 28, 28) input"),
     ]
     for flags, message in cases:

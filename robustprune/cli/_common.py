@@ -406,6 +406,8 @@ def check_user_data(args: argparse.Namespace, spec) -> None:
 
     if getattr(args, "ood", None) and not getattr(args, "data", None):
         raise UsageError("--ood needs --data (Fashion-MNIST brings its own OOD sets)")
+    if getattr(args, "data", None) and getattr(args, "data_root", None):
+        raise UsageError("--data-root locates Fashion-MNIST; with --data (your own data) it would be ignored: drop one")
     for path, labels in ((getattr(args, "data", None), True), (getattr(args, "ood", None), False)):
         if path and not getattr(args, "no_eval", False):
             load_user_data(path, spec, labels=labels)
