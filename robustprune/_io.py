@@ -39,7 +39,7 @@ PLOT_SUFFIXES = (".png", ".svg")
 _PLOTS = tuple(f"plots/{name}{suffix}" for name in PLOT_NAMES for suffix in PLOT_SUFFIXES)
 #: Files a resumable recovery keeps in its --checkpoint-dir, which may be the run folder: not foreign there,
 #: and not removed with the run's own files.
-RESUME_FILES = ("recover.ckpt", "pool.pt")
+RESUME_FILES = ("recover.ckpt", "pool.pt", ".recover.lock")  # the lock: left by a killed recovery, harmless
 RUN_FILES = {
     "baseline": ("pruned.pt", "spec.json", "report.json"),
     "search": ("pruned.pt", "spec.json", "history.json", "front.json", "report.json", *_PLOTS),

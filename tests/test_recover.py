@@ -447,6 +447,20 @@ def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):
         recover(pruned, tiny_res(seed=1), SPEC, FAST, quiet=True, checkpoint_dir=tmp_path)
 
 
+def test_a_checkpoint_folder_in_use_by_another_recovery_is_refused(tmp_path):
+    from robustprune._io import claim
+    from robustprune.recover.checkpoint import LOCK_FILE, CheckpointInUseError
+
+    original, pruned, candidate = pruned_pair()
+    with claim(tmp_path / LOCK_FILE) as mine:  # as a live process recovering into it holds it
+        assert mine
+        with pytest.raises(CheckpointInUseError, match="another process is recovering into"):
+            recover(pruned, original, SPEC, FAST, candidate=candidate, quiet=True, checkpoint_dir=tmp_path)
+    assert not (tmp_path / "recover.ckpt").exists()
+    recover(pruned, original, SPEC, FAST, candidate=candidate, quiet=True, checkpoint_dir=tmp_path)  # free again
+    assert (tmp_path / "recover.ckpt").is_file() and not (tmp_path / LOCK_FILE).exists()
+
+
 def test_bn_modes():
     original, pruned, candidate = pruned_pair()
     cfg = dataclasses.replace(FAST, adv_fraction=0.0, expand=1)

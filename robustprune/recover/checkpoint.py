@@ -7,13 +7,17 @@ from pathlib import Path
 
 import torch
 
-from robustprune._io import save_torch
+from robustprune._io import claim, save_torch
 
 CHECKPOINT_FILE = "recover.ckpt"
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint folder holds a run with different settings; the message says which."""
+
+
+class CheckpointInUseError(CheckpointMismatchError):
+    """Another live process is recovering into the same checkpoint folder."""
 
 
 def checkpoint_path(directory: str | Path) -> Path:
@@ -61,3 +65,24 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+#: The lock a recovery holds on its checkpoint folder (``robustprune._io.claim``: freed when its holder dies).
+LOCK_FILE = ".recover.lock"
+
+
+def hold_folder(folder: Path):
+    """A context that holds ``folder`` for this recovery, or raises CheckpointInUseError: two processes writing
+    one folder's checkpoints would resume from each other's steps."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def held():
+        with claim(folder / LOCK_FILE) as mine:
+            if not mine:
+                raise CheckpointInUseError(
+                    f"another process is recovering into checkpoint folder {folder}; wait for it or choose another"
+                )
+            yield
+
+    return held()

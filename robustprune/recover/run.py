@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -16,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from robustprune._progress import progress_bar
 from robustprune.probes.cache import weights_hash
-from robustprune.recover.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from robustprune.recover.checkpoint import hold_folder, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from robustprune.recover.config import RecoverConfig
 from robustprune.recover.features import FeatureLayerError, captured, kept_channels, resolve_feature_layers
 from robustprune.recover.inputs import fresh_batch, mix_adversarial, pool_batch, synthetic_pool
@@ -218,10 +219,12 @@ def recover(
     params = list(student.parameters()) + list(adapters.parameters())
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     cache_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    folder_held = contextlib.nullcontext()
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        folder_held = hold_folder(cache_dir)
 
-    with torch.random.fork_rng(devices=[run_on] if run_on.type == "cuda" else []):
+    with folder_held, torch.random.fork_rng(devices=[run_on] if run_on.type == "cuda" else []):
         torch.manual_seed(config.seed)
         gen = torch.Generator().manual_seed(config.seed)
         losses: list[float] = []
