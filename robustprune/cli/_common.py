@@ -280,9 +280,8 @@ def check_folder_flag(flag: str, path: str | None) -> None:
 
     if path is None:
         return
-    existing = Path(path).absolute()
-    while not existing.exists() and existing.parent != existing:  # missing folders above it are made too
-        existing = existing.parent
+    target = Path(path).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())  # missing folders above it are made too
     if not existing.is_dir():
         raise UsageError(f"{flag} {path}: {existing} is a file; it takes a folder")
     try:

@@ -71,7 +71,7 @@ def report_for_run(model, spec, model_ref: str, args: argparse.Namespace, origin
         if not args.quiet:
             print(f"real-data evaluation {reason}", file=sys.stderr)
         return cost_only_report(model, spec, reason, model_ref=model_ref)
-    if not args.quiet and not str(getattr(args, "model", "")).startswith("zoo:"):  # numbers on data it may not know
+    if not args.quiet and not model_ref.startswith("zoo:"):  # numbers on data the model may not know
         print(
             "real-data evaluation on Fashion-MNIST's test split (the zoo's data, which this input shape and class "
             "count fit); for a model trained on other data give --data PATH, or --no-eval",

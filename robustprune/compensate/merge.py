@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from robustprune.structure.analysis import activation_slopes, consumer_columns, incoming_vectors
+from robustprune.structure.analysis import consumer_columns, different_activations, incoming_vectors
 from robustprune.structure.space import Candidate, PruneSpace
 
 _EPS = 1e-12
@@ -51,11 +51,9 @@ def merge_overrides(space: PruneSpace, candidate: Candidate, threshold: float = 
         norms = v.norm(dim=1)
         unit = v / norms.clamp_min(_EPS)[:, None]
         cos = unit[removed] @ unit[kept].T  # (removed, kept)
-        slopes = activation_slopes(space, index)
-        if slopes is not None:  # a partner must share the removed channel's activation
-            gap = (slopes[removed][:, None, :] - slopes[kept][None, :, :]).abs().amax(dim=2)
-            tolerance = 1e-6 * slopes.abs().amax().clamp_min(1.0)
-            cos = cos.masked_fill(gap > tolerance, float("-inf"))
+        differ = different_activations(space, index)
+        if differ is not None:  # a partner must share the removed channel's activation
+            cos = cos.masked_fill(differ[removed][:, kept], float("-inf"))
         best = cos.argmax(dim=1)
         consumers = consumer_columns(space, index)
         for r, j in enumerate(removed):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from robustprune.structure.analysis import activation_slopes, consumer_columns, effective_incoming
+from robustprune.structure.analysis import consumer_columns, different_activations, effective_incoming
 from robustprune.structure.space import PruneSpace
 
 
@@ -49,13 +49,11 @@ def merge_saliency(space: PruneSpace, index: int) -> torch.Tensor:
         for j, c in enumerate(cols):
             a[j] += weight[:, c].pow(2).sum()
     pairs = pair_saliency(w, b, a.sqrt())
-    slopes = activation_slopes(space, index)
-    if slopes is None:
+    differ = different_activations(space, index)
+    if differ is None:
         return pairs.min(dim=0).values.to(torch.float32)
     # a per-channel PReLU: only channels of the same slope merge exactly; one with none is removed outright,
     # which costs S(i, j) with a zero partner i
-    gap = (slopes[:, None, :] - slopes[None, :, :]).abs().amax(dim=2)
-    pairs = pairs.masked_fill(gap > 1e-6 * slopes.abs().amax().clamp_min(1.0), math.inf)
-    best = pairs.min(dim=0).values
+    best = pairs.masked_fill(differ, math.inf).min(dim=0).values
     alone = (1 + w.to(torch.float64).norm(dim=1)) * a.sqrt()
     return torch.where(torch.isinf(best), alone, best).to(torch.float32)

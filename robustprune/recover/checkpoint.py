@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -71,18 +73,13 @@ def set_rng_state(state: dict, device: torch.device) -> None:
 LOCK_FILE = ".recover.lock"
 
 
-def hold_folder(folder: Path):
-    """A context that holds ``folder`` for this recovery, or raises CheckpointInUseError: two processes writing
-    one folder's checkpoints would resume from each other's steps."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def held():
-        with claim(folder / LOCK_FILE) as mine:
-            if not mine:
-                raise CheckpointInUseError(
-                    f"another process is recovering into checkpoint folder {folder}; wait for it or choose another"
-                )
-            yield
-
-    return held()
+@contextlib.contextmanager
+def hold_folder(folder: Path) -> Iterator[None]:
+    """Hold ``folder`` for this recovery, or raise CheckpointInUseError: two processes writing one folder's
+    checkpoints would resume from each other's steps."""
+    with claim(folder / LOCK_FILE) as mine:
+        if not mine:
+            raise CheckpointInUseError(
+                f"another process is recovering into checkpoint folder {folder}; wait for it or choose another"
+            )
+        yield

@@ -184,6 +184,16 @@ def activation_slopes(space: PruneSpace, index: int) -> torch.Tensor | None:
     return torch.stack(columns, dim=1) if columns else None
 
 
+def different_activations(space: PruneSpace, index: int) -> torch.Tensor | None:
+    """(size, size) bool: channels i and j of group ``index`` pass through per-channel PReLUs of different slopes
+    (beyond 1e-6 of the largest), so merging one into the other is not exact; None without such PReLUs."""
+    slopes = activation_slopes(space, index)
+    if slopes is None:
+        return None
+    gap = (slopes[:, None, :] - slopes[None, :, :]).abs().amax(dim=2)
+    return gap > 1e-6 * slopes.abs().amax().clamp_min(1.0)
+
+
 def incoming_vectors(space: PruneSpace, index: int) -> torch.Tensor:
     """(size, D + units) float64: per unit [effective rows, effective bias], concatenated over units."""
     size = space.groups[index].size
