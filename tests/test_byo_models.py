@@ -86,6 +86,9 @@ def test_sixteen_bit_images_are_scaled_by_their_depth_and_wider_ones_refused(tmp
     Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "a" / "wide.tif")
     with pytest.raises(DataError, match="wide.tif is a 32-bit integer image"):
         load_user_data(tmp_path, spec)
+    Image.fromarray(np.full((8, 8), 200, dtype=np.int32)).save(tmp_path / "a" / "wide.tif")  # small values: still
+    with pytest.raises(DataError, match="wide.tif is a 32-bit integer image"):  # 32 bits, white level unknown
+        load_user_data(tmp_path, spec)
     (tmp_path / "a" / "wide.tif").unlink()
     Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(tmp_path / "a" / "float.tif")
     with pytest.raises(DataError, match="float.tif is a float image"):

@@ -153,11 +153,11 @@ def _images(folder: Path, recursive: bool = False) -> list[Path]:
     )
 
 
-def _fits_16_bits(extrema: tuple[int, int]) -> bool:
-    """Whether an integer image's values fit 16 unsigned bits (Pillow opens 16-bit PGMs, and before 10.3 16-bit
-    PNGs, as 32-bit mode ``I``)."""
-    low, high = extrema
-    return 0 <= low and high <= 65535
+def _is_16_bit_container(image) -> bool:
+    """Whether a 32-bit mode ``I`` image holds 16-bit pixels: Pillow opens 16-bit PGMs, and before 10.3 16-bit
+    PNGs, as mode ``I``; those formats have no wider integers. A TIFF's mode ``I`` is a true 32-bit image."""
+    low, high = image.getextrema()
+    return image.format in ("PNG", "PPM") and 0 <= low and high <= 65535
 
 
 def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
@@ -169,7 +169,7 @@ def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
     channels, height, width = spec.shape
     try:
         with Image.open(path) as image:
-            wide = image.mode == "F" or (image.mode == "I" and not _fits_16_bits(image.getextrema()))
+            wide = image.mode == "F" or (image.mode == "I" and not _is_16_bit_container(image))
             if wide:  # floats, or integers beyond 16 bits: no white level to scale by
                 raise DataError(
                     f"{path} is a {'float' if image.mode == 'F' else '32-bit integer'} image, whose white level is "
