@@ -187,3 +187,22 @@ def test_conv_add_is_fused_unless_the_skip_input_is_a_view(view):
     annotated = add.meta.get("quantization_annotation")
     # inductor fuses conv + add in place into the skip tensor and fails when that tensor is a view
     assert (annotated is not None and bool(annotated.input_qspec_map)) is not view
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_int8_model_moved_to_cuda_runs_its_program_on_the_cpu_and_answers_on_cuda(tmp_path):
+    from robustprune.cli import main
+    from robustprune.quantize.run import load_quantized_run
+
+    source, out = _baseline_run(tmp_path), tmp_path / "int8"
+    assert main(["quantize", str(source), "--out", str(out), "--calibration", "gaussian", "--n", "32", "--quiet"]) == 0
+    model, spec, _ = load_quantized_run(out)
+    x = spec.normalize(torch.rand(4, *spec.shape))
+    with torch.no_grad():
+        want = model(x)
+    model = model.to("cuda")
+    xc = x.to("cuda").requires_grad_()
+    got = model(xc)
+    assert got.device.type == "cuda" and torch.equal(got.detach().cpu(), want)
+    got.sum().backward()  # the float model's gradients, on the GPU
+    assert xc.grad is not None and xc.grad.abs().sum() > 0

@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from robustprune._io import atomic_write_json
-    from robustprune.quantize import ptq, quantize_int8, save_quantized
+    from robustprune.quantize import check_backend, quantize_int8, save_quantized
     from robustprune.quantize.run import INFO_FILE, PROGRAM_FILE, calibration_inputs, load_quantized_run
 
     source, out, pruned, spec, data = c.open_source_run(args, "quantize")
-    ptq._quantizer(args.backend)  # a missing backend package is said now, not after the calibration inputs
+    check_backend(args.backend)  # a missing backend package is said now, not after the calibration inputs
     original = None
     if args.calibration == "synthetic":  # the search's probes are inverted from the original's BN statistics
         _reference, original = c.load_original(args, source, data, spec)

@@ -24,7 +24,7 @@ from torch import nn
 from robustprune._io import staged_file
 from robustprune.spec import InputSpec
 
-__all__ = ["BACKENDS", "QuantizeError", "load_quantized", "quantize_int8", "save_quantized"]
+__all__ = ["BACKENDS", "QuantizeError", "check_backend", "load_quantized", "quantize_int8", "save_quantized"]
 
 #: Quantizers: "x86" (torchao's X86InductorQuantizer, for servers and desktops), "xnnpack" (ARM/mobile:
 #: ExecuTorch's XNNPACKQuantizer, needs the executorch package).
@@ -94,6 +94,14 @@ def _quantizer(backend: str):
     return quantizer
 
 
+def check_backend(backend: str) -> None:
+    """Raise :class:`QuantizeError` (one line) unless ``backend`` is known and its quantizer's package is
+    installed, so callers can say so before any slow work."""
+    if backend not in BACKENDS:
+        raise QuantizeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    _quantizer(backend)
+
+
 def _export(model: nn.Module, example: torch.Tensor, strict: bool) -> torch.export.ExportedProgram:
     batch = torch.export.Dim("batch", min=1, max=65536)
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=strict)
@@ -112,8 +120,7 @@ def quantize_int8(
     ``model`` is not changed (a private copy is exported). The result runs any batch size:
     ``program.module()(spec.normalize(pixels))``; save it with :func:`save_quantized`.
     """
-    if backend not in BACKENDS:
-        raise QuantizeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_backend(backend)
     if calibration.dim() != len(spec.shape) + 1 or tuple(calibration.shape[1:]) != tuple(spec.shape):
         raise QuantizeError(
             f"calibration must be (N, {', '.join(map(str, spec.shape))}), got {tuple(calibration.shape)}"

@@ -32,7 +32,10 @@ INFO_FILE = "quantize.json"
 
 
 class Int8Model(nn.Module):
-    """The int8 program's outputs with the float model's gradients (straight-through / BPDA)."""
+    """The int8 program's outputs with the float model's gradients (straight-through / BPDA).
+
+    The program runs on the CPU whatever ``.to()`` moved the float model to; its outputs come back on the
+    input's device, so attacks may run the gradients on a GPU."""
 
     def __init__(self, program: nn.Module, float_model: nn.Module) -> None:
         super().__init__()
@@ -50,7 +53,7 @@ class Int8Model(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.program(x)
+        out = self.program(x.cpu()).to(x.device)  # the int8 program is a CPU artefact (x86 / ARM kernels)
         if torch.is_grad_enabled() and x.requires_grad:
             ref = self.float_model(x)
             return out.detach() + ref - ref.detach()
