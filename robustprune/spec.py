@@ -206,6 +206,9 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
         raise SpecError(
             f"model failed on random inputs of shape (2, {', '.join(map(str, spec.shape))}): {exc}"
         ) from exc
+    for what, o in zip(("zero", "random in-range"), outs, strict=True):
+        if o.is_floating_point() and not torch.isfinite(o).all():  # every accuracy and proxy would read garbage
+            raise SpecError(f"the model outputs NaN or infinite logits on {what} inputs")
     if all(_probabilities(o) for o in outs):
         # attacks, proxies, calibration and OOD scores all read logits; probabilities would be softmaxed twice
         raise SpecError(

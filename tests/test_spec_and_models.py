@@ -85,6 +85,13 @@ def test_validate_model_errors():
     with pytest.raises(SpecError, match="outputs probabilities"):
         validate_model(HalfSoftmax(), SPEC)
 
+    class LogOfInput(nn.Module):  # finite weights, NaN logits on negative (normalized) inputs
+        def forward(self, x):
+            return torch.log(x.flatten(1)[:, :10])
+
+    with pytest.raises(SpecError, match="outputs NaN or infinite logits on zero inputs"):
+        validate_model(LogOfInput(), SPEC)
+
     class NormalizedOnly(nn.Module):  # raises on inputs that are not normalized, as models may
         def forward(self, x):
             if x.max() > 10:
