@@ -302,3 +302,36 @@ def test_a_users_model_fitting_fashion_mnist_is_told_its_numbers_are_on_fashion_
     args = argparse.Namespace(model=ref, data=None, no_eval=False, seed=0, eps=0.1, data_root=None, quiet=False)
     assert _output.report_for_run(model, spec, ref, args) == {"clean_accuracy": 0.5}
     assert ("on Fashion-MNIST's test split" in capsys.readouterr().err) == told
+
+
+def test_data_and_ood_are_read_once_and_checked_before_a_recovery(tmp_path, cifar, monkeypatch, capsys):
+    from robustprune.data import user
+
+    ref, weights, _ = cifar
+    reads: list[str] = []
+    load = user.load_user_data
+    monkeypatch.setattr(
+        user, "load_user_data", lambda path, *a, **k: reads.append(Path(path).name) or load(path, *a, **k)
+    )
+    data = ["--data", str(tmp_path / "labeled.npz"), "--ood", str(tmp_path / "unlabeled.npz")]
+    out = tmp_path / "eval.json"
+    assert (
+        main(["eval", "--model", ref, "--weights", str(weights), *CIFAR_FLAGS, *data, *SMALL_EVAL, "--json", str(out)])
+        == 0
+    )
+    assert sorted(reads) == ["labeled.npz", "unlabeled.npz"]  # read once each, for the check and the report
+    report = _json(out)
+    assert report["provenance"]["data"] == str(tmp_path / "labeled.npz") and set(report["ood_auroc"]) == {
+        "unlabeled.npz"
+    }
+
+    run = tmp_path / "run"
+    prune = ["baseline", "--model", ref, "--weights", str(weights), *CIFAR_FLAGS, "--method", "l1_uniform"]
+    assert main([*prune, "--target-macs", "0.8", "--no-eval", "--quiet", "--out", str(run)]) == 0
+    np.savez(tmp_path / "grey.npz", x=np.zeros((4, 1, 32, 32), dtype=np.float32))
+    original = ["--original", ref, "--weights", str(weights), "--allow-code", "--quiet"]
+    for command in (["recover", str(run)], ["quantize", str(run), "--calibration", "gaussian"]):
+        argv = [*command, "--out", str(tmp_path / command[0]), *original, "--data", str(tmp_path / "grey.npz")]
+        assert main(argv) == 2, command
+        assert "the model's spec needs (N, 3, 32, 32)" in capsys.readouterr().err
+        assert not (tmp_path / command[0]).exists()  # refused before any work, no folder written

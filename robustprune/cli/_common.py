@@ -331,6 +331,7 @@ def open_source_run(args: argparse.Namespace, kind: str):
     out = check_run_dir(args, kind)
     check_eval_data(args)
     pruned, spec, data = load_pruned(source, allow_pickle=args.allow_pickle, trust_code=args.allow_code)
+    check_user_data(args, spec)  # a bad --data fails now, not after the recovery or calibration
     return source, out, pruned, spec, data
 
 
@@ -400,16 +401,27 @@ def check_eval_data(args: argparse.Namespace, required: bool = False) -> None:
 
 
 def check_user_data(args: argparse.Namespace, spec) -> None:
-    """Read --data / --ood once against the model's spec, before any expensive work."""
+    """Read --data / --ood once against the model's spec, before any expensive work; the report uses what was
+    read then (:func:`user_data_kwargs`), so the files are read once and a file changed meanwhile is not mixed in."""
     from robustprune.data.user import load_user_data
 
     if getattr(args, "ood", None) and not getattr(args, "data", None):
         raise UsageError("--ood needs --data (Fashion-MNIST brings its own OOD sets)")
     if getattr(args, "data", None) and getattr(args, "data_root", None):
         raise UsageError("--data-root locates Fashion-MNIST; with --data (your own data) it would be ignored: drop one")
-    for path, labels in ((getattr(args, "data", None), True), (getattr(args, "ood", None), False)):
-        if path and not getattr(args, "no_eval", False):
-            load_user_data(path, spec, labels=labels)
+    if getattr(args, "no_eval", False):
+        return
+    if getattr(args, "data", None):
+        args.user_data = load_user_data(args.data, spec)
+    if getattr(args, "ood", None):  # another dataset's labels mean nothing here
+        args.user_ood = {Path(args.ood).name: load_user_data(args.ood, spec, labels=False)[0]}
+
+
+def user_data_kwargs(args: argparse.Namespace) -> dict:
+    """``evaluate``'s data, data_name and ood for --data / --ood: the tensors check_user_data read."""
+    if getattr(args, "user_data", None) is None:
+        raise RuntimeError("check_user_data(args, spec) must read --data before the report")  # a CLI coding error
+    return {"data": args.user_data, "data_name": str(args.data), "ood": getattr(args, "user_ood", None)}
 
 
 def load_model_from_args(args: argparse.Namespace, prune: bool = False):

@@ -9,6 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from robustprune.cli import _common as c
+
 #: The password of a URL (``scheme://user:password@host``), kept out of the recorded command line.
 _PASSWORD = re.compile(r"(://[^/@:\s]+:)[^@\s]+@")
 
@@ -57,8 +59,8 @@ def report_for_run(model, spec, model_ref: str, args: argparse.Namespace, origin
     settings = EvalSettings(seed=args.seed, eps=getattr(args, "eps", EvalSettings.eps))
     if data and not no_eval:
         return evaluate(
-            model, spec, data=data, settings=settings, model_ref=model_ref, quiet=args.quiet, original=original,
-            ood=getattr(args, "ood", None),
+            model, spec, settings=settings, model_ref=model_ref, quiet=args.quiet, original=original,
+            **c.user_data_kwargs(args),
         )  # fmt: skip
     fits = fits_fashion_mnist(spec)
     if no_eval or not fits or not fashion_mnist_available(args.data_root):

@@ -97,17 +97,17 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             trust_code=args.allow_code,
         )
+    data = c.user_data_kwargs(args) if args.data else {"data": "fashion-mnist"}
     report = evaluate(
         model,
         spec,
-        data=args.data or "fashion-mnist",
         root=args.data_root,
         settings=settings,
         device=args.device,
         model_ref=args.model,
         quiet=args.quiet,
         original=original,
-        ood=args.ood,
+        **data,
     )
     if out:
         atomic_write_json(out, report)

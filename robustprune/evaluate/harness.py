@@ -90,6 +90,7 @@ def evaluate(
     progress: Callable[[str], None] | None = None,
     original: nn.Module | None = None,
     ood: str | Path | dict[str, torch.Tensor] | None = None,
+    data_name: str | None = None,
 ) -> dict:
     """Measure ``model`` on real test data and return a dict with the keys of ``REPORT_KEYS``.
 
@@ -97,7 +98,8 @@ def evaluate(
     (an image-folder tree, an ``.npz`` / ``.pt`` file of ``x`` and ``y``; see
     :func:`robustprune.data.user.load_user_data`) or a tuple ``(x, y)`` of pixels and labels (``y`` may be
     None). User data reports the metrics that apply, plus ``agreement`` with ``original`` when given (what
-    unlabeled data is measured by), and OOD AUROC against ``ood`` (a path or ``{name: pixels}``).
+    unlabeled data is measured by), and OOD AUROC against ``ood`` (a path or ``{name: pixels}``). ``data_name``
+    names given tensors in the report's provenance (by default "the given tensors").
     The model is not modified (its train/eval mode is restored). Raises
     DataNotFoundError, with the install command, when Fashion-MNIST is missing.
     """
@@ -106,7 +108,9 @@ def evaluate(
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     if not (isinstance(data, str) and data in SUPPORTED_DATA):
-        return _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, progress, original, ood)
+        return _evaluate_user_data(
+            model, spec, data, settings, device, model_ref, quiet, progress, original, ood, data_name
+        )
     if original is not None or ood is not None:
         raise ValueError("original= and ood= are for the user's data; Fashion-MNIST has its own OOD sets")
     if not fits_fashion_mnist(spec):
@@ -155,14 +159,16 @@ def evaluate(
     return {key: report[key] for key in REPORT_KEYS}
 
 
-def _evaluate_user_data(model, spec, data, settings, device, model_ref, quiet, progress, original, ood) -> dict:
+def _evaluate_user_data(
+    model, spec, data, settings, device, model_ref, quiet, progress, original, ood, data_name
+) -> dict:
     from robustprune.data.user import check_user_data, load_user_data
     from robustprune.evaluate.userdata import check_original, evaluate_user_data
 
     if isinstance(data, tuple):
         x, y = data
         x, y = check_user_data("data", x, y, spec)
-        name = "the given tensors"
+        name = data_name or "the given tensors"
     else:
         x, y = load_user_data(data, spec)
         name = str(data)
