@@ -200,6 +200,18 @@ def test_merged_model_equals_trained_expanded_one(factory, shape):
                 assert getattr(a, attr) == getattr(b, attr)
 
 
+def test_expand_and_merge_leave_the_global_rng_alone():
+    compact = layer_zoo()  # seeds the global RNG itself: built first
+    expanded = expand_model(compact, 2, seed=0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        plain = torch.rand(3)
+        torch.manual_seed(0)
+        expand_model(compact, 2, seed=1)
+        merge_model(expanded)
+        assert torch.equal(torch.rand(3), plain)  # the caller's draws after these are what they would be
+
+
 def test_expand_rejects_bad_multiplier():
     with pytest.raises(ValueError, match="expand"):
         expand_model(layer_zoo(), 0)

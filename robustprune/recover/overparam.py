@@ -24,6 +24,12 @@ from torch import nn
 _CONVS = (nn.Conv1d, nn.Conv2d)
 
 
+def _blank(cls: type[nn.Module], *args, device: torch.device, dtype: torch.dtype, **kwargs) -> nn.Module:
+    """A layer with uninitialized weights: built on the meta device, so no caller's RNG (CPU or CUDA) is drawn
+    from for an init that is overwritten anyway."""
+    return cls(*args, device="meta", dtype=dtype, **kwargs).to_empty(device=device)
+
+
 def _chain_factors(weight: torch.Tensor, groups: int, expand: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Per-group factors (A, B) with B @ A == W: A (g, E_g, D), B (g, out_g, E_g); W is (out, D) per group."""
     out = weight.shape[0]
@@ -49,7 +55,8 @@ class ExpandedConv(nn.Module):
         g, c_out = conv.groups, conv.out_channels
         hidden = expand * c_out
         factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
-        self.first = cls(
+        self.first = _blank(
+            cls,
             conv.in_channels,
             hidden,
             conv.kernel_size,
@@ -61,7 +68,7 @@ class ExpandedConv(nn.Module):
             padding_mode=conv.padding_mode,
             **factory,
         )
-        self.second = cls(hidden, c_out, 1, groups=g, bias=conv.bias is not None, **factory)
+        self.second = _blank(cls, hidden, c_out, 1, groups=g, bias=conv.bias is not None, **factory)
         a, b = _chain_factors(conv.weight, g, expand, gen)
         with torch.no_grad():
             self.first.weight.copy_(a.reshape(self.first.weight.shape))
@@ -79,7 +86,8 @@ class ExpandedConv(nn.Module):
         a = f.weight.detach().double().reshape(g, f.out_channels // g, -1)
         b = s.weight.detach().double().reshape(g, s.out_channels // g, s.in_channels // g)
         w = (b @ a).reshape(s.out_channels, f.in_channels // g, *f.kernel_size)
-        conv = type(f)(
+        conv = _blank(
+            type(f),
             f.in_channels,
             s.out_channels,
             f.kernel_size,
@@ -106,8 +114,8 @@ class ExpandedLinear(nn.Module):
         super().__init__()
         factory = {"device": linear.weight.device, "dtype": linear.weight.dtype}
         hidden = expand * linear.out_features
-        self.first = nn.Linear(linear.in_features, hidden, bias=False, **factory)
-        self.second = nn.Linear(hidden, linear.out_features, bias=linear.bias is not None, **factory)
+        self.first = _blank(nn.Linear, linear.in_features, hidden, bias=False, **factory)
+        self.second = _blank(nn.Linear, hidden, linear.out_features, bias=linear.bias is not None, **factory)
         a, b = _chain_factors(linear.weight, 1, expand, gen)
         with torch.no_grad():
             self.first.weight.copy_(a[0])
@@ -121,8 +129,14 @@ class ExpandedLinear(nn.Module):
     def merge(self) -> nn.Linear:
         w = self.second.weight.detach().double() @ self.first.weight.detach().double()
         f, s = self.first, self.second
-        linear = nn.Linear(f.in_features, s.out_features, bias=s.bias is not None, device=f.weight.device)
-        linear = linear.to(f.weight.dtype)
+        linear = _blank(
+            nn.Linear,
+            f.in_features,
+            s.out_features,
+            bias=s.bias is not None,
+            device=f.weight.device,
+            dtype=f.weight.dtype,
+        )
         with torch.no_grad():
             linear.weight.copy_(w)
             if s.bias is not None:

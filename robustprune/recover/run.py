@@ -303,11 +303,7 @@ def recover(
                     detail = ", ".join(f"{k} {v[-1]:.4g}" for k, v in parts.items())
                     say(f"step {step}/{config.steps}: loss {losses[-1]:.4g} ({detail})")
 
-    if config.expand > 1:
-        with torch.random.fork_rng(devices=[]):  # the merged layers' default init, overwritten: not the caller's draw
-            model = merge_model(student)
-    else:
-        model = student
+    model = merge_model(student) if config.expand > 1 else student  # draws from no RNG
     model = model.eval().to(home)
     return RecoverResult(
         model=model,
