@@ -108,6 +108,22 @@ def test_class_folders_are_read_at_any_depth_and_an_empty_one_is_refused(tmp_pat
         load_user_data(tmp_path, GREY)
 
 
+def test_numbered_class_folders_out_of_numeric_order_are_warned_about(tmp_path):
+    import warnings
+
+    spec = InputSpec((1, 8, 8), (0.5,), (0.25,), 12)
+    for c in (0, 1, 2, 10):
+        (tmp_path / str(c)).mkdir()
+        _png(tmp_path / str(c) / "1.png", 10 * c)
+    with pytest.warns(UserWarning, match="folder 10 is label 2"):
+        _, y = load_user_data(tmp_path, spec)
+    assert y.tolist() == [0, 1, 2, 3]  # ImageFolder's order is kept
+    (tmp_path / "10").rename(tmp_path / "3")  # name order is numeric order: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_user_data(tmp_path, spec)
+
+
 def test_ood_data_keeps_no_labels_and_may_have_more_classes(tmp_path):
     x = torch.rand(4, 1, 8, 8)
     np.savez(tmp_path / "other.npz", x=x.numpy(), y=np.array([0, 5, 9, 7]))  # another dataset's labels

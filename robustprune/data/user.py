@@ -7,6 +7,7 @@ Everything comes back in the pixel space of the model's InputSpec (``spec.value_
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,14 @@ def _read_image_folder(root: Path, spec: InputSpec, labels: bool = True) -> tupl
             )
         if len(classes) > spec.num_classes and labels:
             raise DataError(f"{root} has {len(classes)} class folders; the model has {spec.num_classes} classes")
+        names = [c.name for c in classes]
+        if labels and all(n.isdigit() for n in names) and names != sorted(names, key=int):
+            first = next(i for i, (a, b) in enumerate(zip(names, sorted(names, key=int), strict=True)) if a != b)
+            warnings.warn(  # ImageFolder's order, kept; a model trained with label = the number would be misread
+                f"{root}: class folders are numbers, labelled in name order as torchvision's ImageFolder does "
+                f"(folder {names[first]} is label {first}); if your labels are the numbers, zero-pad the names",
+                stacklevel=3,
+            )
     else:
         files = [(f, None) for f in _images(root)]
     if not files:
