@@ -335,3 +335,16 @@ def test_data_and_ood_are_read_once_and_checked_before_a_recovery(tmp_path, cifa
         assert main(argv) == 2, command
         assert "the model's spec needs (N, 3, 32, 32)" in capsys.readouterr().err
         assert not (tmp_path / command[0]).exists()  # refused before any work, no folder written
+
+
+def test_a_warning_is_one_line_on_the_command_line(tmp_path, cifar, capsys):
+    from PIL import Image
+
+    ref, weights, _ = cifar
+    for c in (0, 1, 2, 10):
+        (tmp_path / "folders" / str(c)).mkdir(parents=True)
+        Image.fromarray(np.full((32, 32, 3), 20 * c, dtype=np.uint8)).save(tmp_path / "folders" / str(c) / "1.png")
+    argv = ["eval", "--model", ref, "--weights", str(weights), *CIFAR_FLAGS, "--data", str(tmp_path / "folders")]
+    assert main([*argv, *SMALL_EVAL]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("robustprune: warning: ") and "folder 10 is label 2" in lines[0]

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 
 from robustprune import __version__
 from robustprune.cli import baseline, bench, demo, export, plot, quantize, recover, search, worker, zoo
@@ -168,6 +169,11 @@ def _current_folder_importable() -> None:
         sys.path.append(here)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr, as the CLI's errors are (--debug shows Python's own form)."""
+    print(f"robustprune: warning: {one_line(message)}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 success, 1 an unexpected (internal) error, 2 bad usage or input, 130 interrupted."""
     try:
@@ -178,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         _current_folder_importable()
-        code = _run(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _one_line_warning
+            code = _run(args)
     except KeyboardInterrupt:  # while the heavy modules are imported or the parser is built
         print("robustprune: interrupted", file=sys.stderr)
         code = 130
