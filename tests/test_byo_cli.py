@@ -305,6 +305,7 @@ def test_a_users_model_fitting_fashion_mnist_is_told_its_numbers_are_on_fashion_
 
 
 def test_data_and_ood_are_read_once_and_checked_before_a_recovery(tmp_path, cifar, monkeypatch, capsys):
+    from robustprune.cli import _common
     from robustprune.data import user
 
     ref, weights, _ = cifar
@@ -320,6 +321,9 @@ def test_data_and_ood_are_read_once_and_checked_before_a_recovery(tmp_path, cifa
         == 0
     )
     assert sorted(reads) == ["labeled.npz", "unlabeled.npz"]  # read once each, for the check and the report
+    monkeypatch.setattr(_common, "KEEP_DATA_BYTES", 0)  # too large to hold through a run: read again for the report
+    assert main(["eval", "--model", ref, "--weights", str(weights), *CIFAR_FLAGS, *data, *SMALL_EVAL]) == 0
+    assert sorted(reads) == ["labeled.npz"] * 3 + ["unlabeled.npz"] * 3
     report = _json(out)
     assert report["provenance"]["data"] == str(tmp_path / "labeled.npz") and set(report["ood_auroc"]) == {
         "unlabeled.npz"

@@ -84,10 +84,13 @@ def test_sixteen_bit_images_are_scaled_by_their_depth_and_wider_ones_refused(tmp
     x, y = load_user_data(tmp_path, spec)
     assert y.tolist() == [0, 0] and torch.equal(x[0], x[1])
     Image.fromarray(np.full((8, 8), 70000, dtype=np.int32)).save(tmp_path / "a" / "wide.tif")
-    with pytest.raises(DataError, match="wide.tif is a 32-bit integer image"):
+    with pytest.raises(DataError, match="wide.tif is a signed or 32-bit integer image"):
         load_user_data(tmp_path, spec)
     Image.fromarray(np.full((8, 8), 200, dtype=np.int32)).save(tmp_path / "a" / "wide.tif")  # small values: still
-    with pytest.raises(DataError, match="wide.tif is a 32-bit integer image"):  # 32 bits, white level unknown
+    with pytest.raises(DataError, match="wide.tif is a signed or 32-bit integer image"):  # 32 bits, white level unknown
+        load_user_data(tmp_path, spec)
+    Image.fromarray(np.full((8, 8), 200, dtype=np.int16)).save(tmp_path / "a" / "wide.tif")  # signed 16 bits: mode I
+    with pytest.raises(DataError, match="wide.tif is a signed or 32-bit integer image"):
         load_user_data(tmp_path, spec)
     (tmp_path / "a" / "wide.tif").unlink()
     Image.fromarray(np.ones((8, 8), dtype=np.float32)).save(tmp_path / "a" / "float.tif")

@@ -89,8 +89,26 @@ def test_validate_model_errors():
         def forward(self, x):
             return torch.log(x.flatten(1)[:, :10])
 
-    with pytest.raises(SpecError, match="outputs NaN or infinite logits on zero inputs"):
+    with pytest.raises(SpecError, match="outputs NaN or infinite logits on random in-range inputs$"):
         validate_model(LogOfInput(), SPEC)
+
+    class Masked(nn.Module):  # -inf for a masked class: distillation and attacks would read NaN
+        def forward(self, x):
+            return x.flatten(1)[:, :10].masked_fill(torch.arange(10) == 3, float("-inf"))
+
+    with pytest.raises(SpecError, match=r"large finite value \(-1e4\), not -inf"):
+        validate_model(Masked(), SPEC)
+
+    class Standardized(nn.Module):  # NaN only on a constant image (zero spread): fine on real inputs
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            return self.fc((x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True))
+
+    validate_model(Standardized(), SPEC)
 
     class NormalizedOnly(nn.Module):  # raises on inputs that are not normalized, as models may
         def forward(self, x):

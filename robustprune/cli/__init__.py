@@ -171,7 +171,8 @@ def _current_folder_importable() -> None:
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """A warning as one line on stderr, as the CLI's errors are (--debug shows Python's own form)."""
-    print(f"robustprune: warning: {one_line(message)}", file=file or sys.stderr)
+    kind = "" if category is UserWarning else f" ({category.__name__})"  # another library's warnings keep their kind
+    print(f"robustprune: warning{kind}: {one_line(message)}", file=file or sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

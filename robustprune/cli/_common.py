@@ -22,6 +22,8 @@ OVERWRITE_HELP = (
 )
 DATA_ROOT_HELP = "folder with the Fashion-MNIST IDX .gz files"
 RUN_FILES = ("spec.json", "pruned.pt")
+#: --data / --ood pixels up to this size are read once and held for the report; larger ones are read twice.
+KEEP_DATA_BYTES = 1 << 30
 
 
 class UsageError(Exception):
@@ -401,8 +403,8 @@ def check_eval_data(args: argparse.Namespace, required: bool = False) -> None:
 
 
 def check_user_data(args: argparse.Namespace, spec) -> None:
-    """Read --data / --ood once against the model's spec, before any expensive work; the report uses what was
-    read then (:func:`user_data_kwargs`), so the files are read once and a file changed meanwhile is not mixed in."""
+    """Read --data / --ood against the model's spec before any expensive work; the report uses what was read
+    then (:func:`user_data_kwargs`), so a file is read once, unless it is over KEEP_DATA_BYTES."""
     from robustprune.data.user import load_user_data
 
     if getattr(args, "ood", None) and not getattr(args, "data", None):
@@ -411,17 +413,29 @@ def check_user_data(args: argparse.Namespace, spec) -> None:
         raise UsageError("--data-root locates Fashion-MNIST; with --data (your own data) it would be ignored: drop one")
     if getattr(args, "no_eval", False):
         return
+    args.user_data = args.user_ood = None
     if getattr(args, "data", None):
-        args.user_data = load_user_data(args.data, spec)
+        x, y = load_user_data(args.data, spec)
+        args.user_data = (x, y) if _kept(x) else None
     if getattr(args, "ood", None):  # another dataset's labels mean nothing here
-        args.user_ood = {Path(args.ood).name: load_user_data(args.ood, spec, labels=False)[0]}
+        pixels = load_user_data(args.ood, spec, labels=False)[0]
+        args.user_ood = {Path(args.ood).name: pixels} if _kept(pixels) else None
+
+
+def _kept(pixels) -> bool:
+    """Whether pixels read for the check are held for the report: up to KEEP_DATA_BYTES, so that a large image
+    folder is read again at the end rather than held through an hours-long search."""
+    return pixels.numel() * pixels.element_size() <= KEEP_DATA_BYTES
 
 
 def user_data_kwargs(args: argparse.Namespace) -> dict:
-    """``evaluate``'s data, data_name and ood for --data / --ood: the tensors check_user_data read."""
-    if getattr(args, "user_data", None) is None:
+    """``evaluate``'s data, data_name and ood for --data / --ood: what check_user_data read, or the paths where
+    that was too large to hold through the run."""
+    if not hasattr(args, "user_data"):
         raise RuntimeError("check_user_data(args, spec) must read --data before the report")  # a CLI coding error
-    return {"data": args.user_data, "data_name": str(args.data), "ood": getattr(args, "user_ood", None)}
+    data = args.data if args.user_data is None else args.user_data
+    ood = args.ood if args.user_ood is None else args.user_ood
+    return {"data": data, "data_name": str(args.data), "ood": ood}
 
 
 def load_model_from_args(args: argparse.Namespace, prune: bool = False):

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from robustprune.quantize import check_backend, quantize_int8, save_quantized
     from robustprune.quantize.run import INFO_FILE, PROGRAM_FILE, calibration_inputs, load_quantized_run
 
+    check_backend(args.backend)  # a missing backend package is said now, not after reading data or calibrating
     source, out, pruned, spec, data = c.open_source_run(args, "quantize")
-    check_backend(args.backend)  # a missing backend package is said now, not after the calibration inputs
     original = None
     if args.calibration == "synthetic":  # the search's probes are inverted from the original's BN statistics
         _reference, original = c.load_original(args, source, data, spec)

@@ -133,7 +133,7 @@ def _read_image_folder(root: Path, spec: InputSpec, labels: bool = True) -> tupl
         if len(classes) > spec.num_classes and labels:
             raise DataError(f"{root} has {len(classes)} class folders; the model has {spec.num_classes} classes")
         names = [c.name for c in classes]
-        if labels and all(n.isdigit() for n in names) and names != sorted(names, key=int):
+        if labels and all(n.isascii() and n.isdigit() for n in names) and names != sorted(names, key=int):
             first = next(i for i, (a, b) in enumerate(zip(names, sorted(names, key=int), strict=True)) if a != b)
             warnings.warn(  # ImageFolder's order, kept; a model trained with label = the number would be misread
                 f"{root}: class folders are numbers, labelled in name order as torchvision's ImageFolder does "
@@ -181,8 +181,8 @@ def _read_image(path: Path, spec: InputSpec) -> torch.Tensor:
             wide = image.mode == "F" or (image.mode == "I" and not _is_16_bit_container(image))
             if wide:  # floats, or integers beyond 16 bits: no white level to scale by
                 raise DataError(
-                    f"{path} is a {'float' if image.mode == 'F' else '32-bit integer'} image, whose white level is "
-                    "unknown: save it with 8 or 16 bits, or pass its pixels in an .npz or .pt file"
+                    f"{path} is a {'float' if image.mode == 'F' else 'signed or 32-bit integer'} image, whose white "
+                    "level is unknown: save it as unsigned 8 or 16 bits, or pass its pixels in an .npz or .pt file"
                 )
             if image.mode == "I" or image.mode.startswith("I;16"):  # 16-bit grey (medical, depth): white is 65535
                 grey = image.convert("I").convert("F").resize((width, height), Image.Resampling.BILINEAR)
