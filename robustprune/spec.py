@@ -207,10 +207,9 @@ def validate_model(model: nn.Module, spec: InputSpec) -> None:
             f"model failed on random inputs of shape (2, {', '.join(map(str, spec.shape))}): {exc}"
         ) from exc
     random_out = outs[1]  # not the zero input: a per-image standardization divides by its zero spread there
-    if (
-        random_out.is_floating_point() and not torch.isfinite(random_out).all()
-    ):  # accuracies and proxies would be garbage
-        hint = ": mask classes with a large finite value (-1e4), not -inf" if not random_out.isnan().any() else ""
+    if random_out.is_floating_point() and not torch.isfinite(random_out).all():  # every metric would read garbage
+        masked = bool((random_out == float("-inf")).any()) and not bool(random_out.isnan().any())
+        hint = ": mask classes with a large finite value (-1e4), not -inf" if masked else ""
         raise SpecError(f"the model outputs NaN or infinite logits on random in-range inputs{hint}")
     if all(_probabilities(o) for o in outs):
         # attacks, proxies, calibration and OOD scores all read logits; probabilities would be softmaxed twice
