@@ -127,6 +127,16 @@ def test_numbered_class_folders_out_of_numeric_order_are_warned_about(tmp_path):
         load_user_data(tmp_path, spec)
 
 
+def test_reading_an_image_folder_shows_a_bar_unless_quiet(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROBUSTPRUNE_PROGRESS", "1")  # stderr is no terminal here
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", 10 * i)
+    load_user_data(tmp_path, GREY, quiet=True)
+    assert "reading" not in capsys.readouterr().err
+    load_user_data(tmp_path, GREY)
+    assert "image/s" in capsys.readouterr().err  # the bar (drawn at 0/3, cleared when done)
+
+
 def test_ood_data_keeps_no_labels_and_may_have_more_classes(tmp_path):
     x = torch.rand(4, 1, 8, 8)
     np.savez(tmp_path / "other.npz", x=x.numpy(), y=np.array([0, 5, 9, 7]))  # another dataset's labels

@@ -415,10 +415,10 @@ def check_user_data(args: argparse.Namespace, spec) -> None:
         return
     args.user_data = args.user_ood = None
     if getattr(args, "data", None):
-        x, y = load_user_data(args.data, spec)
+        x, y = load_user_data(args.data, spec, quiet=getattr(args, "quiet", False))
         args.user_data = (x, y) if _kept(x) else None
     if getattr(args, "ood", None):  # another dataset's labels mean nothing here
-        pixels = load_user_data(args.ood, spec, labels=False)[0]
+        pixels = load_user_data(args.ood, spec, labels=False, quiet=getattr(args, "quiet", False))[0]
         args.user_ood = {Path(args.ood).name: pixels} if _kept(pixels) else None
 
 

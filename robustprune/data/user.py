@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustprune._progress import progress_bar
 from robustprune.data.fashion_mnist import DataError
 from robustprune.spec import InputSpec
 
@@ -21,18 +22,19 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def load_user_data(
-    path: str | os.PathLike, spec: InputSpec, labels: bool = True
+    path: str | os.PathLike, spec: InputSpec, labels: bool = True, quiet: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(x, y)`` from ``path``: x float32 ``(N, *spec.shape)`` in ``spec.value_range``, y int64 ``(N,)`` or None.
 
     ``path`` is a folder with one subfolder of images per class (classes in sorted name order, as torchvision's
     ImageFolder, images found at any depth in them; images directly in the folder: unlabeled), or an ``.npz`` /
     ``.pt`` file holding ``x`` (already in the spec's pixel range) and optionally ``y``. ``labels=False`` (OOD
-    sets) ignores any labels and class folders' count. Raises DataError (one line) on anything unusable.
+    sets) ignores any labels and class folders' count. Raises DataError (one line) on anything unusable. A
+    progress bar shows on a terminal while an image folder is read, unless ``quiet``.
     """
     path = Path(path)
     if path.is_dir():
-        x, y = _read_image_folder(path, spec, labels)
+        x, y = _read_image_folder(path, spec, labels, quiet)
     elif path.suffix == ".npz" and path.is_file():
         x, y = _read_npz(path)
     elif path.suffix == ".pt" and path.is_file():
@@ -112,7 +114,9 @@ def check_user_data(
     return x, y
 
 
-def _read_image_folder(root: Path, spec: InputSpec, labels: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _read_image_folder(
+    root: Path, spec: InputSpec, labels: bool = True, quiet: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images under ``root/<class>/`` (labels by sorted class name) or directly in ``root`` (no labels)."""
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if classes:
@@ -144,7 +148,12 @@ def _read_image_folder(root: Path, spec: InputSpec, labels: bool = True) -> tupl
         files = [(f, None) for f in _images(root)]
     if not files:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in class subfolders")
-    x = torch.stack([_read_image(f, spec) for f, _ in files])
+    images = []
+    with progress_bar(len(files), f"reading {root.name}", quiet=quiet, unit="image") as bar:
+        for file, _ in files:
+            images.append(_read_image(file, spec))
+            bar.update(1)
+    x = torch.stack(images)
     y = torch.tensor([label for _, label in files]) if classes else None
     return x, y
 

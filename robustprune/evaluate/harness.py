@@ -170,12 +170,13 @@ def _evaluate_user_data(
         x, y = check_user_data("data", x, y, spec)
         name = data_name or "the given tensors"
     else:
-        x, y = load_user_data(data, spec)
+        x, y = load_user_data(data, spec, quiet=quiet)
         name = str(data)
     if original is not None:
         check_original(original, spec)
     if isinstance(ood, str | Path):
-        ood = {Path(ood).name: load_user_data(ood, spec, labels=False)[0]}  # another dataset's labels mean nothing here
+        # another dataset's labels mean nothing here
+        ood = {Path(ood).name: load_user_data(ood, spec, labels=False, quiet=quiet)[0]}
     return evaluate_user_data(
         model, spec, x, y, settings, device, name, model_ref, original=original, ood=ood, quiet=quiet, progress=progress
     )
