@@ -270,7 +270,7 @@ def recover(
                 optimizer.zero_grad(set_to_none=True)
                 if not torch.isfinite(total):
                     raise RecoveryDivergedError(
-                        f"recovery diverged at step {step} (loss {float(total)}); lower the learning rate "
+                        f"recovery diverged at step {step} (loss {float(total.detach())}); lower the learning rate "
                         f"(lr, --lr: {config.lr:g}) or the feature weight (--feature-weight: {config.feature_weight:g})"
                     )
                 total.backward()
