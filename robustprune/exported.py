@@ -18,7 +18,7 @@ from robustprune.models import ModelRefError
 
 aten = torch.ops.aten
 
-_CONV = {aten.conv1d.default: nn.Conv1d, aten.conv2d.default: nn.Conv2d}
+_CONV = {aten.conv1d.default: nn.Conv1d, aten.conv2d.default: nn.Conv2d, aten.conv3d.default: nn.Conv3d}
 _BATCH_NORM = {aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default}
 
 
@@ -72,7 +72,7 @@ def _module_for(gm: fx.GraphModule, node: fx.Node) -> tuple[nn.Module, str] | No
         eps = node.args[7] if target == aten.batch_norm.default else node.args[6]
         value = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
         value = value[0] if isinstance(value, tuple | list) else value
-        kind = nn.BatchNorm2d if value is None or value.dim() == 4 else nn.BatchNorm1d  # (N, C) or (N, C, L)
+        kind = {5: nn.BatchNorm3d, 4: nn.BatchNorm2d}.get(value.dim() if value is not None else 4, nn.BatchNorm1d)
         module = kind(mean.shape[0], eps=eps, affine=weight is not None)
         if weight is not None:
             module.weight, module.bias = _as_param(weight), _as_param(bias)

@@ -10,6 +10,7 @@ from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.structure.analysis import consumer_columns
+from robustprune.structure.layers import CONV_TYPES
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -17,8 +18,8 @@ def consumer_input_means(space: PruneSpace, inputs: torch.Tensor, batch_size: in
     """Mean input feature of every consumer layer of the space's groups on ``inputs`` (NORMALIZED model
     inputs), measured on the unpruned model: (in_features,) per consumer, float64 on the CPU."""
     modules = dict(space.model.named_modules())
-    convs = nn.Conv1d | nn.Conv2d
-    names = sorted({c for g in space.groups for c in g.consumers if isinstance(modules[c], convs | nn.Linear)})
+    convs = CONV_TYPES
+    names = sorted({c for g in space.groups for c in g.consumers if isinstance(modules[c], (*convs, nn.Linear))})
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 

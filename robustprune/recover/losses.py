@@ -49,8 +49,8 @@ def make_adapter(
     """
     if dims == 2 or axis in (-1, dims - 1):
         layer: nn.Module = nn.Linear(student_channels, teacher_channels, bias=False)
-    elif dims in (3, 4):
-        layer = (nn.Conv1d if dims == 3 else nn.Conv2d)(student_channels, teacher_channels, 1, bias=False)
+    elif dims in (3, 4, 5):
+        layer = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}[dims](student_channels, teacher_channels, 1, bias=False)
     else:
         raise ValueError(f"cannot adapt features of {dims} dimensions with channels on axis {axis}")
     weight = torch.eye(teacher_channels, student_channels) + 0.01 * torch.randn(

@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import nn
 
-_CONVS = (nn.Conv1d, nn.Conv2d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _blank(cls: type[nn.Module], *args, device: torch.device, dtype: torch.dtype, **kwargs) -> nn.Module:
@@ -49,7 +49,7 @@ def _chain_factors(weight: torch.Tensor, groups: int, expand: int, gen: torch.Ge
 class ExpandedConv(nn.Module):
     """A conv written as a k x k conv to ``expand * c_out`` channels and a grouped 1x1 conv back."""
 
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d, expand: int, gen: torch.Generator) -> None:
+    def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, expand: int, gen: torch.Generator) -> None:
         super().__init__()
         cls = type(conv)
         g, c_out = conv.groups, conv.out_channels
@@ -79,7 +79,7 @@ class ExpandedConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.second(self.first(x))
 
-    def merge(self) -> nn.Conv1d | nn.Conv2d:
+    def merge(self) -> nn.Conv1d | nn.Conv2d | nn.Conv3d:
         """The single conv this chain computes (float64 product, cast back)."""
         f, s = self.first, self.second
         g = f.groups
@@ -158,7 +158,7 @@ def _reads_child_weights(module: nn.Module) -> bool:
 
 
 def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every Conv1d/Conv2d/Linear replaced by its expanded chain (same function).
+    """A copy of ``model`` with every Conv1d/2d/3d and Linear replaced by its expanded chain (same function).
     Layers of a subclass, and those a parent reads by ``.weight`` (``nn.MultiheadAttention``'s output
     projection), stay as they are: a chain has no ``.weight``.
 

@@ -11,15 +11,15 @@ import torch
 from torch import nn
 from torch_pruning import ops as tp_ops
 
-from robustprune.structure.layers import CHANNELWISE_TYPES
+from robustprune.structure.layers import CHANNELWISE_TYPES, CONV_TYPES, LAYER_TYPES
 from robustprune.structure.space import ChannelGroup, PruneSpace, UnsupportedModelError
 
 #: The BatchNorms whose affine map is folded into the layer before them.
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: Norms with a per-channel affine map (layer, group and instance norms may have no running statistics).
-AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d)
+AFFINE_NORMS = BATCH_NORMS + (nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 #: Layers with a weight matrix whose rows (producers) or input slices (consumers) carry a group's channels.
-WEIGHTED_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+WEIGHTED_LAYERS = LAYER_TYPES
 #: Members without a weight matrix or an affine map to fold (a PReLU): the group's channels pass through
 #: them, so the member before one is not terminal, but they form no unit of incoming weights.
 _MASKABLE = WEIGHTED_LAYERS + AFFINE_NORMS + CHANNELWISE_TYPES
@@ -109,7 +109,7 @@ def _norm_inputs(node, norm: nn.Module) -> list:
     """The graph nodes a norm reads. An instance norm runs as view -> batch_norm -> view, and the trace
     records its own view and batch_norm as ops between it and the layer before it: those are skipped."""
     inputs = node.inputs
-    if isinstance(norm, nn.InstanceNorm1d | nn.InstanceNorm2d):
+    if isinstance(norm, nn.InstanceNorm1d | nn.InstanceNorm2d | nn.InstanceNorm3d):
         for _ in range(2):  # batch_norm (its input first, then the repeated weight and bias), then the view
             if inputs and isinstance(inputs[0].module, tp_ops._ElementWiseOp | tp_ops._ReshapeOp):
                 inputs = inputs[0].inputs[:1]
@@ -225,7 +225,7 @@ def consumer_columns(space: PruneSpace, index: int) -> list[tuple[str, nn.Module
             raise UnsupportedModelError(
                 f"module '{name}' ({type(module).__name__}) reads group {group.name!r} but is not a conv or linear"
             )
-        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d) and module.groups != 1:
+        if isinstance(module, CONV_TYPES) and module.groups != 1:
             raise UnsupportedModelError(
                 f"grouped conv '{name}' reads group {group.name!r}: merge compensation, merge saliency and bias "
                 "correction move weights between input channels, which a grouped conv does not share; "

@@ -24,8 +24,9 @@ from torch.nn.utils.weight_norm import WeightNorm
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORM_TYPES = BN_TYPES + (nn.LayerNorm, nn.GroupNorm)
 #: Per-channel layers that mix no channels: sliced with their group and masked at their output, like a norm.
-CHANNELWISE_TYPES = (nn.PReLU, nn.InstanceNorm1d, nn.InstanceNorm2d)
-LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+CHANNELWISE_TYPES = (nn.PReLU, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+LAYER_TYPES = CONV_TYPES + (nn.Linear,)
 MASKABLE_TYPES = LAYER_TYPES + NORM_TYPES + CHANNELWISE_TYPES
 
 
@@ -108,7 +109,7 @@ class Layer:
 def conv_kind(module: nn.Module) -> str | None:
     """ "dense", "depthwise" (groups == in == out channels) or "grouped" for a conv; None otherwise.
     "unsupported": groups == out_channels != in_channels, which torch-pruning couples as if depthwise."""
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+    if not isinstance(module, CONV_TYPES):
         return None
     if module.groups == 1:
         return "dense"

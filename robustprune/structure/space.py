@@ -209,7 +209,7 @@ class PruneSpace:
             if readers:  # torch-pruning would slice its inputs, but no cost term counts its MACs and parameters
                 raise UnsupportedModelError(
                     f"module '{readers[0]}' ({type(by_name[readers[0]]).__name__}) reads the channels of group "
-                    f"'{members[0]}' but is not a Conv1d, Conv2d or Linear layer, so the cost of pruning them "
+                    f"'{members[0]}' but is not a Conv1d, Conv2d, Conv3d or Linear layer, so the cost of pruning them "
                     f"cannot be counted; exclude '{members[0]}' to keep them whole"
                 )
             modules = [by_name[m] for m in members]
