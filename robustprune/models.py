@@ -162,7 +162,7 @@ def check_device(device: str | torch.device) -> torch.device:
 
 #: What a user gives when a model carries no input spec (named in the refusal).
 SPEC_HINT = (
-    "give its input spec: --spec spec.json, or --input-shape C,H,W --num-classes N "
+    "give its input spec: --spec spec.json, or --input-shape C,H,W (C,T,H,W for video) --num-classes N "
     "(plus --mean/--std if it normalizes its inputs, --value-range if pixels are not in [0, 1]); "
     "in Python, spec=rp.InputSpec(...)"
 )
@@ -354,15 +354,21 @@ def _torchvision_models():
 
 
 def torchvision_names() -> list[str]:
-    """torchvision's classification architectures, the names ``torchvision:NAME`` accepts."""
+    """torchvision's image and video classification architectures, the names ``torchvision:NAME`` accepts."""
     tvm = _torchvision_models()
-    return tvm.list_models(module=tvm)
+    return tvm.list_models(module=tvm) + _video_names(tvm)
+
+
+def _video_names(tvm) -> list[str]:
+    return tvm.list_models(module=tvm.video)
 
 
 def torchvision_spec(name: str, num_classes: int | None = None) -> InputSpec | None:
     """The input spec of torchvision's published weights for ``name`` (crop size, mean, std; read from the package,
     nothing downloaded), or None when torchvision publishes none."""
     tvm = _torchvision_models()
+    if name in _video_names(tvm):  # the clip length (frames) is the training recipe's, not in the weights' meta
+        return None
     try:
         weights = tvm.get_model_weights(name).DEFAULT
         transforms = weights.transforms()
@@ -392,6 +398,8 @@ def torchvision_model(
     if name not in torchvision_names():
         raise ModelRefError(f"torchvision has no classification model {name!r}; e.g. resnet18, mobilenet_v3_small")
     own = None if spec is not None else torchvision_spec(name)
+    if spec is None and own is None:  # said before the weights are read
+        raise ModelRefError(f"{ref} carries no input spec; {SPEC_HINT}")
     if weights is None:
         raise ModelRefError(
             f"{ref} needs --weights FILE (a state dict; robustprune never downloads weights nor uses random ones)"

@@ -289,6 +289,21 @@ def test_factory_spec_sources(tmp_path):
         del sys.modules["rp_spec_sources"]
 
 
+def test_a_torchvision_video_model_loads_with_its_clip_shape_and_is_pruned(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    from tests.test_layernorm import assert_masked_equals_export, random_half
+
+    net = randomize_norms(torchvision.models.video.mc3_18(num_classes=5))
+    weights = tmp_path / "mc3.pt"
+    torch.save(net.state_dict(), weights)
+    with pytest.raises(ModelRefError, match=r"no input spec.*C,T,H,W for video"):  # the clip length is not published
+        load_model("torchvision:mc3_18", weights=weights)
+    clip = InputSpec((3, 2, 16, 16), (0.43, 0.39, 0.37), (0.23, 0.22, 0.22), 5)  # (C, T, H, W)
+    model, _ = load_model("torchvision:mc3_18", weights=weights, spec=clip)
+    space = PruneSpace(model, clip)
+    assert_masked_equals_export(space, random_half(space))
+
+
 def test_torchvision_reference_with_weights_and_its_run_folder(tmp_path):
     torchvision = pytest.importorskip("torchvision")
     spec = InputSpec((3, 32, 32), (0.5,), (0.25,), 10)
