@@ -138,3 +138,30 @@ def test_a_torch_export_program_of_a_volumetric_model_is_pruned(tmp_path):
     space = PruneSpace(loaded, spec)
     assert any(isinstance(m, nn.Conv3d) for m in loaded.modules()) and len(space.groups) == 2
     assert_masked_equals_export(space, random_half(space))
+
+
+class Conv3DSimple(nn.Conv3d):  # as torchvision's video models: an __init__ of its own, the base class's forward
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, (3, 3, 3), padding=(1, 1, 1), bias=False)
+
+
+def test_conv_subclasses_are_counted_expanded_timed_and_int8_is_refused_for_conv3d():
+    from robustprune.evaluate.lut import _layer_at
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv3d(1, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 864, 4))
+    sub = nn.Sequential(Conv3DSimple(1, 8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 864, 4))
+    sub.load_state_dict(plain.state_dict())
+    assert count_macs_params(sub, SPEC) == count_macs_params(plain, SPEC)  # the counter knew only exact types
+    expanded = expand_model(sub.eval(), 2, seed=0)
+    assert type(expanded[0]).__name__ == "ExpandedConv"  # its forward is the base class's: expanded
+    x = torch.randn(2, *SPEC.shape)
+    with torch.no_grad():
+        assert (merge_model(expanded)(x) - sub(x)).abs().max() <= 1e-4
+    layer, shape = _layer_at(sub[0], (1, 6, 12, 12), 1, 4, 1, False)  # the latency table builds the base class
+    assert type(layer) is nn.Conv3d and layer(torch.zeros(1, *shape)).shape[1] == 4
+    pytest.importorskip("torchao")
+    from robustprune.quantize import QuantizeError, quantize_int8
+
+    with pytest.raises(QuantizeError, match="Conv3d '0' would stay float"):
+        quantize_int8(sub, SPEC, torch.rand(2, *SPEC.shape))

@@ -36,8 +36,27 @@ def count_macs_params(model: nn.Module, spec: InputSpec) -> tuple[int, int]:
     model = getattr(model, "cost_reference", model)  # an int8 model counts as the float model it quantizes
     device = model_device(model, None)
     example = torch.zeros(1, *spec.shape, device=device)
+    counter = tp.utils.op_counter
+    counter.CUSTOM_MODULES_MAPPING = _subclass_hooks(model, counter.MODULES_MAPPING)  # reset by the counter
     macs, params = tp.utils.count_ops_and_params(model, example)
     return int(round(macs)), int(params)
+
+
+#: Layers whose subclasses are counted as they are (norms and activations are counted by exact type, as always).
+_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _subclass_hooks(model: nn.Module, known: dict) -> dict:
+    """Counter hooks for subclasses of conv and linear layers (torchvision's video ``Conv3DSimple`` is an
+    ``nn.Conv3d``): the counter looks layers up by exact type, so their MACs would otherwise go uncounted."""
+    hooks = {}
+    for module in model.modules():
+        kind = type(module)
+        if kind not in known:
+            base = next((b for b in kind.__mro__[1:] if b in known and b in _WEIGHT_LAYERS), None)
+            if base is not None:
+                hooks[kind] = known[base]
+    return hooks
 
 
 def latency_ms(

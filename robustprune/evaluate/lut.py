@@ -155,8 +155,8 @@ def _layer_at(
     if isinstance(module, nn.Linear):
         layer = nn.Linear(n_in * mult, n_out, bias=module.bias is not None)
         return layer, (*in_shape[:-1], n_in * mult)
-    conv = type(module)
-    channels_in = n_out if depthwise else n_in * mult
+    conv = next(base for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(module, base))  # a subclass's
+    channels_in = n_out if depthwise else n_in * mult  # __init__ may take other arguments (torchvision's Conv3DSimple)
     layer = conv(
         channels_in,
         n_out,
@@ -166,6 +166,7 @@ def _layer_at(
         dilation=module.dilation,
         groups=n_out if depthwise else groups,
         bias=module.bias is not None,
+        padding_mode=module.padding_mode,
     )
     return layer, (channels_in, *in_shape[1:])
 

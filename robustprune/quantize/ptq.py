@@ -127,6 +127,11 @@ def quantize_int8(
         )
     if calibration.shape[0] < 2:
         raise QuantizeError("calibration needs at least 2 inputs")
+    volumetric = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv3d)), None)
+    if volumetric is not None:  # the quantizers annotate 1-D/2-D convs and linears: a Conv3d would stay float
+        raise QuantizeError(
+            f"int8 quantization covers Conv1d/Conv2d and Linear layers; Conv3d '{volumetric}' would stay float"
+        )
     quantizer = _quantizer(backend)
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e

@@ -51,7 +51,7 @@ class ExpandedConv(nn.Module):
 
     def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, expand: int, gen: torch.Generator) -> None:
         super().__init__()
-        cls = type(conv)
+        cls = next(base for base in _CONVS if isinstance(conv, base))  # a subclass's __init__ may differ
         g, c_out = conv.groups, conv.out_channels
         hidden = expand * c_out
         factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
@@ -157,10 +157,20 @@ def _reads_child_weights(module: nn.Module) -> bool:
     return isinstance(module, nn.MultiheadAttention)
 
 
+def _plain(module: nn.Module) -> bool:
+    """A conv or linear layer computing as its torch base class does (a subclass that only changes __init__, as
+    torchvision's video Conv3DSimple, counts; one with its own forward may do more than its weights)."""
+    base = next((b for b in (*_CONVS, nn.Linear) if isinstance(module, b)), None)
+    if base is None:
+        return False
+    own = ("forward", "_conv_forward") if base is not nn.Linear else ("forward",)
+    return all(getattr(type(module), name) is getattr(base, name) for name in own)
+
+
 def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
     """A copy of ``model`` with every Conv1d/2d/3d and Linear replaced by its expanded chain (same function).
-    Layers of a subclass, and those a parent reads by ``.weight`` (``nn.MultiheadAttention``'s output
-    projection), stay as they are: a chain has no ``.weight``.
+    Layers of a subclass with a forward of its own, and those a parent reads by ``.weight``
+    (``nn.MultiheadAttention``'s output projection), stay as they are: a chain has no ``.weight``.
 
     ``expand`` >= 1 is the width multiplier of the hidden channels. Modules are visited in
     ``named_modules`` order with one seeded generator, so a seed gives the same chain.
@@ -171,11 +181,7 @@ def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     modules = list(expanded.named_modules())
     inside = {f"{n}.{c}" if n else c for n, m in modules if _reads_child_weights(m) for c, _ in m.named_children()}
-    targets = [
-        (n, m)
-        for n, m in modules
-        if type(m) in (*_CONVS, nn.Linear) and n and n not in inside  # subclasses may do more than their weights
-    ]
+    targets = [(n, m) for n, m in modules if _plain(m) and n and n not in inside]
     for name, module in targets:
         chain = ExpandedConv(module, expand, gen) if isinstance(module, _CONVS) else ExpandedLinear(module, expand, gen)
         chain.train(module.training)
