@@ -152,7 +152,9 @@ def add_input_spec_args(p: argparse.ArgumentParser) -> None:
     carries none (zoo and run folders carry theirs)."""
     g = p.add_argument_group("input spec (for a model that carries none; docs/api.md)")
     g.add_argument("--spec", dest="spec_file", metavar="FILE", help="input spec JSON: shape, mean, std, num_classes")
-    g.add_argument("--input-shape", metavar="C,H,W", help="shape of one input, e.g. 3,32,32 (C,T,H,W for video: 3,16,112,112)")
+    g.add_argument(
+        "--input-shape", metavar="C,H,W", help="shape of one input, e.g. 3,32,32 (C,T,H,W for video: 3,16,112,112)"
+    )
     g.add_argument("--num-classes", type=positive_int, metavar="N", help="classes the model outputs")
     g.add_argument("--mean", metavar="M[,M..]", help="per-channel mean the model normalizes with (default 0)")
     g.add_argument("--std", metavar="S[,S..]", help="per-channel std the model normalizes with (default 1)")
@@ -164,8 +166,8 @@ def add_eval_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="PATH",
-        help="your evaluation data: an image folder (one subfolder per class) or an .npz/.pt file of x (N, *input shape "
-        "pixels) and y (optional); default Fashion-MNIST",
+        help="your evaluation data: an image folder (one subfolder per class) or an .npz/.pt file of x "
+        "(N, *input shape, pixels) and y (optional); default Fashion-MNIST",
     )
     p.add_argument("--ood", metavar="PATH", help="out-of-distribution inputs for OOD AUROC (with --data)")
 
