@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 from robustprune._modes import eval_mode
 from robustprune.structure.analysis import consumer_columns
-from robustprune.structure.layers import CONV_TYPES
+from robustprune.structure.layers import CONV_TYPES, LAYER_TYPES
 from robustprune.structure.space import Candidate, PruneSpace
 
 
@@ -18,15 +17,14 @@ def consumer_input_means(space: PruneSpace, inputs: torch.Tensor, batch_size: in
     """Mean input feature of every consumer layer of the space's groups on ``inputs`` (NORMALIZED model
     inputs), measured on the unpruned model: (in_features,) per consumer, float64 on the CPU."""
     modules = dict(space.model.named_modules())
-    convs = CONV_TYPES
-    names = sorted({c for g in space.groups for c in g.consumers if isinstance(modules[c], (*convs, nn.Linear))})
+    names = sorted({c for g in space.groups for c in g.consumers if isinstance(modules[c], LAYER_TYPES)})
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
     def make_hook(name):
         def hook(module, args):
             x = args[0].detach().to(torch.float64)
-            x = x.movedim(1, -1) if isinstance(module, convs) else x  # features last
+            x = x.movedim(1, -1) if isinstance(module, CONV_TYPES) else x  # features last
             x = x.reshape(-1, x.shape[-1])
             sums[name] = sums.get(name, 0) + x.sum(0).cpu()
             counts[name] = counts.get(name, 0) + x.shape[0]

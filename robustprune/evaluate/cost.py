@@ -16,6 +16,7 @@ from torch import nn
 
 from robustprune._modes import eval_mode, model_device
 from robustprune.spec import InputSpec
+from robustprune.structure.layers import LAYER_TYPES
 
 __all__ = ["count_macs_params", "latency_ms"]
 
@@ -42,10 +43,6 @@ def count_macs_params(model: nn.Module, spec: InputSpec) -> tuple[int, int]:
     return int(round(macs)), int(params)
 
 
-#: Layers whose subclasses are counted as they are (norms and activations are counted by exact type, as always).
-_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
 def _subclass_hooks(model: nn.Module, known: dict) -> dict:
     """Counter hooks for subclasses of conv and linear layers (torchvision's video ``Conv3DSimple`` is an
     ``nn.Conv3d``): the counter looks layers up by exact type, so their MACs would otherwise go uncounted."""
@@ -53,7 +50,8 @@ def _subclass_hooks(model: nn.Module, known: dict) -> dict:
     for module in model.modules():
         kind = type(module)
         if kind not in known:
-            base = next((b for b in kind.__mro__[1:] if b in known and b in _WEIGHT_LAYERS), None)
+            # only conv and linear subclasses: norms and activations stay counted by exact type, as always
+            base = next((b for b in kind.__mro__[1:] if b in known and b in LAYER_TYPES), None)
             if base is not None:
                 hooks[kind] = known[base]
     return hooks

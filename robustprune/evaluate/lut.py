@@ -29,6 +29,7 @@ from torch import nn
 from robustprune._io import atomic_write_json
 from robustprune._progress import progress_bar
 from robustprune.evaluate.speed import compile_for, interleaved_latency, torch_threads
+from robustprune.structure.layers import CONV_TYPES
 from robustprune.structure.space import PruneSpace
 
 __all__ = ["LUT_VERSION", "CorrectedLatency", "LatencyModel", "LayerTable", "build_latency_model", "latency_grid"]
@@ -155,8 +156,8 @@ def _layer_at(
     if isinstance(module, nn.Linear):
         layer = nn.Linear(n_in * mult, n_out, bias=module.bias is not None)
         return layer, (*in_shape[:-1], n_in * mult)
-    conv = next(base for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(module, base))  # a subclass's
-    channels_in = n_out if depthwise else n_in * mult  # __init__ may take other arguments (torchvision's Conv3DSimple)
+    conv = next(base for base in CONV_TYPES if isinstance(module, base))  # a subclass's __init__ may differ
+    channels_in = n_out if depthwise else n_in * mult
     layer = conv(
         channels_in,
         n_out,

@@ -74,6 +74,8 @@ def _x86_quantizer(xiq):
 
 
 def _quantizer(backend: str):
+    if backend not in BACKENDS:
+        raise QuantizeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     try:
         if backend == "x86":
             from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
@@ -97,8 +99,6 @@ def _quantizer(backend: str):
 def check_backend(backend: str) -> None:
     """Raise :class:`QuantizeError` (one line) unless ``backend`` is known and its quantizer's package is
     installed, so callers can say so before any slow work."""
-    if backend not in BACKENDS:
-        raise QuantizeError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     _quantizer(backend)
 
 
@@ -120,7 +120,7 @@ def quantize_int8(
     ``model`` is not changed (a private copy is exported). The result runs any batch size:
     ``program.module()(spec.normalize(pixels))``; save it with :func:`save_quantized`.
     """
-    check_backend(backend)
+    quantizer = _quantizer(backend)
     if calibration.dim() != len(spec.shape) + 1 or tuple(calibration.shape[1:]) != tuple(spec.shape):
         raise QuantizeError(
             f"calibration must be (N, {', '.join(map(str, spec.shape))}), got {tuple(calibration.shape)}"
@@ -132,7 +132,6 @@ def quantize_int8(
         raise QuantizeError(
             f"int8 quantization covers Conv1d/Conv2d and Linear layers; Conv3d '{volumetric}' would stay float"
         )
-    quantizer = _quantizer(backend)
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as exc:

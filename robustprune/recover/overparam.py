@@ -21,7 +21,7 @@ import copy
 import torch
 from torch import nn
 
-_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from robustprune.structure.layers import CONV_TYPES, LAYER_TYPES
 
 
 def _blank(cls: type[nn.Module], *args, device: torch.device, dtype: torch.dtype, **kwargs) -> nn.Module:
@@ -51,7 +51,7 @@ class ExpandedConv(nn.Module):
 
     def __init__(self, conv: nn.Conv1d | nn.Conv2d | nn.Conv3d, expand: int, gen: torch.Generator) -> None:
         super().__init__()
-        cls = next(base for base in _CONVS if isinstance(conv, base))  # a subclass's __init__ may differ
+        cls = next(base for base in CONV_TYPES if isinstance(conv, base))  # a subclass's __init__ may differ
         g, c_out = conv.groups, conv.out_channels
         hidden = expand * c_out
         factory = {"device": conv.weight.device, "dtype": conv.weight.dtype}
@@ -160,7 +160,7 @@ def _reads_child_weights(module: nn.Module) -> bool:
 def _plain(module: nn.Module) -> bool:
     """A conv or linear layer computing as its torch base class does (a subclass that only changes __init__, as
     torchvision's video Conv3DSimple, counts; one with its own forward may do more than its weights)."""
-    base = next((b for b in (*_CONVS, nn.Linear) if isinstance(module, b)), None)
+    base = next((b for b in LAYER_TYPES if isinstance(module, b)), None)
     if base is None:
         return False
     own = ("forward", "_conv_forward") if base is not nn.Linear else ("forward",)
@@ -183,7 +183,9 @@ def expand_model(model: nn.Module, expand: int, seed: int = 0) -> nn.Module:
     inside = {f"{n}.{c}" if n else c for n, m in modules if _reads_child_weights(m) for c, _ in m.named_children()}
     targets = [(n, m) for n, m in modules if _plain(m) and n and n not in inside]
     for name, module in targets:
-        chain = ExpandedConv(module, expand, gen) if isinstance(module, _CONVS) else ExpandedLinear(module, expand, gen)
+        chain = (
+            ExpandedConv(module, expand, gen) if isinstance(module, CONV_TYPES) else ExpandedLinear(module, expand, gen)
+        )
         chain.train(module.training)
         _replace(expanded, name, chain)
     return expanded
