@@ -251,6 +251,28 @@ def test_auto_settings_resolve_by_batchnorm():
         SearchConfig(target_macs=0.5, compensation="bn")
 
 
+def test_auto_settings_without_norms_fall_back_to_l1_where_a_grouped_conv_reads_a_group(cache_dir):
+    from robustprune.spec import InputSpec
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 32, 3, padding=1, groups=4),  # reads the first conv's channels in 4 blocks: no merging
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
+    )
+    spec = InputSpec(shape=(1, 12, 12), mean=(0.5,), std=(0.5,), num_classes=10)
+    resolved = SearchConfig(target_macs=0.6).resolve(PruneSpace(model, spec))
+    assert (resolved.importance, resolved.compensation) == ("l1", ())
+    explicit = SearchConfig(target_macs=0.6, compensation=("merge",)).resolve(PruneSpace(model, spec))
+    assert explicit.compensation == ("merge",)  # asked for: refused with its reason when the search runs
+    result = search(model, spec, config=tiny(target_params=None, target_macs=0.6), cache_dir=cache_dir, quiet=True)
+    assert result.target_reached and result.history[-1].kept_macs <= 0.6 + 1e-9
+
+
 def test_auto_criterion_is_the_better_uniform_candidate_on_the_proxies():
     from robustprune.search.engine import AUTO_CRITERIA, _choose_criterion, pick_criterion
     from robustprune.search.objective import Evaluator, weighted_score

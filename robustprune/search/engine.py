@@ -41,7 +41,8 @@ from robustprune.search.samplers import MAX_SEED, Sampler, make_sampler
 from robustprune.search.schedule import default_steps
 from robustprune.select import removed_last, uniform_candidate
 from robustprune.spec import InputSpec
-from robustprune.structure import PruneSpace, masked
+from robustprune.structure import PruneSpace, UnsupportedModelError, masked
+from robustprune.structure.analysis import consumer_columns
 from robustprune.targets import Target
 
 #: Probes for the search: 256 inversion images, 100 Adam steps (cached on disk), and adversarial probes at
@@ -55,6 +56,17 @@ RESCORE_AT_MOST = 0.6
 
 #: Compensation "auto" for a model without BatchNorm but with layer or group norms (``SearchConfig.resolve``).
 NO_BN_NORMED: tuple[str, ...] = ()
+
+
+def _merge_applies(space: PruneSpace) -> bool:
+    """Whether merging can move every group's pruned channels into survivors: no grouped conv or other layer that
+    does not share input channels reads a group (``consumer_columns`` refuses those)."""
+    try:
+        for index in range(len(space.groups)):
+            consumer_columns(space, index)
+    except UnsupportedModelError:
+        return False
+    return True
 
 
 def _has_layer_norms(model: nn.Module) -> bool:
@@ -196,18 +208,23 @@ class SearchConfig:
         the best criterion differs by model and target). Without BatchNorm nothing can be
         re-estimated; channels are ranked by merge saliency, and pruned channels are merged into
         their most similar survivor (Paoding) in a model without any norm layer, but left
-        uncompensated (``NO_BN_NORMED``) in one with layer or group norms.
+        uncompensated (``NO_BN_NORMED``) in one with layer or group norms. Where a grouped conv reads a
+        group, nothing can be merged: channels are ranked by l1 and left uncompensated.
 
         Steps (when not given): one per 10% of the original cost, and one per 5% without
         BatchNorm, where a search takes seconds. The evidence for each choice is in docs/defaults.md.
         """
         has_bn = bool(bn_layers(space.model))  # BN with running statistics: what re-estimation can fix
+        needs_merge = not has_bn and "auto" in (self.importance, self.compensation)
+        mergeable = needs_merge and _merge_applies(space)
         importance = self.importance
         if importance == "auto" and not has_bn:
-            importance = "merge_saliency"  # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies
+            # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies; l1 reads weights only
+            importance = "merge_saliency" if mergeable else "l1"
         compensation = self.compensation
         if compensation == "auto":
-            compensation = ("bn",) if has_bn else (NO_BN_NORMED if _has_layer_norms(space.model) else ("merge",))
+            merge = ("merge",) if mergeable else ()
+            compensation = ("bn",) if has_bn else (NO_BN_NORMED if _has_layer_norms(space.model) else merge)
         steps = self.steps or default_steps(self.target, per_step=STEP_FRACTION if has_bn else STEP_FRACTION_NO_BN)
         rescore = self.rescore
         if rescore == "auto":
