@@ -215,8 +215,8 @@ class SearchConfig:
         BatchNorm, where a search takes seconds. The evidence for each choice is in docs/defaults.md.
         """
         has_bn = bool(bn_layers(space.model))  # BN with running statistics: what re-estimation can fix
-        needs_merge = not has_bn and "auto" in (self.importance, self.compensation)
-        mergeable = needs_merge and _merge_applies(space)
+        # only asked where "auto" may merge: it walks every group's consumers
+        mergeable = not has_bn and "auto" in (self.importance, self.compensation) and _merge_applies(space)
         importance = self.importance
         if importance == "auto" and not has_bn:
             # with BN, "auto" stays: ``_choose_criterion`` decides on the proxies; l1 reads weights only
